@@ -1,0 +1,235 @@
+"""The one owner of the workspace's DuckDB file.
+
+A `Store` holds the only read-write connection to the file (DuckDB allows one writing process; DESIGN 4),
+applies migrations on open, and appends pandas frames in batches (a single-row INSERT into a file runs at
+a few hundred rows per second, a registered frame at hundreds of thousands). All access goes through a
+lock so threads in one process (the service) can share it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from store.errors import UnknownTableError, WorkspaceBusyError
+from store.schema import MIGRATIONS
+from store.workspace import Workspace
+
+# The column that orders each table in time: what `export --since/--until` filters on.
+TIME_COLUMNS: dict[str, str] = {
+    "transactions": "timestamp",
+    "predictions": "timestamp",
+    "labels": "label_time",
+    "dead_letters": "received_at",
+    "serving_state": "changed_at",
+    "audit_log": "recorded_at",
+    "models": "created_at",
+    "model_aliases": "recorded_at",
+}
+
+
+class Store:
+    """One DuckDB connection, migrations, batched appends, queries and Parquet export."""
+
+    def __init__(self, path: str | Path, *, extensions_dir: Path | None = None) -> None:
+        self.path = Path(path)
+        config: dict[str, Any] = {}
+        if extensions_dir is not None:
+            extensions_dir.mkdir(parents=True, exist_ok=True)
+            config["extension_directory"] = str(extensions_dir)
+            # Never fetch extensions at run time; parquet and json are built in.
+            config["autoinstall_known_extensions"] = False
+            config["autoload_known_extensions"] = False
+        try:
+            self._con = duckdb.connect(str(self.path), config=config)
+        except duckdb.IOException as error:
+            if "lock" in str(error).lower():
+                raise WorkspaceBusyError(
+                    f"{self.path} is held by another process (a running `selfheal serve`?): "
+                    "stop it, or talk to it over its HTTP API"
+                ) from error
+            raise
+        self._lock = threading.RLock()
+        self._columns: dict[str, list[str]] = {}
+        self.migrate()
+
+    @classmethod
+    def open(cls, workspace: Workspace) -> Store:
+        """Open (creating if needed) the database of a workspace."""
+        workspace.ensure()
+        return cls(workspace.db_path, extensions_dir=workspace.extensions_dir)
+
+    @classmethod
+    def in_memory(cls) -> Store:
+        """A throwaway store (tests, dry runs)."""
+        return cls(":memory:")
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version."""
+        with self._lock:
+            self._con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
+            )
+            applied = {row[0] for row in self._con.execute("SELECT version FROM schema_migrations").fetchall()}
+            for migration in MIGRATIONS:
+                if migration.version in applied:
+                    continue
+                self._con.execute("BEGIN TRANSACTION")
+                try:
+                    self._con.execute(migration.sql)
+                    self._con.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, now())",
+                        [migration.version, migration.description],
+                    )
+                    self._con.execute("COMMIT")
+                except Exception:
+                    self._con.execute("ROLLBACK")
+                    raise
+            self._columns.clear()
+            return self.schema_version()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        return int(row[0]) if row else 0
+
+    def tables(self) -> list[str]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def columns(self, table: str) -> list[str]:
+        """Column names of a table, in order (cached)."""
+        if table not in self._columns:
+            with self._lock:
+                rows = self._con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+            if not rows:
+                raise UnknownTableError(f"unknown table {table!r}; tables: {', '.join(self.tables())}")
+            self._columns[table] = [r[0] for r in rows]
+        return self._columns[table]
+
+    # -- reads and writes -----------------------------------------------------------------------
+
+    def append(self, table: str, frame: pd.DataFrame) -> int:
+        """Insert a frame's rows in one statement; columns absent from the frame become NULL.
+
+        Returns the number of rows written.
+        """
+        if frame.empty:
+            return 0
+        columns = self.columns(table)
+        unknown = set(frame.columns) - set(columns)
+        if unknown:
+            raise ValueError(f"columns not in table {table}: {sorted(unknown)}")
+        present = [c for c in columns if c in frame.columns]
+        select = ", ".join(f'"{c}"' for c in present)
+        with self._lock:
+            self._con.register("_append_frame", frame[present])
+            try:
+                self._con.execute(f'INSERT INTO "{table}" ({select}) SELECT {select} FROM _append_frame')
+            finally:
+                self._con.unregister("_append_frame")
+        return len(frame)
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Run a query and return its result as a frame."""
+        with self._lock:
+            return self._con.execute(sql, params or []).df()
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a statement and return its rows (if any)."""
+        with self._lock:
+            cursor = self._con.execute(sql, params or [])
+            try:
+                return cursor.fetchall()
+            except duckdb.InvalidInputException:  # statements without a result set
+                return []
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """All statements inside commit together or not at all."""
+        with self._lock:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                yield self
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+
+    def count(self, table: str) -> int:
+        self.columns(table)  # validates the name
+        return int(self.scalar(f'SELECT count(*) FROM "{table}"'))
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A separate cursor on the same database (for read tools that set their own limits)."""
+        with self._lock:
+            return self._con.cursor()
+
+    # -- export ---------------------------------------------------------------------------------
+
+    def export(
+        self,
+        table: str,
+        out: str | Path,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Write a table's rows with time in [since, until) to a Parquet file; returns the row count."""
+        self.columns(table)
+        time_column = TIME_COLUMNS.get(table)
+        where, params = [], []
+        if since is not None or until is not None:
+            if time_column is None:
+                raise ValueError(f"table {table} has no time column to filter on")
+            if since is not None:
+                where.append(f'"{time_column}" >= ?')
+                params.append(since)
+            if until is not None:
+                where.append(f'"{time_column}" < ?')
+                params.append(until)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = f' ORDER BY "{time_column}"' if time_column else ""
+        out_path = Path(out)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._con.execute(
+                f"COPY (SELECT * FROM \"{table}\"{clause}{order}) TO '{_sql_string(str(out_path))}' (FORMAT parquet)",
+                params,
+            )
+            rows = self._con.execute(f'SELECT count(*) FROM "{table}"{clause}', params).fetchone()
+        return int(rows[0]) if rows else 0
+
+
+def _sql_string(value: str) -> str:
+    return value.replace("'", "''")

@@ -1,0 +1,123 @@
+"""Versioned schema migrations for the workspace database.
+
+Each migration is (version, description, SQL). `Store.migrate` applies the ones not yet recorded in
+`schema_migrations`, in order, each in its own transaction. Never edit a released migration: add one.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "scoring logs, labels, dead letters, serving state, audit log, model registry",
+        """
+        CREATE TABLE transactions (
+            transaction_id VARCHAR NOT NULL,
+            timestamp TIMESTAMP NOT NULL,
+            customer_id VARCHAR NOT NULL,
+            terminal_id VARCHAR NOT NULL,
+            amount DOUBLE NOT NULL,
+            channel VARCHAR,
+            merchant_name VARCHAR,
+            mcc VARCHAR,
+            country VARCHAR,
+            batch_id VARCHAR NOT NULL,
+            received_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE predictions (
+            transaction_id VARCHAR NOT NULL,
+            timestamp TIMESTAMP NOT NULL,
+            scored_at TIMESTAMP NOT NULL,
+            score DOUBLE NOT NULL,
+            decision VARCHAR NOT NULL,
+            model_version INTEGER,
+            serving_state_version INTEGER NOT NULL,
+            used_fallback BOOLEAN NOT NULL,
+            latency_ms DOUBLE NOT NULL,
+            batch_id VARCHAR NOT NULL,
+            amount DOUBLE,
+            is_weekend DOUBLE,
+            is_night DOUBLE,
+            customer_tx_count_1d DOUBLE,
+            customer_avg_amount_1d DOUBLE,
+            customer_tx_count_7d DOUBLE,
+            customer_avg_amount_7d DOUBLE,
+            customer_tx_count_30d DOUBLE,
+            customer_avg_amount_30d DOUBLE,
+            terminal_tx_count_1d DOUBLE,
+            terminal_risk_1d DOUBLE,
+            terminal_tx_count_7d DOUBLE,
+            terminal_risk_7d DOUBLE,
+            terminal_tx_count_30d DOUBLE,
+            terminal_risk_30d DOUBLE,
+            is_online DOUBLE,
+            is_high_risk_mcc DOUBLE
+        );
+        CREATE TABLE labels (
+            transaction_id VARCHAR NOT NULL,
+            is_fraud INTEGER NOT NULL,
+            label_time TIMESTAMP NOT NULL,
+            received_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE dead_letters (
+            dead_letter_id VARCHAR NOT NULL,
+            received_at TIMESTAMP NOT NULL,
+            batch_id VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            transaction_id VARCHAR,
+            reason VARCHAR NOT NULL,
+            field VARCHAR,
+            payload VARCHAR NOT NULL
+        );
+        CREATE TABLE serving_state (
+            version INTEGER PRIMARY KEY,
+            changed_at TIMESTAMP NOT NULL,
+            changed_by VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            champion_version INTEGER,
+            fallback BOOLEAN NOT NULL,
+            fallback_reason VARCHAR,
+            threshold DOUBLE NOT NULL,
+            review_threshold DOUBLE NOT NULL,
+            quarantined_features VARCHAR NOT NULL
+        );
+        CREATE TABLE audit_log (
+            audit_id VARCHAR PRIMARY KEY,
+            recorded_at TIMESTAMP NOT NULL,
+            actor VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            incident_id VARCHAR,
+            args VARCHAR NOT NULL,
+            result VARCHAR NOT NULL,
+            reason VARCHAR,
+            approval VARCHAR,
+            idempotency_key VARCHAR,
+            inverse VARCHAR
+        );
+        CREATE TABLE models (
+            version INTEGER PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            artifact_path VARCHAR NOT NULL,
+            sha256 VARCHAR NOT NULL,
+            metadata VARCHAR NOT NULL
+        );
+        CREATE TABLE model_aliases (
+            event_id INTEGER PRIMARY KEY,
+            recorded_at TIMESTAMP NOT NULL,
+            alias VARCHAR NOT NULL,
+            version INTEGER,
+            actor VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL
+        );
+        """,
+    ),
+)

@@ -1,0 +1,50 @@
+"""Where a selfheal installation keeps its state: one folder, by default ``./.selfheal``.
+
+``SELFHEAL_HOME`` overrides the location. The folder holds the one DuckDB file (owned by one process, see
+DESIGN 4), the model artifacts, reports, and DuckDB's extension directory (kept inside the workspace so
+nothing is ever downloaded into a user-wide location).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "SELFHEAL_HOME"
+DEFAULT_HOME = ".selfheal"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths inside one workspace folder."""
+
+    home: Path
+
+    @classmethod
+    def from_env(cls, home: str | Path | None = None) -> Workspace:
+        """The workspace named by ``home``, else ``$SELFHEAL_HOME``, else ``./.selfheal``."""
+        chosen = home if home is not None else os.environ.get(HOME_ENV, DEFAULT_HOME)
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "selfheal.duckdb"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def extensions_dir(self) -> Path:
+        return self.home / "duckdb_extensions"
+
+    def ensure(self) -> Workspace:
+        """Create the folders (idempotent) and return self."""
+        for path in (self.home, self.models_dir, self.reports_dir, self.extensions_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
