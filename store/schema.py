@@ -42,6 +42,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             model_version INTEGER,
             serving_state_version INTEGER NOT NULL,
             used_fallback BOOLEAN NOT NULL,
+            fallback_reason VARCHAR,
             latency_ms DOUBLE NOT NULL,
             batch_id VARCHAR NOT NULL,
             amount DOUBLE,

@@ -1,0 +1,333 @@
+"""Vectorised validation of incoming transactions: every row is either valid or dead-lettered with a reason.
+
+Input arrives as records (JSON objects from HTTP or JSONL) or as a frame (CSV, Parquet, the simulator).
+Checks run column by column over the whole batch; the first failing check names a row's reason and field.
+Nothing is dropped silently: ``len(valid) + len(dead) == rows in`` always holds (`ValidationResult.rows_in`).
+
+Rules, in order:
+- required fields present and non-null: transaction_id, timestamp, customer_id, terminal_id, amount;
+- ids are strings (integers accepted and written in decimal) of at most `MAX_ID_LENGTH` characters;
+- timestamp parses (ISO 8601 text, datetime, or epoch seconds) and lies in [`MIN_TIMESTAMP`, `MAX_TIMESTAMP`];
+  time-zone-aware values are converted to UTC and made naive;
+- amount is a finite number (numeric text accepted) in [0, `ScoringLimits.max_amount`];
+- optional text fields (channel, merchant_name, mcc, country) are null or text of bounded length; channel,
+  when present, is one of `CHANNELS`;
+- transaction_id is unique within the batch and not already seen (the caller passes recent ids).
+
+Unknown fields are ignored (payloads grow; a new field must not stop scoring).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from scorer import columns as C
+
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = {C.CHANNEL: 32, C.MERCHANT_NAME: 256, C.MCC: 8, C.COUNTRY: 8}
+MIN_TIMESTAMP = pd.Timestamp("1990-01-01")
+MAX_TIMESTAMP = pd.Timestamp("2100-01-01")
+MAX_PAYLOAD_CHARS = 20_000  # a dead letter keeps at most this much of a hostile payload
+
+
+class ScoringLimits(BaseModel):
+    """Bounds a valid transaction must respect."""
+
+    max_amount: float = Field(1_000_000.0, gt=0, description="largest amount accepted, in currency units")
+
+
+@dataclass
+class ValidationResult:
+    """Valid rows in canonical types, and dead letters for the rest."""
+
+    valid: pd.DataFrame  # canonical columns, typed; index = position in the input
+    dead: pd.DataFrame  # columns: row, transaction_id, reason, field, payload
+    rows_in: int
+
+    def __post_init__(self) -> None:
+        # Conservation is an invariant of this module, not a hope: fail loudly if code ever breaks it.
+        if len(self.valid) + len(self.dead) != self.rows_in:
+            raise AssertionError(f"validation lost rows: {len(self.valid)} + {len(self.dead)} != {self.rows_in}")
+
+
+def to_frame(records: pd.DataFrame | Sequence[Mapping[str, Any]] | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Records or a frame -> an object-tolerant frame with one row per input record."""
+    if isinstance(records, pd.DataFrame):
+        return records.reset_index(drop=True)
+    rows = list(records)
+    bad = [i for i, r in enumerate(rows) if not isinstance(r, Mapping)]
+    frame = pd.DataFrame.from_records([r if isinstance(r, Mapping) else {} for r in rows], coerce_float=False)
+    if len(frame) < len(rows):  # records that are all empty give a frame with no rows
+        frame = pd.DataFrame(index=range(len(rows)))
+    frame = frame.set_axis(range(len(rows)))
+    if bad:
+        flags = np.zeros(len(rows), dtype=bool)
+        flags[bad] = True
+        frame["__not_an_object__"] = flags
+    return frame
+
+
+def validate(
+    records: pd.DataFrame | Sequence[Mapping[str, Any]],
+    *,
+    limits: ScoringLimits | None = None,
+    seen_ids: set[str] | None = None,
+) -> ValidationResult:
+    """Split a batch into typed valid rows and dead letters (see the module docstring for the rules)."""
+    limits = limits or ScoringLimits()
+    originals = None if isinstance(records, pd.DataFrame) else list(records)
+    frame = to_frame(records if originals is None else originals)
+    n = len(frame)
+    reason = np.full(n, None, dtype=object)
+    field = np.full(n, None, dtype=object)
+
+    def fail(mask: np.ndarray, why: str, name: str | None) -> None:
+        fresh = mask & (reason == None)  # noqa: E711 - elementwise comparison on an object array
+        reason[fresh] = why
+        field[fresh] = name
+
+    if "__not_an_object__" in frame:
+        fail(frame["__not_an_object__"].fillna(False).to_numpy(dtype=bool), "record is not a JSON object", None)
+
+    if originals is not None:  # records can lack a key that other records of the batch have
+        for name in C.REQUIRED_INPUT_COLUMNS:
+            absent = np.array([isinstance(r, Mapping) and name not in r for r in originals], dtype=bool)
+            fail(absent, f"missing field {name}", name)
+
+    out: dict[str, Any] = {}
+    for name in (C.TRANSACTION_ID, C.CUSTOMER_ID, C.TERMINAL_ID):
+        out[name] = _check_id(frame, name, fail)
+    out[C.TIMESTAMP] = _check_timestamp(frame, fail)
+    out[C.AMOUNT] = _check_amount(frame, limits, fail)
+    for name in C.OPTIONAL_INPUT_COLUMNS:
+        out[name] = _check_text(frame, name, fail)
+
+    ids = out[C.TRANSACTION_ID]
+    ok_ids = pd.Series(ids).where(pd.Series(reason).isna())
+    fail(ok_ids.duplicated(keep="first").to_numpy() & ok_ids.notna().to_numpy(), "duplicate transaction_id in batch", C.TRANSACTION_ID)
+    if seen_ids:
+        fail(pd.Series(ids).isin(seen_ids).to_numpy(), "transaction_id already scored", C.TRANSACTION_ID)
+
+    good = pd.isna(reason)
+    valid = pd.DataFrame({name: _take(values, good) for name, values in out.items()}, index=np.flatnonzero(good))
+    valid = valid[list(C.INPUT_COLUMNS)]
+    dead_rows = np.flatnonzero(~good)
+    dead = pd.DataFrame(
+        {
+            "row": dead_rows,
+            C.TRANSACTION_ID: [_short_id(frame, int(i)) for i in dead_rows],
+            "reason": reason[dead_rows].astype(str),
+            "field": field[dead_rows],
+            "payload": [_payload(frame, originals, int(i)) for i in dead_rows],
+        }
+    )
+    return ValidationResult(valid=valid, dead=dead, rows_in=n)
+
+
+def _take(values: Any, mask: np.ndarray) -> Any:
+    return values[mask] if isinstance(values, np.ndarray) else pd.Series(values)[mask].to_numpy()
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series | None:
+    return frame[name] if name in frame.columns else None
+
+
+def _check_id(frame: pd.DataFrame, name: str, fail: Any) -> np.ndarray:
+    column = _column(frame, name)
+    n = len(frame)
+    if column is None:
+        fail(np.ones(n, dtype=bool), f"missing field {name}", name)
+        return np.full(n, None, dtype=object)
+    if pd.api.types.is_integer_dtype(column.dtype):
+        return column.astype(str).to_numpy(dtype=object)
+    text = np.empty(n, dtype=object)
+    bad_type = np.zeros(n, dtype=bool)
+    for i, value in enumerate(column.tolist()):
+        text[i], bad_type[i] = _id_text(value)
+    missing = np.array([t is None for t in text]) & ~bad_type
+    fail(missing, f"missing value for {name}", name)
+    fail(bad_type, f"{name} must be a string or an integer", name)
+    too_long = np.array([t is not None and len(t) > MAX_ID_LENGTH for t in text])
+    fail(too_long, f"{name} longer than {MAX_ID_LENGTH} characters", name)
+    fail(np.array([t == "" for t in text]), f"{name} is empty", name)
+    return text
+
+
+def _id_text(value: Any) -> tuple[str | None, bool]:
+    """(text, wrong_type) for one id value; None text means missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None, False
+    if isinstance(value, bool):
+        return None, True
+    if isinstance(value, (int, np.integer)):
+        return str(int(value)), False
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value)), False  # CSV readers turn integer columns with gaps into floats
+    if isinstance(value, str):
+        return value.strip(), False
+    return None, True
+
+
+def _check_timestamp(frame: pd.DataFrame, fail: Any) -> np.ndarray:
+    column = _column(frame, C.TIMESTAMP)
+    n = len(frame)
+    if column is None:
+        fail(np.ones(n, dtype=bool), f"missing field {C.TIMESTAMP}", C.TIMESTAMP)
+        return np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        parsed = column
+        if getattr(column.dt, "tz", None) is not None:
+            parsed = column.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif pd.api.types.is_string_dtype(column.dtype) and not pd.api.types.is_object_dtype(column.dtype):
+        # Text columns (CSV): parse vectorised; only values that fail get the slower one-by-one parser.
+        parsed = pd.to_datetime(column, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+        retry = parsed.isna() & column.notna()
+        if retry.any():
+            parsed = parsed.astype("datetime64[ns]")
+            parsed[retry] = [_parse_time(v) or pd.NaT for v in column[retry].tolist()]
+    else:
+        stamps = [_parse_time(v) for v in column.tolist()]
+        parsed = pd.Series(
+            np.array([np.datetime64("NaT") if t is None else t.to_datetime64() for t in stamps], dtype="datetime64[ns]")
+        )
+    missing = column.isna().to_numpy()
+    fail(missing, f"missing value for {C.TIMESTAMP}", C.TIMESTAMP)
+    values = parsed.to_numpy(dtype="datetime64[ns]")
+    fail(np.isnat(values), "timestamp is not a valid date-time", C.TIMESTAMP)
+    out_of_range = ~np.isnat(values) & ((values < MIN_TIMESTAMP.to_datetime64()) | (values > MAX_TIMESTAMP.to_datetime64()))
+    fail(out_of_range, f"timestamp outside [{MIN_TIMESTAMP.date()}, {MAX_TIMESTAMP.date()}]", C.TIMESTAMP)
+    return values
+
+
+def _parse_time(value: Any) -> pd.Timestamp | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            if not math.isfinite(float(value)) or abs(float(value)) > 1e10:
+                return None
+            stamp = pd.Timestamp(float(value), unit="s")
+        elif isinstance(value, str):
+            if len(value) > 64:
+                return None
+            stamp = pd.Timestamp(value)
+        elif isinstance(value, (pd.Timestamp, np.datetime64)) or hasattr(value, "isoformat"):
+            stamp = pd.Timestamp(value)
+        else:
+            return None
+    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        return None
+    if stamp is pd.NaT or not (1700 <= stamp.year <= 2250):
+        return None  # beyond what nanosecond timestamps can hold
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp
+
+
+def _check_amount(frame: pd.DataFrame, limits: ScoringLimits, fail: Any) -> np.ndarray:
+    column = _column(frame, C.AMOUNT)
+    n = len(frame)
+    if column is None:
+        fail(np.ones(n, dtype=bool), f"missing field {C.AMOUNT}", C.AMOUNT)
+        return np.full(n, np.nan)
+    if pd.api.types.is_bool_dtype(column.dtype):
+        fail(np.ones(n, dtype=bool), "amount must be a number", C.AMOUNT)
+        return np.full(n, np.nan)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        not_number = np.zeros(n, dtype=bool)
+    elif pd.api.types.is_string_dtype(column.dtype) and not pd.api.types.is_object_dtype(column.dtype):
+        stripped = column.str.strip()
+        values = pd.to_numeric(stripped.where(stripped.str.len() <= 64), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
+        lowered = stripped.str.lower()
+        spelled_nan = lowered.isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool)
+        not_number = (np.isnan(values) & column.notna().to_numpy() & ~spelled_nan)
+    else:
+        values = np.array([_number(v) for v in column.tolist()], dtype=np.float64)
+        not_number = np.array([v is not None and not _is_nullish(v) and _number(v) is None for v in column.tolist()], dtype=bool)
+        values = np.where(np.isnan(values), np.nan, values)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        missing = column.isna().to_numpy()  # a frame cannot tell a missing value from NaN
+    else:
+        missing = np.array([v is None or v is pd.NA for v in column.tolist()], dtype=bool)
+    fail(missing, f"missing value for {C.AMOUNT}", C.AMOUNT)
+    fail(not_number, "amount must be a number", C.AMOUNT)
+    fail(np.isnan(values) & ~missing & ~not_number, "amount is NaN", C.AMOUNT)
+    fail(np.isinf(values), "amount is infinite", C.AMOUNT)
+    fail(values < 0, "amount is negative", C.AMOUNT)
+    fail(values > limits.max_amount, f"amount above the limit of {limits.max_amount:g}", C.AMOUNT)
+    return values
+
+
+def _is_nullish(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _number(value: Any) -> float | None:
+    """A float for numbers and numeric text; None otherwise (NaN stays NaN so it is reported as NaN)."""
+    if isinstance(value, bool) or value is None or value is pd.NA:
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _check_text(frame: pd.DataFrame, name: str, fail: Any) -> np.ndarray:
+    column = _column(frame, name)
+    n = len(frame)
+    if column is None:
+        return np.full(n, None, dtype=object)
+    values = column.astype(object).where(column.notna(), None).to_numpy(dtype=object)
+    wrong_type = np.array([(v is not None and not isinstance(v, (str, int, np.integer))) or isinstance(v, bool) for v in values])
+    fail(wrong_type, f"{name} must be text", name)
+    text = np.array([None if v is None or not isinstance(v, (str, int, np.integer)) else str(v) for v in values], dtype=object)
+    limit = MAX_TEXT_LENGTH[name]
+    fail(np.array([t is not None and len(t) > limit for t in text]), f"{name} longer than {limit} characters", name)
+    if name == C.CHANNEL:
+        unknown = np.array([t is not None and t not in C.CHANNELS for t in text])
+        fail(unknown, f"channel must be one of {', '.join(C.CHANNELS)}", name)
+    return text
+
+
+def _short_id(frame: pd.DataFrame, row: int) -> str | None:
+    if C.TRANSACTION_ID not in frame.columns:
+        return None
+    text, wrong = _id_text(frame[C.TRANSACTION_ID].iloc[row])
+    return None if text is None or wrong else text[:MAX_ID_LENGTH]
+
+
+def _payload(frame: pd.DataFrame, originals: list[Any] | None, row: int) -> str:
+    """The raw record as JSON text (bounded), so a dead letter can be inspected and replayed."""
+    if originals is not None:
+        record: Any = originals[row]
+    else:
+        record = {k: v for k, v in frame.iloc[row].to_dict().items() if not _is_nullish_scalar(v)}
+    try:
+        text = json.dumps(record, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):  # e.g. circular structures
+        text = json.dumps(repr(record))
+    if len(text) > MAX_PAYLOAD_CHARS:
+        text = text[:MAX_PAYLOAD_CHARS] + f"... [cut: {len(text)} characters in all]"
+    return text
+
+
+def _is_nullish_scalar(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists and dicts
+        return False

@@ -1,0 +1,367 @@
+"""The `selfheal` command line: a thin layer over the library (every command's docstring is its --help)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scorer.errors import ScorerError
+from store import TIME_COLUMNS, StoreError
+
+app = typer.Typer(
+    name="selfheal",
+    help="A self-healing MLOps platform for card-fraud detection.\n\nExample: selfheal demo",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List, inspect, promote and roll back registered models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=True)
+out = Console()
+
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", help="Workspace folder (default: $SELFHEAL_HOME or ./.selfheal).")
+]
+
+
+class ParamsPreset(StrEnum):
+    default = "default"
+    tuned = "tuned"
+    handbook = "handbook"
+
+
+class SplitChoice(StrEnum):
+    handbook = "handbook"
+    recent = "recent"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _platform(home: Path | None) -> Any:
+    from selfheal.app import Platform
+
+    try:
+        return Platform.open(home)
+    except StoreError as error:
+        raise _fail(str(error)) from error
+
+
+@app.command()
+def simulate(
+    out_path: Annotated[Path, typer.Option("--out", help="Output file (.parquet, .csv or .jsonl).")],
+    days: Annotated[int, typer.Option(min=1, help="Days to generate.")] = 60,
+    start_day: Annotated[int, typer.Option(min=0, help="First day (offset from the world's start date).")] = 0,
+    customers: Annotated[int, typer.Option(min=1)] = 5000,
+    terminals: Annotated[int, typer.Option(min=1)] = 10000,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generate simulated card transactions (with labels) to a file.
+
+    Example: selfheal simulate --days 60 --out history.parquet
+    """
+    from rich.progress import Progress
+
+    from scorer.simulate import Simulator, WorldConfig
+
+    simulator = Simulator(WorldConfig(seed=seed, customers=customers, terminals=terminals))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("simulating", total=days)
+        frame = simulator.generate(start_day, days, progress=lambda done: progress.update(task, completed=done))
+    _write_frame(frame, out_path)
+    out.print(f"wrote {len(frame):,} transactions ({int(frame['is_fraud'].sum()):,} frauds) to {out_path}")
+
+
+def _write_frame(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix in (".jsonl", ".ndjson"):
+        frame.to_json(path, orient="records", lines=True, date_format="iso")
+    else:
+        raise _fail(f"unsupported output format {suffix!r}: use .parquet, .csv or .jsonl")
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path | None, typer.Option(help="Transactions file (canonical or handbook format). Default: simulate.")
+    ] = None,
+    split: Annotated[SplitChoice, typer.Option(help="handbook: the handbook's dates; recent: the latest data.")] = (
+        SplitChoice.recent
+    ),
+    params: Annotated[ParamsPreset, typer.Option(help="Hyper-parameter preset.")] = ParamsPreset.default,
+    simulate_days: Annotated[int, typer.Option(min=22, help="Days to simulate when no --data is given.")] = 60,
+    register: Annotated[bool, typer.Option(help="Register the model in the workspace.")] = True,
+    promote: Annotated[bool, typer.Option(help="Make the registered model the champion.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (metrics) and nothing else.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Train an XGBoost model with a time-based train / delay / test split and report its metrics.
+
+    Example: selfheal train --data ../shared/data/handbook/transactions.parquet --split handbook --json
+    """
+    from scorer.data import DataFormatError, load_transactions
+    from scorer.pipeline import train_and_register
+    from scorer.simulate import Simulator, WorldConfig
+    from scorer.train import TrainParams, load_for_training, run_training
+
+    preset = {
+        ParamsPreset.default: TrainParams(),
+        ParamsPreset.tuned: TrainParams.tuned(),
+        ParamsPreset.handbook: TrainParams.handbook_default(),
+    }[params]
+    try:
+        if data is None:
+            transactions = Simulator(WorldConfig()).generate(0, simulate_days)
+        elif split is SplitChoice.handbook:
+            transactions = load_for_training(data)
+        else:
+            transactions = load_transactions(data)
+    except (DataFormatError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    with console.status("training"):
+        if register:
+            platform = _platform(home)
+            try:
+                run = train_and_register(
+                    platform.registry, transactions, split=split.value, params=preset, promote=promote
+                )
+            finally:
+                platform.close()
+            report, version = run.report, run.model.version
+        else:
+            report, version = run_training(transactions, split.value, params=preset).report, None
+    summary = {
+        "auc": report.auc,
+        "ap": report.ap,
+        "cp100": report.cp100,
+        "train_rows": report.train_rows,
+        "test_rows": report.test_rows,
+        "best_iteration": report.best_iteration,
+        "train_window": [report.train_window.start.isoformat(), report.train_window.end.isoformat()],
+        "test_window": [report.test_window.start.isoformat(), report.test_window.end.isoformat()],
+        "model_version": version,
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table(title="training report")
+    for key in ("auc", "ap", "cp100", "train_rows", "test_rows", "best_iteration", "model_version"):
+        value = summary[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@app.command()
+def score(
+    source: Annotated[str, typer.Argument(help="A .csv, .parquet or .jsonl file, or - for JSONL on stdin.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per scoring batch.")] = 10_000,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Also write the predictions here.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Score transactions with the champion model (or the fallback rules) and log them to the workspace.
+
+    Every row is either scored or dead-lettered with a reason.
+
+    Example: selfheal score live.parquet --out decisions.parquet
+    """
+    from scorer.data import DataFormatError
+    from scorer.sources import read_records
+
+    try:
+        batches = read_records(source, batch_size=batch_size, stdin=sys.stdin)
+    except (DataFormatError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    platform = _platform(home)
+    totals = {"rows_in": 0, "scored": 0, "dead_lettered": 0}
+    decisions: dict[str, int] = {}
+    written: list[pd.DataFrame] = []
+    try:
+        platform.scorer.warm_up()
+        with console.status("scoring") as status:
+            for batch in batches:
+                result = platform.scorer.score_batch(batch, source=f"file:{source}")
+                totals["rows_in"] += result.rows_in
+                totals["scored"] += result.scored
+                totals["dead_lettered"] += result.dead_lettered
+                for decision, count in result.predictions["decision"].value_counts().items():
+                    decisions[str(decision)] = decisions.get(str(decision), 0) + int(count)
+                if out_path is not None:
+                    written.append(result.predictions)
+                status.update(f"scoring: {totals['rows_in']:,} rows")
+        status_info = platform.scorer.status()
+    except (DataFormatError, ScorerError) as error:
+        raise _fail(str(error)) from error
+    finally:
+        platform.close()
+    if out_path is not None:
+        _write_frame(pd.concat(written, ignore_index=True) if written else pd.DataFrame(), out_path)
+    served = "fallback rules" if status_info["fallback"] else f"model v{status_info['model_version']}"
+    out.print(
+        f"{totals['rows_in']:,} rows in: {totals['scored']:,} scored with {served}, "
+        f"{totals['dead_lettered']:,} dead-lettered; decisions {decisions}"
+    )
+
+
+@app.command()
+def export(
+    table: Annotated[str, typer.Argument(help=f"One of: {', '.join(TIME_COLUMNS)}.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    since: Annotated[datetime | None, typer.Option(help="Only rows at or after this time.")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only rows before this time.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Export a workspace table (optionally a time range of it) to Parquet.
+
+    Example: selfheal export predictions --since 2018-06-01 --until 2018-06-08 --out week.parquet
+    """
+    platform = _platform(home)
+    try:
+        rows = platform.store.export(table, out_path, since=since, until=until)
+    except (StoreError, ValueError) as error:
+        raise _fail(str(error)) from error
+    finally:
+        platform.close()
+    out.print(f"wrote {rows:,} rows of {table} to {out_path}")
+
+
+@models_app.command("list")
+def models_list(home: HomeOption = None) -> None:
+    """List registered models with their aliases and metrics.
+
+    Example: selfheal models list
+    """
+    platform = _platform(home)
+    try:
+        models, aliases = platform.registry.list(), platform.registry.aliases()
+    finally:
+        platform.close()
+    by_version: dict[int, list[str]] = {}
+    for name, version in aliases.items():
+        if version is not None:
+            by_version.setdefault(version, []).append(name)
+    table = Table(title="models")
+    for column in ("version", "aliases", "created", "auc", "ap", "cp100", "features"):
+        table.add_column(column)
+    for model in models:
+        metrics = model.metadata.metrics
+        table.add_row(
+            str(model.version),
+            ", ".join(by_version.get(model.version, [])),
+            f"{model.created_at:%Y-%m-%d %H:%M}",
+            *(f"{metrics.get(k, float('nan')):.3f}" for k in ("auc", "ap", "cp100")),
+            str(len(model.metadata.feature_columns)),
+        )
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(version: Annotated[int, typer.Argument(help="Model version.")], home: HomeOption = None) -> None:
+    """Show one model's metadata and whether its artifact verifies.
+
+    Example: selfheal models show 1
+    """
+    platform = _platform(home)
+    try:
+        model = platform.registry.get(version)
+        check = platform.registry.verify(version)
+    except ScorerError as error:
+        raise _fail(str(error)) from error
+    finally:
+        platform.close()
+    payload = model.model_dump(mode="json")
+    payload["integrity"] = check.model_dump(mode="json")
+    out.print_json(json.dumps(payload, default=str))
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[int, typer.Argument(help="Model version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "manual promotion",
+    home: HomeOption = None,
+) -> None:
+    """Make a model the champion (the current champion becomes `previous`).
+
+    Example: selfheal models promote 2 --reason "beats v1 on last week"
+    """
+    platform = _platform(home)
+    try:
+        state = platform.registry.promote(version, actor="cli", reason=reason)
+    except ScorerError as error:
+        raise _fail(str(error)) from error
+    finally:
+        platform.close()
+    out.print(f"champion is now v{state.champion_version} (serving state v{state.version})")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    to: Annotated[int | None, typer.Option("--to", help="Version to roll back to (default: previous).")] = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "manual rollback",
+    home: HomeOption = None,
+) -> None:
+    """Roll the champion back to the previous model (or to --to VERSION).
+
+    Example: selfheal models rollback --reason "v3 declines too much"
+    """
+    platform = _platform(home)
+    try:
+        state = platform.registry.rollback(to_version=to, actor="cli", reason=reason)
+    except ScorerError as error:
+        raise _fail(str(error)) from error
+    finally:
+        platform.close()
+    out.print(f"champion is now v{state.champion_version} (serving state v{state.version})")
+
+
+@app.command()
+def demo(
+    home: Annotated[Path, typer.Option("--home", help="Demo workspace (wiped first).")] = Path(".selfheal-demo"),
+    history_days: Annotated[int, typer.Option(min=22, help="Simulated history before going live.")] = 60,
+    live_days: Annotated[int, typer.Option(min=1, help="Live days scored hour by hour.")] = 7,
+    customers: Annotated[int, typer.Option(min=10)] = 5000,
+    terminals: Annotated[int, typer.Option(min=10)] = 10000,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Run the whole story on the embedded default: simulate, train, register, score live traffic.
+
+    No network and no API key. Example: selfheal demo --live-days 3
+    """
+    from selfheal.demo import DemoConfig, run_demo
+
+    run_demo(
+        DemoConfig(
+            home=home,
+            history_days=history_days,
+            live_days=live_days,
+            customers=customers,
+            terminals=terminals,
+            seed=seed,
+        ),
+        console=out,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
