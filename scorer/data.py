@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
@@ -22,8 +22,8 @@ from scorer.columns import HANDBOOK_COLUMNS, LABEL, REQUIRED_INPUT_COLUMNS, TIME
 
 __all__ = ["DataFormatError", "TimeBound", "detect_format", "load_transactions", "to_canonical"]
 
-FileFormat = Literal["parquet", "csv", "jsonl"]
-TimeBound = str | dt.date | dt.datetime | pd.Timestamp | None
+FileFormat: TypeAlias = Literal["parquet", "csv", "jsonl"]
+TimeBound: TypeAlias = str | dt.date | dt.datetime | pd.Timestamp | None
 
 # Handbook columns that only re-encode TX_DATETIME; keeping them would give two clocks that can disagree.
 _HANDBOOK_DERIVED = ("TX_TIME_SECONDS", "TX_TIME_DAYS")
@@ -79,7 +79,8 @@ def load_transactions(
 
     Returns:
         A frame with the canonical columns (plus any extra columns of the file), `timestamp` as naive
-        `datetime64[ns]`, sorted by timestamp then transaction id, with a fresh RangeIndex.
+        `datetime64[ns]`, in time order (the file's order when it already is one, else sorted by
+        timestamp then transaction id), with a fresh RangeIndex.
 
     Raises:
         DataFormatError: Unknown file type, or required columns are missing (they are named).
@@ -173,8 +174,9 @@ def _read_text_chunks(
     if fmt == "csv":
         reader = pd.read_csv(path, chunksize=_CHUNK_ROWS)
     else:
-        # convert_dates=False: pandas' JSON date guessing would turn epoch-like integers into dates.
-        reader = pd.read_json(path, lines=True, chunksize=_CHUNK_ROWS, convert_dates=False)
+        # dtype=False: no dtype or date guessing (pandas would turn epoch-like integers into dates);
+        # JSON numbers still arrive as int64 / float64 and timestamps as strings, parsed below.
+        reader = pd.read_json(path, lines=True, chunksize=_CHUNK_ROWS, dtype=False)
     with reader:
         for chunk in reader:
             yielded = True

@@ -110,19 +110,22 @@ class _History:
         return len(self.ts_ms)
 
     @classmethod
-    def from_frame(cls, tx: pd.DataFrame) -> _History:
+    def from_frame(cls, tx: pd.DataFrame, *, ids_as_text: bool = False) -> _History:
         amount = tx[C.AMOUNT].to_numpy(dtype=np.float64)
         label = (
             pd.to_numeric(tx[C.LABEL], errors="coerce").to_numpy(dtype=np.float64)
             if C.LABEL in tx
             else np.full(len(tx), np.nan)
         )
-        ids = tx[C.TRANSACTION_ID].to_numpy() if C.TRANSACTION_ID in tx else np.arange(len(tx))
+        ids = tx[C.TRANSACTION_ID] if C.TRANSACTION_ID in tx else pd.Series(np.arange(len(tx)))
+        customers, terminals = tx[C.CUSTOMER_ID], tx[C.TERMINAL_ID]
+        if ids_as_text:
+            ids, customers, terminals = _as_text(ids), _as_text(customers), _as_text(terminals)
         return cls(
-            transaction_id=ids,
+            transaction_id=ids.to_numpy(),
             ts_ms=_to_epoch_ms(tx[C.TIMESTAMP]),
-            customer_id=tx[C.CUSTOMER_ID].to_numpy(),
-            terminal_id=tx[C.TERMINAL_ID].to_numpy(),
+            customer_id=customers.to_numpy(),
+            terminal_id=terminals.to_numpy(),
             amount=amount,
             amount_units=np.rint(amount * AMOUNT_UNITS).astype(np.int64),
             label=label,
@@ -190,6 +193,15 @@ class _History:
             channel=join_optional("channel"),
             mcc=join_optional("mcc"),
         )
+
+
+def _as_text(ids: pd.Series) -> pd.Series:
+    """Ids as text, the scorer's canonical form (validation writes integer ids in decimal)."""
+    if pd.api.types.is_string_dtype(ids.dtype) and not pd.api.types.is_object_dtype(ids.dtype):
+        return ids
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        return ids.astype(str)
+    return ids.map(lambda v: v if isinstance(v, str) else str(v))
 
 
 def _to_epoch_ms(timestamps: pd.Series) -> np.ndarray:
@@ -390,7 +402,8 @@ class FeatureState:
 
     Feed batches in time order with `transform`; feed labels as they arrive with `add_labels`. The result
     equals `compute_features` over the concatenated history (a test holds it to 1e-9; in practice it is
-    bit-identical because window sums are integers).
+    bit-identical because window sums are integers). Ids are kept as text, the scorer's canonical form, so
+    a history read with integer ids and validated live traffic name the same customers and terminals.
 
     Retained rows are split in two, like a log-structured merge: *old* rows carry sorted indexes (rebuilt
     now and then, O(n log n)), *recent* rows (appended since the last rebuild) are few and scanned with the
@@ -419,7 +432,7 @@ class FeatureState:
             batch: canonical transactions, in time order after what was seen before.
             remember: add the batch to the state. Pass False to score without learning (dry runs).
         """
-        new = _History.from_frame(batch)
+        new = _History.from_frame(batch, ids_as_text=True)
         recent = self._recent_rows()
         if recent is not None and len(recent):
             recent = recent.take(_isin(recent.customer_id, new.customer_id) | _isin(recent.terminal_id, new.terminal_id))
@@ -438,11 +451,11 @@ class FeatureState:
 
     def observe(self, history: pd.DataFrame) -> None:
         """Remember transactions without computing features (rebuilding state after a restart)."""
-        self._remember(_History.from_frame(history))
+        self._remember(_History.from_frame(history, ids_as_text=True))
 
     def add_labels(self, transaction_ids: Sequence[object] | np.ndarray, labels: Sequence[float] | np.ndarray) -> int:
         """Record labels that arrived; returns how many retained transactions were labelled."""
-        ids = pd.Index(transaction_ids)
+        ids = pd.Index(_as_text(pd.Series(np.asarray(transaction_ids))))
         values = np.asarray(labels, dtype=np.float64)
         found = 0
         if self._old is not None and self._index is not None:

@@ -75,6 +75,19 @@ class ScoreResult:
 
 
 @dataclass
+class ScorerHooks:
+    """Seams where the fault library (evals/faults.py) injects failures into a running scorer.
+
+    They model what breaks *outside* this code in production: an upstream feature job shipping nulls or
+    constants (``features``), or a slow host (``extra_latency_ms``). Empty by default; production code never
+    sets them. Each hook sees the batch's transactions so it can decide by time or by row.
+    """
+
+    features: list[Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]] = field(default_factory=list)
+    extra_latency_ms: list[Callable[[pd.DataFrame], np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
 class _Serving:
     """What serves this batch, resolved from serving state and the registry."""
 
@@ -112,6 +125,7 @@ class Scorer:
         self.config = config or ScorerConfig()
         self.clock = clock or _utc_now
         self.features = FeatureState(FeatureConfig(extra_features=True, label_delay_days=self.config.label_delay_days))
+        self.hooks = ScorerHooks()
         self._model: LoadedModel | None = None
         self._failed: dict[int, str] = {}  # champion version -> why it could not load (until state changes)
         self._failed_state_version: int | None = None
@@ -137,12 +151,17 @@ class Scorer:
         serving = self._resolve_serving()
         valid = checked.valid.sort_values(C.TIMESTAMP, kind="stable") if len(checked.valid) > 1 else checked.valid
         features = self.features.transform(valid) if len(valid) else pd.DataFrame(columns=LOGGED_FEATURES)
+        for hook in self.hooks.features:
+            features = hook(valid, features)
         scores, fired = self._score(features, serving)
         state = serving.state
         decisions = np.where(
             scores >= state.threshold, "decline", np.where(scores >= state.review_threshold, "review", "approve")
         )
-        latency_ms = (time.perf_counter() - started) * 1000.0 / max(len(valid), 1)
+        # Per-row latency: the batch's wall time shared over its rows (a one-row batch is a request's latency).
+        latency_ms = np.full(len(valid), (time.perf_counter() - started) * 1000.0 / max(len(valid), 1))
+        for extra in self.hooks.extra_latency_ms:
+            latency_ms = latency_ms + extra(valid)
         model_version = None if serving.model is None else serving.model.version
         fallback_reason = serving.fallback_reason
         predictions = pd.DataFrame(
@@ -238,6 +257,15 @@ class Scorer:
 
     def close(self) -> None:
         self.flush()
+
+    def invalidate_model(self) -> None:
+        """Forget the loaded model so the next batch loads (and verifies) the champion again.
+
+        A new process does this implicitly; a long-running one calls it when an artifact may have changed
+        on disk.
+        """
+        self._model = None
+        self._failed, self._failed_state_version = {}, None
 
     def status(self) -> dict[str, Any]:
         """What serves right now, and why (for CLIs, the API and the agent)."""

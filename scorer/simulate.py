@@ -133,6 +133,9 @@ class WorldConfig(BaseModel):
     # True (the handbook): nothing is compromised before day 0, so the fraud rate ramps up over the first
     # 28 days. False: compromise draws exist for days before 0 too, so the rate is stationary from day 0.
     fraud_warmup: bool = True
+    # Weekly seasonality, absent from the handbook (1.0): customers' daily transaction rate is multiplied by
+    # this on Saturdays and Sundays. The monitor's silence test uses e.g. 0.75 so its baselines must cope.
+    weekend_activity: float = Field(default=1.0, gt=0)
 
     @field_validator("start_date")
     @classmethod
@@ -368,7 +371,8 @@ class Simulator:
         rng = _rng(cfg.seed, _STREAM_DAY, day_index)
         # Every draw below is made for every candidate row whatever the fraud state, so the stream never
         # depends on state or config beyond the world itself.
-        n_tx = rng.poisson(self._mean_nb)
+        rate = self._mean_nb * (cfg.weekend_activity if self._is_weekend(day_index) else 1.0)
+        n_tx = rng.poisson(rate)
         n_tx[self._n_avail == 0] = 0  # no terminal in range: no transactions
         customer = np.repeat(np.arange(cfg.customers, dtype=np.int64), n_tx)
         second = np.floor(rng.normal(_TIME_MEAN_S, _TIME_STD_S, size=customer.size)).astype(np.int64)
@@ -425,6 +429,9 @@ class Simulator:
         frame[C.LABEL] = (arrays.scenario > 0).astype(np.int8)
         frame[C.FRAUD_SCENARIO] = arrays.scenario
         return frame
+
+    def _is_weekend(self, day_index: int) -> bool:
+        return (pd.Timestamp(self.config.start_date) + pd.Timedelta(days=day_index)).day_of_week >= 5
 
     def day(self, day_index: int) -> pd.DataFrame:
         """One day's transactions, sorted by time; identical whichever run it is part of."""

@@ -114,19 +114,22 @@ def validate(
     ok_ids = pd.Series(ids).where(pd.Series(reason).isna())
     fail(ok_ids.duplicated(keep="first").to_numpy() & ok_ids.notna().to_numpy(), "duplicate transaction_id in batch", C.TRANSACTION_ID)
     if seen_ids:
-        fail(pd.Series(ids).isin(seen_ids).to_numpy(), "transaction_id already scored", C.TRANSACTION_ID)
+        # Look each id up in the set (O(batch)); Series.isin would convert the whole set on every call.
+        already = np.fromiter((i in seen_ids for i in ids), dtype=bool, count=n)
+        fail(already, "transaction_id already scored", C.TRANSACTION_ID)
 
     good = pd.isna(reason)
     valid = pd.DataFrame({name: _take(values, good) for name, values in out.items()}, index=np.flatnonzero(good))
     valid = valid[list(C.INPUT_COLUMNS)]
     dead_rows = np.flatnonzero(~good)
+    dead_records = _raw_records(frame, originals, dead_rows)
     dead = pd.DataFrame(
         {
             "row": dead_rows,
-            C.TRANSACTION_ID: [_short_id(frame, int(i)) for i in dead_rows],
+            C.TRANSACTION_ID: [_short_id(r.get(C.TRANSACTION_ID)) if isinstance(r, Mapping) else None for r in dead_records],
             "reason": reason[dead_rows].astype(str),
             "field": field[dead_rows],
-            "payload": [_payload(frame, originals, int(i)) for i in dead_rows],
+            "payload": [_payload(record) for record in dead_records],
         }
     )
     return ValidationResult(valid=valid, dead=dead, rows_in=n)
@@ -189,9 +192,10 @@ def _check_timestamp(frame: pd.DataFrame, fail: Any) -> np.ndarray:
     elif pd.api.types.is_string_dtype(column.dtype) and not pd.api.types.is_object_dtype(column.dtype):
         # Text columns (CSV): parse vectorised; only values that fail get the slower one-by-one parser.
         parsed = pd.to_datetime(column, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+        # pandas may parse at a coarser unit and accept year 0; keep what nanoseconds can hold.
+        parsed = parsed.where(parsed.dt.year.between(1700, 2250)).astype("datetime64[ns]")
         retry = parsed.isna() & column.notna()
         if retry.any():
-            parsed = parsed.astype("datetime64[ns]")
             parsed[retry] = [_parse_time(v) or pd.NaT for v in column[retry].tolist()]
     else:
         stamps = [_parse_time(v) for v in column.tolist()]
@@ -304,19 +308,23 @@ def _check_text(frame: pd.DataFrame, name: str, fail: Any) -> np.ndarray:
     return text
 
 
-def _short_id(frame: pd.DataFrame, row: int) -> str | None:
-    if C.TRANSACTION_ID not in frame.columns:
-        return None
-    text, wrong = _id_text(frame[C.TRANSACTION_ID].iloc[row])
+def _raw_records(frame: pd.DataFrame, originals: list[Any] | None, rows: np.ndarray) -> list[Any]:
+    """The dead rows as they arrived: the original records, or the frame's rows (nulls left out)."""
+    if originals is not None:
+        return [originals[int(i)] for i in rows]
+    if len(rows) == 0:
+        return []
+    records = frame.iloc[rows].to_dict("records")  # one conversion for all dead rows, not one per row
+    return [{k: v for k, v in r.items() if not _is_nullish_scalar(v)} for r in records]
+
+
+def _short_id(value: Any) -> str | None:
+    text, wrong = _id_text(value)
     return None if text is None or wrong else text[:MAX_ID_LENGTH]
 
 
-def _payload(frame: pd.DataFrame, originals: list[Any] | None, row: int) -> str:
+def _payload(record: Any) -> str:
     """The raw record as JSON text (bounded), so a dead letter can be inspected and replayed."""
-    if originals is not None:
-        record: Any = originals[row]
-    else:
-        record = {k: v for k, v in frame.iloc[row].to_dict().items() if not _is_nullish_scalar(v)}
     try:
         text = json.dumps(record, default=str, ensure_ascii=False)
     except (TypeError, ValueError):  # e.g. circular structures

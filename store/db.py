@@ -32,6 +32,11 @@ TIME_COLUMNS: dict[str, str] = {
     "audit_log": "recorded_at",
     "models": "created_at",
     "model_aliases": "recorded_at",
+    "monitor_counts": "window_start",
+    "monitor_windows": "window_start",
+    "monitor_findings": "window_start",
+    "incidents": "opened_at",
+    "incident_events": "recorded_at",
 }
 
 

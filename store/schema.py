@@ -121,4 +121,64 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "monitor: additive window counts, findings, incidents and their timelines",
+        """
+        CREATE TABLE monitor_counts (
+            window_start TIMESTAMP NOT NULL,
+            window_end TIMESTAMP NOT NULL,
+            model_version INTEGER,
+            subject VARCHAR NOT NULL,
+            rows BIGINT NOT NULL,
+            nulls BIGINT NOT NULL,
+            counts BIGINT[] NOT NULL
+        );
+        CREATE TABLE monitor_windows (
+            window_start TIMESTAMP NOT NULL,
+            window_end TIMESTAMP NOT NULL,
+            cadence VARCHAR NOT NULL,
+            model_version INTEGER,
+            stats VARCHAR NOT NULL,
+            evaluated_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE monitor_findings (
+            window_start TIMESTAMP NOT NULL,
+            window_end TIMESTAMP NOT NULL,
+            cadence VARCHAR NOT NULL,
+            check_name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            breached BOOLEAN NOT NULL,
+            metric VARCHAR NOT NULL,
+            value DOUBLE,
+            threshold DOUBLE,
+            evidence VARCHAR NOT NULL
+        );
+        CREATE TABLE incidents (
+            incident_id VARCHAR PRIMARY KEY,
+            number INTEGER NOT NULL,
+            dedup_key VARCHAR NOT NULL,
+            model_version INTEGER,
+            kind VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            severity VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            title VARCHAR NOT NULL,
+            opened_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            closed_at TIMESTAMP,
+            first_breach_at TIMESTAMP NOT NULL,
+            evidence VARCHAR NOT NULL,
+            root_cause VARCHAR,
+            summary VARCHAR
+        );
+        CREATE TABLE incident_events (
+            incident_id VARCHAR NOT NULL,
+            recorded_at TIMESTAMP NOT NULL,
+            event VARCHAR NOT NULL,
+            detail VARCHAR NOT NULL
+        );
+        """,
+    ),
 )

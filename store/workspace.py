@@ -21,6 +21,9 @@ class Workspace:
 
     home: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home))  # accept str too
+
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Workspace:
         """The workspace named by ``home``, else ``$SELFHEAL_HOME``, else ``./.selfheal``."""

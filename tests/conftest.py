@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scorer.pipeline import train_and_register
+from monitor.reference import train_register_and_profile
 from scorer.simulate import Simulator, WorldConfig
 from scorer.train import TrainParams
 from selfheal.app import Platform
@@ -35,7 +35,7 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
     history = simulator.generate(0, HISTORY_DAYS)
     template = tmp_path_factory.mktemp("template-workspace")
     with Platform(Workspace(template)) as platform:
-        train_and_register(platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture")
+        train_register_and_profile(platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture")
     return SmallWorld(simulator, history, template)
 
 

@@ -66,7 +66,7 @@ def test_corrupted_artifact_is_refused_and_fallback_rules_serve_with_a_recorded_
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
-    platform.scorer._model = None  # a fresh process would not have the verified model cached
+    platform.scorer.invalidate_model()  # a fresh process would not have the verified model cached
 
     result = platform.scorer.score_batch(_live(small_world, hours=3))
     assert result.used_fallback and result.model_version is None
@@ -116,3 +116,23 @@ def test_warm_up_rebuilds_feature_state_from_the_store(platform: Platform, small
     fresh = Scorer(platform.store, platform.serving, platform.registry)
     assert fresh.warm_up() == len(live)
     assert fresh.score_one(live.iloc[0].to_dict())["error"] == "transaction_id already scored"
+
+
+def test_logged_live_features_equal_batch_features_over_history_and_live(
+    platform: Platform, small_world: SmallWorld
+) -> None:
+    """The scorer's streaming features (history read with integer ids, live traffic validated to text ids)
+    equal the batch definition over the same data: the ids must name the same entities on both paths."""
+    from scorer.features import FeatureConfig, compute_features
+
+    day = small_world.simulator.generate(HISTORY_DAYS, 1)
+    live = day[day[C.TIMESTAMP] < day[C.TIMESTAMP].min().normalize() + pd.Timedelta(hours=8)]
+    for _, hour in live.groupby(live[C.TIMESTAMP].dt.floor("h")):
+        platform.scorer.score_batch(hour.drop(columns=[C.LABEL, C.FRAUD_SCENARIO]).to_dict("records"))
+    config = FeatureConfig(extra_features=True)
+    # Live labels are not known yet when live rows are scored; history labels are.
+    combined = pd.concat([small_world.history, live.assign(**{C.LABEL: np.nan})], ignore_index=True)
+    expected = compute_features(combined, config).iloc[len(small_world.history) :]
+    logged = platform.store.query("SELECT * FROM predictions ORDER BY timestamp, transaction_id")
+    expected = expected.set_axis(live[C.TRANSACTION_ID].astype(str)).loc[logged[C.TRANSACTION_ID]]
+    np.testing.assert_allclose(logged[config.columns].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)

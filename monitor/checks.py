@@ -1,0 +1,431 @@
+"""The monitor's checks: data quality first, then drift, performance and operations.
+
+Each check is a small function ``(CheckContext) -> list[Finding]`` registered with its cadence (hourly
+checks see one hour's counts, daily checks the sum of the day's hours) in `CHECKS`. Every finding says
+whether it breached and carries the numbers behind the verdict; thresholds combine a practical floor with
+the no-drift behaviour for the window's sample size, so small windows do not cry wolf and huge ones do
+not flag trivia.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitor.counts import SCORE_SUBJECT, SubjectCounts, WindowCounts
+from monitor.findings import Cadence, Finding
+from monitor.profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from monitor.stats import CATEGORICAL_STATS, NUMERIC_STATS, BinnedPair, wilson_interval
+from monitor.thresholds import NoDriftBootstrap, benjamini_hochberg, decide_feature
+from store import Store
+
+# Data-quality floors: how much worse than the reference a window must be, whatever the sample size.
+NULL_RATE_FLOOR = 0.02
+DEAD_LETTER_FLOOR = 0.01
+STUCK_SHARE = 0.99
+MIN_ROWS_QUALITY = 20
+# Volume: a drop below this share of the seasonal expectation, and this many standard deviations.
+VOLUME_DROP_SHARE = 0.6
+VOLUME_Z = 4.0
+# Alert rate: a relative change this large, outside a Wilson interval at this z (two-sided ~1e-4).
+ALERT_RATE_FLOOR = 0.5
+ALERT_Z = 3.89
+# Latency: p99 this many times the trailing baseline and at least this many ms above it.
+LATENCY_RATIO = 3.0
+LATENCY_MIN_EXTRA_MS = 2.0
+# Performance on matured labels: recall of the alert policy this much below the reference.
+RECALL_DROP_FLOOR = 0.15
+PERFORMANCE_Z = 3.0
+MIN_FRAUDS = 8
+DRIFT_FDR = 0.01
+SCHEMA_REASONS = ("missing field", "must be a number", "must be a string", "must be text")
+
+
+@dataclass
+class CheckContext:
+    """What a check may look at."""
+
+    profile: ReferenceProfile
+    window: WindowCounts
+    cadence: Cadence
+    now: datetime
+    store: Store
+    history: list[WindowCounts] = field(default_factory=list)  # earlier hourly windows, oldest first
+    label_delay_days: int = 7
+    nulls: dict[str, NoDriftBootstrap] = field(default_factory=dict)  # per subject, kept by the monitor
+
+    def null_for(self, subject: str, pair: BinnedPair) -> NoDriftBootstrap:
+        """The subject's no-drift bootstrap (simulated once per reference, then cached by the caller)."""
+        if subject not in self.nulls:
+            self.nulls[subject] = NoDriftBootstrap(
+                pair.ref, edges=pair.edges, lower=pair.lower, upper=pair.upper, scale=pair.scale
+            )
+        return self.nulls[subject]
+
+
+Check = Callable[[CheckContext], list[Finding]]
+
+
+@dataclass(frozen=True)
+class RegisteredCheck:
+    name: str
+    cadence: Cadence
+    run: Check
+
+
+CHECKS: dict[str, RegisteredCheck] = {}
+
+
+def check(name: str, cadence: Cadence) -> Callable[[Check], Check]:
+    """Register a check function (the same door extensions use)."""
+
+    def register(function: Check) -> Check:
+        if not function.__doc__:
+            raise ValueError(f"check {name} needs a docstring")
+        CHECKS[name] = RegisteredCheck(name, cadence, function)
+        return function
+
+    return register
+
+
+# -- data quality (hourly) ----------------------------------------------------------------------------
+
+
+@check("schema", "hour")
+def schema_check(ctx: CheckContext) -> list[Finding]:
+    """Rows dead-lettered for a missing, renamed or retyped field."""
+    window = ctx.window
+    rows_in = window.rows + window.scalars.get("dead_letters", 0.0)
+    schema = {k: n for k, n in window.dead_letter_reasons.items() if any(r in k for r in SCHEMA_REASONS)}
+    bad = sum(schema.values())
+    share = bad / rows_in if rows_in else 0.0
+    fields = sorted({k.split(":")[0] for k in schema})
+    breached = bad >= 5 and share > DEAD_LETTER_FLOOR
+    return [
+        Finding(
+            check="schema", kind="data_quality", subject="schema", breached=breached, metric="schema_dead_letter_share",
+            value=share, threshold=DEAD_LETTER_FLOOR, severity="high", features=fields,
+            evidence={"rows_in": rows_in, "dead_lettered": bad, "reasons": schema},
+        )
+    ]
+
+
+@check("feature_quality", "hour")
+def feature_quality_check(ctx: CheckContext) -> list[Finding]:
+    """Null rate, impossible values and stuck values per feature, against the reference."""
+    broken: dict[str, dict[str, Any]] = {}
+    worst = 0.0
+    for name, reference in ctx.profile.numeric.items():
+        counts = ctx.window.subjects.get(name)
+        if counts is None or counts.rows < MIN_ROWS_QUALITY:
+            continue
+        problems = _feature_problems(name, reference, counts, ctx.window.invalid_range.get(name, 0))
+        if problems:
+            broken[name] = problems
+            worst = max(worst, float(problems.get("null_rate_increase", 0.0)), float(problems.get("stuck_share", 0.0)))
+    features = sorted(broken, key=lambda f: -ctx.profile.importance.get(f, 0.0))
+    scores_bad = ctx.window.scalars.get("invalid_scores", 0.0)
+    if scores_bad > 0:
+        broken["score"] = {"invalid_scores": scores_bad}
+    return [
+        Finding(
+            check="feature_quality", kind="data_quality", subject="features", breached=bool(broken),
+            metric="broken_features", value=float(len(broken)), threshold=0.5,
+            severity="high" if any(ctx.profile.importance.get(f, 0) > 0.05 for f in features) else "medium",
+            features=features, evidence={"problems": broken, "worst": worst, "rows": ctx.window.rows},
+        )
+    ]
+
+
+def _feature_problems(name: str, reference: NumericProfile, counts: SubjectCounts, invalid: int) -> dict[str, Any]:
+    problems: dict[str, Any] = {}
+    n = counts.rows
+    null_rate = counts.nulls / n
+    ref_rate = reference.null_rate
+    # A binomial z-test on the null count, gated by a practical floor.
+    spread = math.sqrt(max(ref_rate * (1 - ref_rate), 1e-4) / n)
+    if null_rate - ref_rate > NULL_RATE_FLOOR and (null_rate - ref_rate) / spread > 3.0:
+        problems.update(null_rate=null_rate, reference_null_rate=ref_rate, null_rate_increase=null_rate - ref_rate)
+    if invalid >= max(3, 0.01 * n):
+        problems["invalid_values"] = invalid
+    non_null = int(counts.counts.sum())
+    if non_null >= 50:
+        share = float(counts.counts.max() / non_null)
+        if share >= STUCK_SHARE and reference.top_bin_share < 0.9:
+            problems.update(stuck_share=share, reference_top_bin_share=reference.top_bin_share)
+    return problems
+
+
+@check("volume", "hour")
+def volume_check(ctx: CheckContext) -> list[Finding]:
+    """Transactions arriving against the hour-of-week baseline (overdispersed Poisson)."""
+    window = ctx.window
+    observed = window.rows + window.scalars.get("dead_letters", 0.0)
+    expected = ctx.profile.expected_volume(pd.Timestamp(window.start))
+    sd = math.sqrt(expected + (ctx.profile.hourly_volume_cv * expected) ** 2) if expected > 0 else 1.0
+    z = (expected - observed) / sd  # larger = fewer transactions than expected
+    drop = 1.0 - observed / expected if expected > 0 else 0.0
+    breached = z > VOLUME_Z and observed < VOLUME_DROP_SHARE * expected
+    return [
+        Finding(
+            check="volume", kind="volume", subject="transactions", breached=breached, metric="volume_shortfall_z",
+            value=z, threshold=VOLUME_Z, severity="high",
+            evidence={"observed": observed, "expected": expected, "drop_share": drop, "sd": sd},
+        )
+    ]
+
+
+# -- predictions and serving (hourly) -----------------------------------------------------------------
+
+
+@check("alert_rate", "hour")
+def alert_rate_check(ctx: CheckContext) -> list[Finding]:
+    """Share of transactions flagged (review or decline) against the reference, with a Wilson interval."""
+    n = ctx.window.rows
+    alerts = int(ctx.window.scalars.get("alerts", 0))
+    expected = ctx.profile.alert_rate
+    if n < 30:
+        return []
+    low, high = wilson_interval(alerts, n, ALERT_Z)
+    rate = alerts / n
+    relative = abs(rate - expected) / max(expected, 1e-6)
+    outside = expected < low or expected > high
+    breached = outside and relative > ALERT_RATE_FLOOR and abs(alerts - expected * n) >= 5
+    return [
+        Finding(
+            check="alert_rate", kind="prediction_drift", subject="alert_rate", breached=breached,
+            metric="alert_rate_relative_change", value=relative, threshold=ALERT_RATE_FLOOR, severity="high",
+            evidence={"alert_rate": rate, "reference_alert_rate": expected, "wilson_low": low, "wilson_high": high,
+                      "rows": n, "alerts": alerts, "declines": ctx.window.scalars.get("declines", 0.0)},
+        )
+    ]
+
+
+@check("model_integrity", "hour")
+def model_integrity_check(ctx: CheckContext) -> list[Finding]:
+    """The champion's artifact failed verification: the scorer fell back to rules on its own."""
+    failures = ctx.window.scalars.get("model_load_failures", 0.0)
+    fallback = ctx.window.scalars.get("fallback_rows", 0.0)
+    return [
+        Finding(
+            check="model_integrity", kind="model_integrity", subject="artifact", breached=failures > 0,
+            metric="model_load_failures", value=failures, threshold=0.5, severity="critical",
+            evidence={"fallback_rows": fallback, "rows": ctx.window.rows},
+        )
+    ]
+
+
+@check("latency", "hour")
+def latency_check(ctx: CheckContext) -> list[Finding]:
+    """Scoring latency p99 against the same hours of the previous days.
+
+    Latency is recorded per row as the batch's time shared over its rows, so it follows traffic through
+    the day (small night batches carry their fixed cost over few rows): the baseline is the median p99
+    of the same hour-of-day (and its neighbours) on earlier days, not of the last few hours.
+    """
+    p99 = ctx.window.scalars.get("latency_p99_ms", float("nan"))
+    hour = pd.Timestamp(ctx.window.start).hour
+    same_hours = [
+        w.scalars.get("latency_p99_ms", float("nan"))
+        for w in ctx.history
+        if min(abs(pd.Timestamp(w.start).hour - hour), 24 - abs(pd.Timestamp(w.start).hour - hour)) <= 1
+    ]
+    earlier = [v for v in same_hours if not math.isnan(v)]
+    if math.isnan(p99) or len(earlier) < 3:
+        return []
+    baseline = float(np.median(earlier))
+    ratio = p99 / max(baseline, 1e-6)
+    breached = ratio > LATENCY_RATIO and p99 - baseline > LATENCY_MIN_EXTRA_MS
+    return [
+        Finding(
+            check="latency", kind="latency", subject="scoring", breached=breached, metric="latency_p99_ratio",
+            value=ratio, threshold=LATENCY_RATIO, severity="high",
+            evidence={"latency_p99_ms": p99, "latency_p50_ms": ctx.window.scalars.get("latency_p50_ms"),
+                      "baseline_p99_ms": baseline, "baseline_hours": len(earlier)},
+        )
+    ]
+
+
+@check("dead_letters", "hour")
+def dead_letter_check(ctx: CheckContext) -> list[Finding]:
+    """Rows dead-lettered for reasons other than the schema (bad values) -- an upstream producing junk."""
+    window = ctx.window
+    rows_in = window.rows + window.scalars.get("dead_letters", 0.0)
+    other = {k: n for k, n in window.dead_letter_reasons.items() if not any(r in k for r in SCHEMA_REASONS)}
+    bad = sum(other.values())
+    share = bad / rows_in if rows_in else 0.0
+    floor = 0.05
+    return [
+        Finding(
+            check="dead_letters", kind="error_rate", subject="dead_letters", breached=bad >= 10 and share > floor,
+            metric="dead_letter_share", value=share, threshold=floor, severity="medium",
+            evidence={"rows_in": rows_in, "dead_lettered": bad, "reasons": other},
+        )
+    ]
+
+
+@check("label_freshness", "hour")
+def label_freshness_check(ctx: CheckContext) -> list[Finding]:
+    """No labels for a day, although labels were flowing before or transactions are due their labels."""
+    recent = [*ctx.history[-23:], ctx.window]
+    if len(recent) < 24:
+        return []
+    received = sum(w.scalars.get("labels_received", 0.0) for w in recent)
+    flowing_before = sum(w.scalars.get("labels_received", 0.0) for w in ctx.history[:-23])
+    matured_start = pd.Timestamp(ctx.window.start) - pd.Timedelta(days=ctx.label_delay_days + 1)
+    matured_end = pd.Timestamp(ctx.window.end) - pd.Timedelta(days=ctx.label_delay_days)
+    due = float(
+        ctx.store.scalar(
+            "SELECT count(*) FROM predictions WHERE timestamp >= ? AND timestamp < ?",
+            [matured_start.to_pydatetime(), matured_end.to_pydatetime()],
+        )
+        or 0
+    )
+    breached = received == 0 and (flowing_before > 0 or due >= 20)
+    return [
+        Finding(
+            check="label_freshness", kind="label_freshness", subject="labels", breached=breached,
+            metric="hours_without_labels", value=24.0 if received == 0 else 0.0, threshold=23.5, severity="medium",
+            evidence={"labels_received_24h": received, "labels_received_before": flowing_before,
+                      "transactions_due_labels": due},
+        )
+    ]
+
+
+# -- drift (daily) ------------------------------------------------------------------------------------
+
+
+def _numeric_pair(reference: NumericProfile, counts: SubjectCounts) -> BinnedPair:
+    return BinnedPair(
+        ref=np.asarray(reference.counts, dtype=np.float64),
+        cur=counts.counts.astype(np.float64),
+        edges=np.asarray(reference.edges),
+        lower=reference.lower,
+        upper=reference.upper,
+        scale=reference.iqr if reference.iqr > 0 else None,
+    )
+
+
+def _categorical_pair(reference: CategoricalProfile, counts: SubjectCounts) -> BinnedPair:
+    # Nulls are a data-quality matter: compare the non-null categories (and OTHER).
+    return BinnedPair(ref=np.asarray(reference.counts[:-1], dtype=np.float64), cur=counts.counts[:-1].astype(np.float64))
+
+
+def _test_subject(ctx: CheckContext, name: str, pair: BinnedPair, stats: dict[str, Any]) -> dict[str, Any]:
+    n_ref, n_cur = int(pair.ref.sum()), int(pair.cur.sum())
+    results: dict[str, Any] = {"n_ref": n_ref, "n_cur": n_cur, "stats": {}}
+    if n_cur == 0 or n_ref == 0:
+        results["drifted"], results["p_value"], results["effect"] = False, 1.0, 0.0
+        return results
+    # One decision per feature over its statistics (Bonferroni inside, so the feature false-alarms <= 1 %).
+    combined = decide_feature(pair, list(stats), null=ctx.null_for(name, pair))
+    effect = 0.0
+    for decision in combined.decisions:
+        results["stats"][decision.statistic] = {
+            "value": decision.value, "threshold": decision.threshold, "floor": decision.floor,
+            "no_drift_p99": decision.no_drift_quantile, "p_value": decision.p_value, "drifted": decision.drifted,
+        }
+        effect = max(effect, decision.value / max(decision.threshold, 1e-12))
+    results["drifted"] = combined.drifted
+    results["p_value"] = combined.p_value
+    results["effect"] = effect
+    ref_share = pair.ref / max(pair.ref.sum(), 1)
+    cur_share = pair.cur / max(pair.cur.sum(), 1)
+    contribution = (cur_share - ref_share) * np.log((cur_share + 1e-6) / (ref_share + 1e-6))
+    top = np.argsort(contribution)[::-1][:5]
+    results["top_bins"] = [
+        {"bin": int(i), "reference_share": float(ref_share[i]), "current_share": float(cur_share[i]), "psi_contribution": float(contribution[i])}
+        for i in top
+    ]
+    return results
+
+
+@check("data_drift", "day")
+def data_drift_check(ctx: CheckContext) -> list[Finding]:
+    """Per-feature drift (PSI, JS, binned KS, Wasserstein/IQR; PSI, JS, L-inf for categoricals), grouped."""
+    tested: dict[str, dict[str, Any]] = {}
+    for name, reference in ctx.profile.numeric.items():
+        counts = ctx.window.subjects.get(name)
+        if counts is not None:
+            tested[name] = _test_subject(ctx, name, _numeric_pair(reference, counts), dict(NUMERIC_STATS))
+    for name, categorical in ctx.profile.categorical.items():
+        counts = ctx.window.subjects.get(name)
+        if counts is not None:
+            tested[name] = _test_subject(ctx, name, _categorical_pair(categorical, counts), dict(CATEGORICAL_STATS))
+    if not tested:
+        return []
+    names = list(tested)
+    # Benjamini-Hochberg across features: many features tested at once must not inflate false alarms.
+    significant = benjamini_hochberg(np.array([tested[n]["p_value"] for n in names]), DRIFT_FDR)
+    drifted = [n for n, ok in zip(names, significant, strict=True) if ok and tested[n]["drifted"]]
+    importance = ctx.profile.importance
+    ranked = sorted(drifted, key=lambda n: -(importance.get(n, 0.01) * tested[n]["effect"]))
+    worst = max((tested[n]["effect"] for n in drifted), default=max((t["effect"] for t in tested.values()), default=0.0))
+    return [
+        Finding(
+            check="data_drift", kind="data_drift", subject="features", breached=bool(drifted),
+            metric="max_effect_over_threshold", value=float(worst), threshold=1.0,
+            severity="high" if any(importance.get(n, 0) > 0.1 for n in drifted) else "medium",
+            features=ranked,
+            evidence={"drifted": {n: tested[n] for n in ranked}, "tested": len(tested),
+                      "ranking": [{"feature": n, "importance": importance.get(n, 0.0), "effect": tested[n]["effect"]} for n in ranked]},
+        )
+    ]
+
+
+@check("score_drift", "day")
+def score_drift_check(ctx: CheckContext) -> list[Finding]:
+    """Drift of the model's score distribution against the reference."""
+    counts = ctx.window.subjects.get(SCORE_SUBJECT)
+    if counts is None or counts.rows == 0:
+        return []
+    result = _test_subject(ctx, SCORE_SUBJECT, _numeric_pair(ctx.profile.score, counts), dict(NUMERIC_STATS))
+    return [
+        Finding(
+            check="score_drift", kind="prediction_drift", subject="scores", breached=bool(result["drifted"]),
+            metric="max_effect_over_threshold", value=float(result["effect"]), threshold=1.0, severity="medium",
+            evidence=result,
+        )
+    ]
+
+
+# -- performance (daily, matured labels) --------------------------------------------------------------
+
+
+@check("performance", "day")
+def performance_check(ctx: CheckContext) -> list[Finding]:
+    """Recall and precision of the alert policy on the cohort whose labels just matured."""
+    cohort_end = pd.Timestamp(ctx.window.end) - pd.Timedelta(days=ctx.label_delay_days)
+    cohort_start = cohort_end - pd.Timedelta(days=1)
+    frame = ctx.store.query(
+        "SELECT p.score, p.decision, l.is_fraud FROM predictions p JOIN labels l USING (transaction_id) "
+        "WHERE p.timestamp >= ? AND p.timestamp < ?",
+        [cohort_start.to_pydatetime(), cohort_end.to_pydatetime()],
+    )
+    reference_recall = ctx.profile.performance.get("recall_at_review")
+    frauds = int(frame["is_fraud"].sum()) if len(frame) else 0
+    if reference_recall is None or frauds < MIN_FRAUDS:
+        return []
+    flagged = frame["decision"] != "approve"
+    caught = int((flagged & (frame["is_fraud"] == 1)).sum())
+    recall = caught / frauds
+    precision = caught / max(int(flagged.sum()), 1)
+    drop = reference_recall - recall
+    z = drop / math.sqrt(max(reference_recall * (1 - reference_recall), 1e-4) / frauds)
+    breached = drop > RECALL_DROP_FLOOR and z > PERFORMANCE_Z
+    return [
+        Finding(
+            check="performance", kind="performance_decay", subject="recall", breached=breached,
+            metric="recall_drop", value=drop, threshold=RECALL_DROP_FLOOR, severity="high",
+            evidence={"cohort_start": str(cohort_start), "cohort_end": str(cohort_end), "labelled": len(frame),
+                      "frauds": frauds, "caught": caught, "recall": recall, "precision": precision,
+                      "reference_recall": reference_recall,
+                      "reference_precision": ctx.profile.performance.get("precision_at_review"), "z": z},
+        )
+    ]

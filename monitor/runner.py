@@ -1,0 +1,169 @@
+"""The monitor loop: count each hour once, run hourly checks, and at midnight the daily ones.
+
+`Monitor.run_hour(start)` is what a live loop calls at the end of every hour; `Monitor.run(since, until)`
+replays a span (the CLI's ``selfheal monitor run``). Daily checks add up the day's stored hourly counts
+for the serving model, so a day is never rescanned.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from monitor.checks import CHECKS, CheckContext
+from monitor.counts import WindowCounts, count_window, load_windows, save_window, sum_windows
+from monitor.findings import Cadence, Finding
+from monitor.incidents import IncidentChange, IncidentManager, IncidentRules
+from monitor.profile import ReferenceProfile
+from monitor.thresholds import NoDriftBootstrap
+from scorer.errors import ScorerError
+from scorer.registry import ModelRegistry
+from scorer.serving import ServingStateStore
+from store import Store
+
+HOUR = timedelta(hours=1)
+
+
+class MonitorConfig(BaseModel):
+    """How the monitor runs."""
+
+    label_delay_days: int = Field(7, ge=1)
+    rules: IncidentRules = Field(default_factory=IncidentRules)
+    history_hours: int = Field(72, ge=1, description="hourly windows kept for trailing baselines")
+
+
+class MonitorReport(BaseModel):
+    """What one monitor pass over a span did."""
+
+    hours: int = 0
+    days: int = 0
+    findings: int = 0
+    breaches: int = 0
+    changes: list[IncidentChange] = Field(default_factory=list)
+
+
+class Monitor:
+    """Runs the registered checks over hourly and daily windows and maintains incidents."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: ModelRegistry,
+        serving: ServingStateStore,
+        *,
+        config: MonitorConfig | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.serving = serving
+        self.config = config or MonitorConfig()
+        self.clock = clock or datetime.now
+        self.incidents = IncidentManager(store, self.config.rules, clock=self.clock)
+        self._profiles: dict[int, ReferenceProfile | None] = {}
+        self._nulls: dict[int | None, dict[str, NoDriftBootstrap]] = {}  # per model version, per subject
+        self._history: deque[WindowCounts] = deque(maxlen=self.config.history_hours)
+        self._history_loaded = False
+
+    def profile(self, version: int | None) -> ReferenceProfile | None:
+        """The reference profile to judge a model version's traffic by (cached).
+
+        A version registered without a profile (a hot-fix pushed by hand, a deploy outside the training
+        pipeline) is judged against the newest earlier version that has one: the features are the same,
+        and its scores *should* look like the reference's -- a bad deploy is exactly when they do not.
+        """
+        if version is None:
+            return None
+        if version not in self._profiles:
+            self._profiles[version] = self._own_profile(version)
+            if self._profiles[version] is None:
+                earlier = (self._own_profile(v) for v in range(version - 1, 0, -1))
+                self._profiles[version] = next((p for p in earlier if p is not None), None)
+        return self._profiles[version]
+
+    def _own_profile(self, version: int) -> ReferenceProfile | None:
+        try:
+            payload = self.registry.get(version).metadata.reference_profile
+        except ScorerError:
+            return None
+        return None if payload is None else ReferenceProfile.model_validate(payload)
+
+    def run(self, since: datetime, until: datetime) -> MonitorReport:
+        """Evaluate every whole hour in [since, until)."""
+        report = MonitorReport()
+        for start in _hours(since, until):
+            self._run_hour(start, report)
+        return report
+
+    def run_hour(self, start: datetime) -> MonitorReport:
+        """Evaluate the hour starting at ``start`` (and its day, when the hour ends at midnight)."""
+        report = MonitorReport()
+        self._run_hour(pd.Timestamp(start).floor("h").to_pydatetime(), report)
+        return report
+
+    def _run_hour(self, start: datetime, report: MonitorReport) -> None:
+        end = start + HOUR
+        version = self.serving.current().champion_version
+        profile = self.profile(version)
+        if profile is None:
+            return  # nothing to compare with until a profiled model serves
+        self._load_history(start)
+        window = count_window(self.store, profile, start, end)
+        window.model_version = version
+        save_window(self.store, window, "hour", self.clock())
+        self._evaluate(profile, window, "hour", report)
+        self._history.append(window)
+        report.hours += 1
+        if pd.Timestamp(end).hour == 0:
+            day = load_windows(self.store, end - timedelta(days=1), end, version)
+            if day:
+                self._evaluate(profile, sum_windows(day), "day", report)
+                report.days += 1
+
+    def _evaluate(self, profile: ReferenceProfile, window: WindowCounts, cadence: Cadence, report: MonitorReport) -> None:
+        context = CheckContext(
+            profile=profile,
+            window=window,
+            cadence=cadence,
+            now=window.end,
+            store=self.store,
+            history=list(self._history),
+            label_delay_days=self.config.label_delay_days,
+            nulls=self._nulls.setdefault(profile.model_version, {}),
+        )
+        findings: list[Finding] = []
+        for registered in CHECKS.values():
+            if registered.cadence == cadence:
+                findings += registered.run(context)
+        changes = self.incidents.process(
+            findings, window_start=window.start, window_end=window.end, cadence=cadence, model_version=window.model_version
+        )
+        report.findings += len(findings)
+        report.breaches += sum(f.breached for f in findings)
+        report.changes += changes
+
+    def _load_history(self, start: datetime) -> None:
+        """After a restart, rebuild the trailing hourly windows from the store (once)."""
+        if self._history_loaded:
+            return
+        self._history_loaded = True
+        since = start - timedelta(hours=self.config.history_hours)
+        frame = self.store.query(
+            "SELECT DISTINCT model_version FROM monitor_windows WHERE cadence = 'hour' AND window_start >= ?", [since]
+        )
+        windows: list[WindowCounts] = []
+        for version in frame["model_version"].tolist():
+            windows += load_windows(self.store, since, start, None if pd.isna(version) else int(version))
+        for window in sorted(windows, key=lambda w: w.start):
+            self._history.append(window)
+
+
+def _hours(since: datetime, until: datetime) -> Iterator[datetime]:
+    start = pd.Timestamp(since).ceil("h").to_pydatetime()
+    while start + HOUR <= until:
+        yield start
+        start += HOUR
