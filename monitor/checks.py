@@ -21,7 +21,7 @@ import pandas as pd
 from monitor.counts import SCORE_SUBJECT, SubjectCounts, WindowCounts
 from monitor.findings import Cadence, Finding
 from monitor.profile import CategoricalProfile, NumericProfile, ReferenceProfile
-from monitor.stats import CATEGORICAL_STATS, NUMERIC_STATS, BinnedPair, wilson_interval
+from monitor.stats import CATEGORICAL_STATS, NUMERIC_STATS, BinnedPair, evaluate, wilson_interval
 from monitor.thresholds import NoDriftBootstrap, benjamini_hochberg, decide_feature
 from store import Store
 
@@ -39,9 +39,10 @@ ALERT_Z = 3.89
 # Latency: p99 this many times the trailing baseline and at least this many ms above it.
 LATENCY_RATIO = 3.0
 LATENCY_MIN_EXTRA_MS = 2.0
-# Performance on matured labels: recall of the alert policy this much below the reference.
+# Performance on matured labels: recall of the alert policy this much below the reference, and this many
+# noise units (the larger of the binomial spread and the reference's day-to-day spread of recall).
 RECALL_DROP_FLOOR = 0.15
-PERFORMANCE_Z = 3.0
+PERFORMANCE_Z = 4.0
 MIN_FRAUDS = 8
 DRIFT_FDR = 0.01
 SCHEMA_REASONS = ("missing field", "must be a number", "must be a string", "must be text")
@@ -59,6 +60,14 @@ class CheckContext:
     history: list[WindowCounts] = field(default_factory=list)  # earlier hourly windows, oldest first
     label_delay_days: int = 7
     nulls: dict[str, NoDriftBootstrap] = field(default_factory=dict)  # per subject, kept by the monitor
+    naturals: dict[str, dict[str, float]] = field(default_factory=dict)  # per subject and day type
+
+    def natural_for(self, subject: str, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """The subject's natural daily excursion for this window's day type (computed once, then cached)."""
+        key = _daytype_key(self, subject)
+        if key not in self.naturals:
+            self.naturals[key] = compute()
+        return self.naturals[key]
 
     def null_for(self, subject: str, pair: BinnedPair) -> NoDriftBootstrap:
         """The subject's no-drift bootstrap (simulated once per reference, then cached by the caller)."""
@@ -199,7 +208,7 @@ def alert_rate_check(ctx: CheckContext) -> list[Finding]:
     breached = outside and relative > ALERT_RATE_FLOOR and abs(alerts - expected * n) >= 5
     return [
         Finding(
-            check="alert_rate", kind="prediction_drift", subject="alert_rate", breached=breached,
+            check="alert_rate", kind="prediction_drift", subject="predictions", breached=breached,
             metric="alert_rate_relative_change", value=relative, threshold=ALERT_RATE_FLOOR, severity="high",
             evidence={"alert_rate": rate, "reference_alert_rate": expected, "wilson_low": low, "wilson_high": high,
                       "rows": n, "alerts": alerts, "declines": ctx.window.scalars.get("declines", 0.0)},
@@ -301,15 +310,24 @@ def label_freshness_check(ctx: CheckContext) -> list[Finding]:
 # -- drift (daily) ------------------------------------------------------------------------------------
 
 
-def _numeric_pair(reference: NumericProfile, counts: SubjectCounts) -> BinnedPair:
+def _numeric_pair(reference: NumericProfile, counts: SubjectCounts, weekend: bool | None = None) -> BinnedPair:
     return BinnedPair(
-        ref=np.asarray(reference.counts, dtype=np.float64),
+        ref=np.asarray(reference.reference_counts(weekend), dtype=np.float64),
         cur=counts.counts.astype(np.float64),
         edges=np.asarray(reference.edges),
         lower=reference.lower,
         upper=reference.upper,
-        scale=reference.iqr if reference.iqr > 0 else None,
+        scale=reference.scale,
     )
+
+
+def _is_weekend_day(ctx: CheckContext) -> bool:
+    return bool(pd.Timestamp(ctx.window.start).day_of_week >= 5)
+
+
+def _daytype_key(ctx: CheckContext, subject: str) -> str:
+    """Bootstrap cache key: weekday and weekend references differ in size and shape."""
+    return f"{subject}@{'weekend' if _is_weekend_day(ctx) else 'weekday'}"
 
 
 def _categorical_pair(reference: CategoricalProfile, counts: SubjectCounts) -> BinnedPair:
@@ -317,7 +335,38 @@ def _categorical_pair(reference: CategoricalProfile, counts: SubjectCounts) -> B
     return BinnedPair(ref=np.asarray(reference.counts[:-1], dtype=np.float64), cur=counts.counts[:-1].astype(np.float64))
 
 
-def _test_subject(ctx: CheckContext, name: str, pair: BinnedPair, stats: dict[str, Any]) -> dict[str, Any]:
+# A normal day strays from the rest of the reference by up to its largest observed excursion. With five
+# to seven reference days that maximum sits near their 85th percentile, and live days drift further as the
+# reference ages (slow 30-day features follow the fraud landscape), so allow twice as much.
+NATURAL_DAY_FACTOR = 2.0
+
+
+def natural_daily_excursion(reference: NumericProfile, pair: BinnedPair, weekend: bool | None) -> dict[str, float]:
+    """Per statistic, how far the reference's own days stray from the rest of it (leave-one-day-out).
+
+    Rows of one day are not independent draws for features over 30-day windows (a card's count moves
+    slowly), so the row-level no-drift bootstrap underestimates day-to-day variation; this measures it.
+    """
+    days = [np.asarray(c, dtype=np.float64) for c in reference.daily_counts]
+    if len(days) < 3:
+        return {}
+    same_type = [i for i, w in enumerate(reference.daily_weekend) if weekend is None or w == weekend]
+    chosen = same_type if len(same_type) >= 3 else list(range(len(days)))
+    total = np.sum([days[i] for i in chosen], axis=0)
+    worst: dict[str, float] = {}
+    for i in chosen:
+        rest = total - days[i]
+        if rest.sum() <= 0 or days[i].sum() <= 0:
+            continue
+        day_pair = BinnedPair(ref=rest, cur=days[i], edges=pair.edges, lower=pair.lower, upper=pair.upper, scale=pair.scale)
+        for name in NUMERIC_STATS:
+            worst[name] = max(worst.get(name, 0.0), evaluate(name, day_pair))
+    return worst
+
+
+def _test_subject(
+    ctx: CheckContext, name: str, pair: BinnedPair, stats: dict[str, Any], natural: dict[str, float] | None = None
+) -> dict[str, Any]:
     n_ref, n_cur = int(pair.ref.sum()), int(pair.cur.sum())
     results: dict[str, Any] = {"n_ref": n_ref, "n_cur": n_cur, "stats": {}}
     if n_cur == 0 or n_ref == 0:
@@ -325,14 +374,19 @@ def _test_subject(ctx: CheckContext, name: str, pair: BinnedPair, stats: dict[st
         return results
     # One decision per feature over its statistics (Bonferroni inside, so the feature false-alarms <= 1 %).
     combined = decide_feature(pair, list(stats), null=ctx.null_for(name, pair))
-    effect = 0.0
+    effect, drifted = 0.0, False
     for decision in combined.decisions:
+        day_level = NATURAL_DAY_FACTOR * (natural or {}).get(decision.statistic, 0.0)
+        threshold = max(decision.threshold, day_level)
+        stat_drifted = decision.drifted and decision.value > threshold
         results["stats"][decision.statistic] = {
-            "value": decision.value, "threshold": decision.threshold, "floor": decision.floor,
-            "no_drift_p99": decision.no_drift_quantile, "p_value": decision.p_value, "drifted": decision.drifted,
+            "value": decision.value, "threshold": threshold, "floor": decision.floor,
+            "no_drift_p99": decision.no_drift_quantile, "natural_daily": day_level, "p_value": decision.p_value,
+            "drifted": stat_drifted,
         }
-        effect = max(effect, decision.value / max(decision.threshold, 1e-12))
-    results["drifted"] = combined.drifted
+        drifted |= stat_drifted
+        effect = max(effect, decision.value / max(threshold, 1e-12))
+    results["drifted"] = drifted
     results["p_value"] = combined.p_value
     results["effect"] = effect
     ref_share = pair.ref / max(pair.ref.sum(), 1)
@@ -353,7 +407,12 @@ def data_drift_check(ctx: CheckContext) -> list[Finding]:
     for name, reference in ctx.profile.numeric.items():
         counts = ctx.window.subjects.get(name)
         if counts is not None:
-            tested[name] = _test_subject(ctx, name, _numeric_pair(reference, counts), dict(NUMERIC_STATS))
+            weekend = _is_weekend_day(ctx)
+            pair = _numeric_pair(reference, counts, weekend)
+            natural = ctx.natural_for(
+                name, lambda r=reference, p=pair, w=weekend: natural_daily_excursion(r, p, w)  # type: ignore[misc]
+            )
+            tested[name] = _test_subject(ctx, _daytype_key(ctx, name), pair, dict(NUMERIC_STATS), natural)
     for name, categorical in ctx.profile.categorical.items():
         counts = ctx.window.subjects.get(name)
         if counts is not None:
@@ -385,10 +444,13 @@ def score_drift_check(ctx: CheckContext) -> list[Finding]:
     counts = ctx.window.subjects.get(SCORE_SUBJECT)
     if counts is None or counts.rows == 0:
         return []
-    result = _test_subject(ctx, SCORE_SUBJECT, _numeric_pair(ctx.profile.score, counts), dict(NUMERIC_STATS))
+    weekend = _is_weekend_day(ctx)
+    pair = _numeric_pair(ctx.profile.score, counts, weekend)
+    natural = ctx.natural_for(SCORE_SUBJECT, lambda: natural_daily_excursion(ctx.profile.score, pair, weekend))
+    result = _test_subject(ctx, _daytype_key(ctx, SCORE_SUBJECT), pair, dict(NUMERIC_STATS), natural)
     return [
         Finding(
-            check="score_drift", kind="prediction_drift", subject="scores", breached=bool(result["drifted"]),
+            check="score_drift", kind="prediction_drift", subject="predictions", breached=bool(result["drifted"]),
             metric="max_effect_over_threshold", value=float(result["effect"]), threshold=1.0, severity="medium",
             evidence=result,
         )
@@ -417,7 +479,11 @@ def performance_check(ctx: CheckContext) -> list[Finding]:
     recall = caught / frauds
     precision = caught / max(int(flagged.sum()), 1)
     drop = reference_recall - recall
-    z = drop / math.sqrt(max(reference_recall * (1 - reference_recall), 1e-4) / frauds)
+    binomial_sd = math.sqrt(max(reference_recall * (1 - reference_recall), 1e-4) / frauds)
+    daily_sd = ctx.profile.performance.get("recall_daily_sd", float("nan"))
+    # Fraud comes in campaigns, so use the reference's observed day-to-day spread when it is larger.
+    noise = max(binomial_sd, 0.0 if math.isnan(daily_sd) else daily_sd)
+    z = drop / noise
     breached = drop > RECALL_DROP_FLOOR and z > PERFORMANCE_Z
     return [
         Finding(
@@ -426,6 +492,7 @@ def performance_check(ctx: CheckContext) -> list[Finding]:
             evidence={"cohort_start": str(cohort_start), "cohort_end": str(cohort_end), "labelled": len(frame),
                       "frauds": frauds, "caught": caught, "recall": recall, "precision": precision,
                       "reference_recall": reference_recall,
-                      "reference_precision": ctx.profile.performance.get("precision_at_review"), "z": z},
+                      "reference_precision": ctx.profile.performance.get("precision_at_review"), "z": z,
+                      "noise_sd": noise},
         )
     ]

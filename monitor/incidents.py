@@ -97,6 +97,7 @@ class IncidentManager:
         self.store = store
         self.rules = rules or IncidentRules()
         self.clock = clock or datetime.now
+        self._recent_causes: builtins.list[Incident] = []
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -129,6 +130,11 @@ class IncidentManager:
         self._record_findings(findings, window_start, window_end, cadence)
         changes: builtins.list[IncidentChange] = []
         active = {i.dedup_key: i for i in self.list(active_only=True)}
+        # Causes that were active at any time during this window explain what the window shows, even if
+        # they cleared before it closed (a six-hour feature outage still skews that day's distributions).
+        self._recent_causes = [
+            i for i in self.list() if i.kind in CAUSE_KINDS and (i.closed_at is None or i.closed_at >= window_start)
+        ]
         for finding in sorted(findings, key=lambda f: f.kind not in CAUSE_KINDS):  # causes first
             key = _dedup_key(model_version, finding)
             incident = active.get(key)
@@ -211,6 +217,7 @@ class IncidentManager:
         if finding.kind not in FOLDABLE_KINDS:
             return None
         causes = [i for i in active.values() if i.kind in CAUSE_KINDS and i.status != "resolved"]
+        causes += [i for i in self._recent_causes if i.incident_id not in {c.incident_id for c in causes}]
         if finding.kind == "prediction_drift":
             return causes[0] if causes else None  # broken inputs or a fallback move the scores
         implicated = set(finding.features)

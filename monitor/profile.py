@@ -31,6 +31,7 @@ QUANTILES = (*tuple(np.round(np.linspace(0.05, 0.95, 19), 2)), 0.001, 0.01, 0.99
 BUSINESS_EDGES = {"amount": (0.0, 1.0, 2.0, 5.0, 220.0)}
 COUNT_FEATURE_EDGES = (0.0,)
 CATEGORY_COVERAGE = 0.995
+MIN_DAYTYPE_ROWS = 200
 SCORE_QUANTILES = (*tuple(np.round(np.linspace(0.1, 0.9, 9), 2)), 0.95, 0.99, 0.999)
 
 
@@ -46,10 +47,28 @@ class NumericProfile(BaseModel):
     lower: float  # reference minimum: outer bound for the Wasserstein distance
     upper: float
     iqr: float
+    # The Wasserstein scale: max(IQR, 1.349 sd). The IQR alone collapses on zero-inflated features
+    # (terminal risk is 0 for most rows), which turns tiny tail wobbles into huge normalised distances.
+    scale: float = 1.0
     p001: float
     p999: float
     mean: float
     top_bin_share: float = Field(description="largest share of non-null rows in one bin (stuck-value check)")
+    # The same bins counted on weekdays and on weekend days only: daily windows are compared with the
+    # reference of their own day type, so weekly seasonality is not mistaken for drift.
+    weekday_counts: list[int] | None = None
+    weekend_counts: list[int] | None = None
+    # Each reference day's counts: the monitor measures how far a normal day strays from the rest of the
+    # reference (features over 30-day windows move slowly, so rows of one day are not independent draws).
+    daily_counts: list[list[int]] = Field(default_factory=list)
+    daily_weekend: list[bool] = Field(default_factory=list)
+
+    def reference_counts(self, weekend: bool | None = None) -> list[int]:
+        """Reference counts for a day type (None: all days), falling back to all days when too few rows."""
+        chosen = self.weekend_counts if weekend else self.weekday_counts if weekend is False else None
+        if chosen is None or sum(chosen) < MIN_DAYTYPE_ROWS:
+            return self.counts
+        return chosen
 
     @property
     def null_rate(self) -> float:
@@ -100,8 +119,20 @@ def _hour_of_week(moment: pd.Timestamp) -> int:
     return int(moment.day_of_week) * 24 + int(moment.hour)
 
 
-def numeric_profile(values: np.ndarray, extra_edges: tuple[float, ...] = ()) -> NumericProfile:
-    """Profile one numeric column (NaN = null)."""
+def numeric_profile(
+    values: np.ndarray,
+    extra_edges: tuple[float, ...] = (),
+    weekend: np.ndarray | None = None,
+    day: np.ndarray | None = None,
+) -> NumericProfile:
+    """Profile one numeric column (NaN = null).
+
+    Args:
+        values: the column.
+        extra_edges: business edges to add to the quantile edges.
+        weekend: marks weekend rows, for day-type reference counts.
+        day: each row's calendar day, for the per-day counts of the natural-variability baseline.
+    """
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     edges = quantile_edges(finite, QUANTILES, extra_edges) if len(finite) else np.asarray(extra_edges or (0.0,))
@@ -120,11 +151,23 @@ def numeric_profile(values: np.ndarray, extra_edges: tuple[float, ...] = ()) -> 
         lower=lower,
         upper=upper,
         iqr=float(q[2] - q[1]),
+        scale=_wasserstein_scale(finite, float(q[2] - q[1])),
         p001=float(q[0]),
         p999=float(q[3]),
         mean=mean,
         top_bin_share=float(counts.max() / non_null),
+        weekday_counts=None if weekend is None else [int(c) for c in histogram_counts(values[~weekend], edges)[0]],
+        weekend_counts=None if weekend is None else [int(c) for c in histogram_counts(values[weekend], edges)[0]],
+        daily_counts=[] if day is None else [
+            [int(c) for c in histogram_counts(values[day == d], edges)[0]] for d in np.unique(day)
+        ],
+        daily_weekend=[] if day is None or weekend is None else [bool(weekend[day == d][0]) for d in np.unique(day)],
     )
+
+
+def _wasserstein_scale(finite: np.ndarray, iqr: float) -> float:
+    scale = max(iqr, 1.349 * float(finite.std())) if len(finite) else 0.0
+    return scale if scale > 0 else 1.0
 
 
 def categorical_profile(values: pd.Series) -> CategoricalProfile:
@@ -183,17 +226,19 @@ def build_profile(
         performance: reference metrics (ap, precision and recall at the threshold, fraud rate).
     """
     numeric: dict[str, NumericProfile] = {}
+    stamps = pd.to_datetime(transactions[C.TIMESTAMP])
+    weekend = (stamps.dt.day_of_week >= 5).to_numpy()
+    day = stamps.dt.floor("D").to_numpy()
     for name in features.columns:
         if name in CALENDAR_FEATURES:
             continue
         extra = BUSINESS_EDGES.get(name, COUNT_FEATURE_EDGES if "count" in name or "risk" in name else ())
-        numeric[name] = numeric_profile(features[name].to_numpy(dtype=np.float64), extra)
+        numeric[name] = numeric_profile(features[name].to_numpy(dtype=np.float64), extra, weekend, day)
     categorical = {
         name: categorical_profile(transactions[name]) for name in CATEGORICAL_FIELDS if name in transactions
     }
     score_values = np.asarray(scores, dtype=np.float64)
     volume, cv = hourly_volume_baseline(volume_history)
-    stamps = pd.to_datetime(transactions[C.TIMESTAMP])
     return ReferenceProfile(
         model_version=model_version,
         window_start=stamps.min().to_pydatetime(),
@@ -201,7 +246,7 @@ def build_profile(
         rows=len(features),
         numeric=numeric,
         categorical=categorical,
-        score=numeric_profile(score_values, (review_threshold, threshold)),
+        score=numeric_profile(score_values, (review_threshold, threshold), weekend, day),
         threshold=threshold,
         review_threshold=review_threshold,
         alert_rate=float(np.mean(score_values >= review_threshold)) if len(score_values) else 0.0,

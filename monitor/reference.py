@@ -16,7 +16,7 @@ from scorer import columns as C
 from scorer.features import FeatureConfig, compute_features
 from scorer.pipeline import RegisteredRun, train_and_register
 from scorer.registry import ModelRegistry
-from scorer.train import TrainParams
+from scorer.train import SplitName, TrainParams
 
 MS_PER_DAY = pd.Timedelta(days=1)
 
@@ -25,15 +25,16 @@ def train_register_and_profile(
     registry: ModelRegistry,
     transactions: pd.DataFrame,
     *,
+    split: SplitName = "recent",
     params: TrainParams | None = None,
     promote: bool = True,
     actor: str = "selfheal train",
     reason: str = "trained",
     label_delay_days: int = 7,
 ) -> tuple[RegisteredRun, ReferenceProfile]:
-    """Train on the most recent data, register (and promote), then attach the reference profile."""
+    """Train (by default on the most recent data), register (and promote), then attach the reference profile."""
     run = train_and_register(
-        registry, transactions, split="recent", params=params, promote=promote, actor=actor, reason=reason,
+        registry, transactions, split=split, params=params, promote=promote, actor=actor, reason=reason,
         delay_days=label_delay_days,
     )
     profile = profile_model(registry, run.model.version, transactions, label_delay_days=label_delay_days)
@@ -70,7 +71,7 @@ def profile_model(
         review_threshold=review,
         model_version=model.version,
         importance=_importance(loaded.booster),
-        performance=_performance(window[C.LABEL].to_numpy() if C.LABEL in window else None, scores, threshold, review),
+        performance=_performance(window, scores, threshold, review),
     )
     registry.set_reference_profile(version, profile.model_dump(mode="json"))
     return profile
@@ -95,17 +96,26 @@ def _importance(booster: object) -> dict[str, float]:
     return {str(k): float(v) for k, v in scores.items()}
 
 
-def _performance(labels: np.ndarray | None, scores: np.ndarray, threshold: float, review: float) -> dict[str, float]:
-    if labels is None or len(labels) == 0:
+def _performance(window: pd.DataFrame, scores: np.ndarray, threshold: float, review: float) -> dict[str, float]:
+    """Reference metrics of the alert policy, and how much daily recall wanders on its own."""
+    if C.LABEL not in window or len(window) == 0:
         return {}
+    labels = window[C.LABEL].to_numpy()
     fraud = labels == 1
     flagged = scores >= review
     declined = scores >= threshold
     frauds = max(int(fraud.sum()), 1)
+    days = pd.to_datetime(window[C.TIMESTAMP]).dt.floor("D").to_numpy()
+    daily = pd.DataFrame({"day": days, "fraud": fraud, "caught": fraud & flagged}).groupby("day").sum()
+    daily = daily[daily["fraud"] >= 5]
+    daily_recall = (daily["caught"] / daily["fraud"]).to_numpy()
     return {
         "fraud_rate": float(fraud.mean()),
         "recall_at_review": float((flagged & fraud).sum() / frauds),
         "precision_at_review": float((flagged & fraud).sum() / max(int(flagged.sum()), 1)),
         "recall_at_threshold": float((declined & fraud).sum() / frauds),
         "precision_at_threshold": float((declined & fraud).sum() / max(int(declined.sum()), 1)),
+        # Day-to-day spread of recall: fraud comes in campaigns (a compromised terminal, a card), so a
+        # day's recall varies far more than a binomial count of its frauds suggests.
+        "recall_daily_sd": float(np.std(daily_recall, ddof=1)) if len(daily_recall) >= 3 else float("nan"),
     }

@@ -66,6 +66,7 @@ class Monitor:
         self.incidents = IncidentManager(store, self.config.rules, clock=self.clock)
         self._profiles: dict[int, ReferenceProfile | None] = {}
         self._nulls: dict[int | None, dict[str, NoDriftBootstrap]] = {}  # per model version, per subject
+        self._naturals: dict[int | None, dict[str, dict[str, float]]] = {}
         self._history: deque[WindowCounts] = deque(maxlen=self.config.history_hours)
         self._history_loaded = False
 
@@ -134,6 +135,7 @@ class Monitor:
             history=list(self._history),
             label_delay_days=self.config.label_delay_days,
             nulls=self._nulls.setdefault(profile.model_version, {}),
+            naturals=self._naturals.setdefault(profile.model_version, {}),
         )
         findings: list[Finding] = []
         for registered in CHECKS.values():

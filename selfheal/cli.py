@@ -26,6 +26,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List, inspect, promote and roll back registered models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+monitor_app = typer.Typer(help="Run the drift and health monitor over logged traffic.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+incidents_app = typer.Typer(help="List and inspect incidents raised by the monitor.", no_args_is_help=True)
+app.add_typer(incidents_app, name="incidents")
 
 console = Console(stderr=True)
 out = Console()
@@ -117,8 +121,8 @@ def train(
 
     Example: selfheal train --data ../shared/data/handbook/transactions.parquet --split handbook --json
     """
+    from monitor.reference import train_register_and_profile
     from scorer.data import DataFormatError, load_transactions
-    from scorer.pipeline import train_and_register
     from scorer.simulate import Simulator, WorldConfig
     from scorer.train import TrainParams, load_for_training, run_training
 
@@ -140,7 +144,7 @@ def train(
         if register:
             platform = _platform(home)
             try:
-                run = train_and_register(
+                run, _ = train_register_and_profile(
                     platform.registry, transactions, split=split.value, params=preset, promote=promote
                 )
             finally:
@@ -329,6 +333,99 @@ def models_rollback(
     finally:
         platform.close()
     out.print(f"champion is now v{state.champion_version} (serving state v{state.version})")
+
+
+@monitor_app.command("run")
+def monitor_run(
+    since: Annotated[datetime, typer.Option(help="First hour to evaluate (rounded up to the hour).")],
+    until: Annotated[datetime, typer.Option(help="End of the span (whole hours before it are evaluated).")],
+    home: HomeOption = None,
+) -> None:
+    """Evaluate every hour (and every day that closes) of a span of logged traffic; raise incidents.
+
+    Example: selfheal monitor run --since 2018-06-01 --until 2018-06-08
+    """
+    from monitor.runner import Monitor
+
+    platform = _platform(home)
+    try:
+        monitor = Monitor(platform.store, platform.registry, platform.serving)
+        with console.status("monitoring"):
+            report = monitor.run(since, until)
+    finally:
+        platform.close()
+    out.print(
+        f"{report.hours} hours and {report.days} days evaluated: {report.findings} findings, "
+        f"{report.breaches} breaches"
+    )
+    for change in report.changes:
+        if change.change != "updated":
+            out.print(f"  {change.incident_id} {change.change}: {change.kind} on {change.subject}")
+
+
+@incidents_app.command("list")
+def incidents_list(
+    status: Annotated[str | None, typer.Option(help="Only incidents with this status.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """List incidents, newest last.
+
+    Example: selfheal incidents list --status open
+    """
+    from monitor.incidents import IncidentManager
+
+    platform = _platform(home)
+    try:
+        incidents = IncidentManager(platform.store).list(status)
+    finally:
+        platform.close()
+    if as_json:
+        out.print_json(json.dumps([i.model_dump(mode="json", exclude={"evidence"}) for i in incidents]))
+        return
+    table = Table(title="incidents")
+    for column in ("id", "status", "severity", "kind", "subject", "opened", "title"):
+        table.add_column(column)
+    for i in incidents:
+        table.add_row(i.incident_id, i.status, i.severity, i.kind, i.subject, f"{i.opened_at:%Y-%m-%d %H:%M}", i.title)
+    out.print(table)
+
+
+@incidents_app.command("show")
+def incidents_show(
+    incident_id: Annotated[str, typer.Argument(help="Incident id, e.g. INC-7 (or 7).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (evidence and timeline).")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Show one incident: its evidence in numbers and its timeline.
+
+    Example: selfheal incidents show INC-7 --json
+    """
+    from monitor.incidents import IncidentManager
+
+    platform = _platform(home)
+    try:
+        manager = IncidentManager(platform.store)
+        try:
+            incident = manager.get(incident_id)
+        except KeyError as error:
+            raise _fail(str(error).strip("'\"")) from error
+        events = manager.events(incident.incident_id)
+    finally:
+        platform.close()
+    timeline = [
+        {"at": str(e.recorded_at), "event": e.event, "detail": json.loads(e.detail)} for e in events.itertuples()
+    ]
+    if as_json:
+        payload = incident.model_dump(mode="json")
+        payload["timeline"] = timeline
+        out.print_json(json.dumps(payload, default=str))
+        return
+    out.print(f"[bold]{incident.incident_id}[/bold] {incident.title}")
+    out.print(f"status {incident.status}, severity {incident.severity}, opened {incident.opened_at}")
+    out.print_json(json.dumps(incident.evidence, default=str))
+    for item in timeline:
+        out.print(f"  {item['at']}  {item['event']}")
 
 
 @app.command()

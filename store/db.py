@@ -37,6 +37,7 @@ TIME_COLUMNS: dict[str, str] = {
     "monitor_findings": "window_start",
     "incidents": "opened_at",
     "incident_events": "recorded_at",
+    "pages": "recorded_at",
 }
 
 

@@ -181,4 +181,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "pager outbox: every page and every channel's delivery result",
+        """
+        CREATE TABLE pages (
+            page_id VARCHAR NOT NULL,
+            recorded_at TIMESTAMP NOT NULL,
+            incident_id VARCHAR NOT NULL,
+            dedup_key VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            severity VARCHAR NOT NULL,
+            summary VARCHAR NOT NULL,
+            payload VARCHAR NOT NULL,
+            channel VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL,
+            error VARCHAR
+        );
+        """,
+    ),
 )

@@ -364,7 +364,7 @@ def test_practical_floors_defaults_and_lookup() -> None:
         "psi": 0.1,
         "js": 0.1,
         "ks": 0.1,
-        "wasserstein_iqr": 0.1,
+        "wasserstein_iqr": 0.2,
         "linf": 0.05,
     }
     schema = PracticalFloors.model_json_schema()["properties"]

@@ -123,7 +123,9 @@ class AmountShift(StreamFault):
 
     kind: ClassVar[str] = "amount_shift"
     root_cause: ClassVar[RootCause] = "schema_change"
-    expected_kinds: ClassVar[tuple[IncidentKind, ...]] = ("data_drift", "prediction_drift")
+    # A units change (cents for units) lands beyond the reference range: data quality first; a partial
+    # shift inside the range shows as drift, and the scores move either way.
+    expected_kinds: ClassVar[tuple[IncidentKind, ...]] = ("data_quality", "data_drift", "prediction_drift")
     example_params: ClassVar[dict[str, Any]] = {"factor": 100.0, "share": 0.5}
 
     factor: float = Field(gt=0, description="multiplies the amount of affected rows")
