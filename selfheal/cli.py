@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scorer.errors import ScorerError
+from selfheal.cli_runbooks import runbooks_app
 from store import TIME_COLUMNS, StoreError
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ monitor_app = typer.Typer(help="Run the drift and health monitor over logged tra
 app.add_typer(monitor_app, name="monitor")
 incidents_app = typer.Typer(help="List and inspect incidents raised by the monitor.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
+app.add_typer(runbooks_app, name="runbooks")
 
 console = Console(stderr=True)
 out = Console()

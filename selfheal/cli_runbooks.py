@@ -1,0 +1,172 @@
+"""`selfheal runbooks ...`: list, show, create and lint runbooks (a thin layer over `tools.runbooks`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from monitor.findings import INCIDENT_KINDS, ROOT_CAUSES
+from tools.runbooks import (
+    RunbookError,
+    RunbookLibrary,
+    default_runbooks_dir,
+    lint_paths,
+    runbook_template,
+)
+
+runbooks_app = typer.Typer(help="List, show, create and lint runbooks.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Runbook folder (default: $SELFHEAL_RUNBOOKS or the shipped runbooks/)."),
+]
+
+
+def _library(folder: Path | None) -> RunbookLibrary:
+    try:
+        return RunbookLibrary.load(folder)
+    except RunbookError as error:
+        for problem in error.problems:
+            typer.echo(str(problem), err=True)
+        err.print("[red]error:[/red] some runbooks do not parse; run `selfheal runbooks lint`")
+        raise typer.Exit(1) from error
+
+
+@runbooks_app.command("list")
+def list_runbooks(
+    folder: DirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List runbooks: id, root cause, trigger kinds, severity, paging rule and allowed actions.
+
+    Example: selfheal runbooks list
+    """
+    library = _library(folder)
+    if as_json:
+        typer.echo(json.dumps([r.front_matter() for r in library], indent=2))
+        return
+    table = Table(title=f"runbooks in {folder or default_runbooks_dir()}")
+    table.add_column("id", no_wrap=True)
+    for column in ("root cause", "triggers", "severity", "paging", "actions"):
+        table.add_column(column)
+    for runbook in library:
+        actions = ", ".join(f"{name} ({policy})" for name, policy in runbook.actions.items())
+        table.add_row(
+            runbook.id,
+            runbook.root_cause,
+            ", ".join(runbook.triggers.kinds),
+            runbook.severity,
+            runbook.paging,
+            actions,
+        )
+    out.print(table)
+
+
+@runbooks_app.command("show")
+def show_runbook(
+    runbook_id: Annotated[str, typer.Argument(help="The runbook's id, e.g. feature_pipeline_break.")],
+    folder: DirOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the parsed runbook (front matter and steps) as JSON.")
+    ] = False,
+) -> None:
+    """Show one runbook: its front matter, then its body as written.
+
+    Example: selfheal runbooks show corrupted_artifact
+    """
+    library = _library(folder)
+    try:
+        runbook = library.get(runbook_id)
+    except KeyError as error:
+        err.print(f"[red]error:[/red] {error.args[0]}")
+        raise typer.Exit(1) from error
+    if as_json:
+        steps = [step.model_dump(mode="json") for step in runbook.steps]
+        typer.echo(
+            json.dumps({**runbook.front_matter(), "path": str(runbook.path), "steps": steps}, indent=2)
+        )
+        return
+    typer.echo(f"{runbook.id}: {runbook.title}")
+    typer.echo(f"  root cause   {runbook.root_cause}")
+    checks = f" (checks: {', '.join(runbook.triggers.checks)})" if runbook.triggers.checks else ""
+    typer.echo(f"  triggers     {', '.join(runbook.triggers.kinds)}{checks}")
+    if runbook.triggers.when:
+        typer.echo(f"  when         {runbook.triggers.when}")
+    typer.echo(f"  severity     {runbook.severity}")
+    typer.echo(f"  actions      {', '.join(f'{n} ({p})' for n, p in runbook.actions.items())}")
+    typer.echo(
+        f"  verification {runbook.verification.check} under threshold within {runbook.verification.within}"
+    )
+    typer.echo(f"  paging       {runbook.paging}")
+    typer.echo(f"  file         {runbook.path}")
+    typer.echo(runbook.body)
+
+
+@runbooks_app.command("new")
+def new_runbook(
+    runbook_id: Annotated[
+        str, typer.Argument(help="The new runbook's id (lower_snake_case); also its file name.")
+    ],
+    folder: DirOption = None,
+    kind: Annotated[
+        str, typer.Option(help=f"Incident kind it triggers on: {', '.join(INCIDENT_KINDS)}.")
+    ] = "data_quality",
+    root_cause: Annotated[
+        str, typer.Option(help=f"Root cause it handles: {', '.join(ROOT_CAUSES)}.")
+    ] = "none",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a runbook template to fill in; it lints clean once every <FILL IN ...> is replaced.
+
+    Example: selfheal runbooks new card_testing_burst --kind data_drift --root-cause new_fraud_pattern
+    """
+    target_dir = folder or default_runbooks_dir()
+    path = target_dir / f"{runbook_id}.md"
+    if root_cause not in ROOT_CAUSES:
+        err.print(f"[red]error:[/red] unknown root cause {root_cause!r}; known: {', '.join(ROOT_CAUSES)}")
+        raise typer.Exit(2)
+    try:
+        text = runbook_template(runbook_id, kind=kind, root_cause=root_cause)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    if path.exists() and not force:
+        err.print(f"[red]error:[/red] {path} exists; pass --force to overwrite it")
+        raise typer.Exit(1)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path}: fill in every <FILL IN ...>, then run `selfheal runbooks lint {path}`")
+
+
+@runbooks_app.command("lint")
+def lint_runbooks(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Runbook files or folders (default: the runbook folder).")
+    ] = None,
+) -> None:
+    """Check runbooks against the real tool schemas, monitor checks and incident evidence.
+
+    Prints one `file:line: message [code]` line per problem and exits 1 if there is any.
+
+    Example: selfheal runbooks lint runbooks/
+    """
+    targets = paths or [default_runbooks_dir()]
+    missing = [p for p in targets if not p.exists()]
+    if missing:
+        err.print(f"[red]error:[/red] no such file or folder: {', '.join(map(str, missing))}")
+        raise typer.Exit(2)
+    problems = lint_paths(targets)
+    for problem in problems:
+        typer.echo(str(problem))
+    if problems:
+        files = len({p.path for p in problems})
+        err.print(f"{len(problems)} problem(s) in {files} file(s)")
+        raise typer.Exit(1)
+    err.print("all runbooks lint clean")

@@ -1,0 +1,106 @@
+"""The names a runbook expression reads, built from the live platform for one incident.
+
+``evidence`` is the incident's evidence bundle as the monitor stored it; ``incident`` the incident's
+own fields; ``serving`` the serving state plus how its threshold last changed; ``model`` the champion
+with its neighbours in the registry. The field sets below are what the linter accepts, and a test
+checks that `build_scope` produces exactly them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from monitor.incidents import Incident
+from scorer.errors import ScorerError
+from scorer.registry import ModelRegistry
+from scorer.serving import ServingState, ServingStateStore
+
+SERVING_EXTRAS = frozenset({"previous_threshold", "hours_since_threshold_change"})
+MODEL_FIELDS = frozenset(
+    {
+        "version",  # the champion, or None
+        "previous_version",  # what a plain rollback returns to
+        "challenger_version",
+        "last_verified_version",  # newest version other than the champion whose artifact verifies
+        "verified",  # whether the champion's artifact verifies
+        "hours_since_promotion",  # champion promoted this many hours before the incident's first breach
+        "created_at",
+        "metrics",
+        "feature_columns",
+        "importance",  # feature -> gain share (0..1) from the reference profile
+        "suggested_threshold",
+    }
+)
+NAMESPACE_FIELDS: dict[str, frozenset[str]] = {
+    "incident": frozenset(Incident.model_fields) | {"features"},
+    "serving": frozenset(ServingState.model_fields) | SERVING_EXTRAS,
+    "model": MODEL_FIELDS,
+}
+
+
+def build_scope(incident: Incident, serving: ServingStateStore, registry: ModelRegistry) -> dict[str, Any]:
+    """``{"evidence", "incident", "serving", "model", "results"}`` for evaluating a runbook on an incident."""
+    at = incident.first_breach_at
+    return {
+        "evidence": dict(incident.evidence),
+        "incident": {**incident.model_dump(mode="json"), "features": incident.features},
+        "serving": _serving(serving, at),
+        "model": _model(registry, at),
+        "results": {},
+    }
+
+
+def _hours(later: datetime, earlier: datetime) -> float:
+    return round((later - earlier).total_seconds() / 3600, 2)
+
+
+def _serving(serving: ServingStateStore, at: datetime) -> dict[str, Any]:
+    current = serving.current()
+    previous_threshold: float | None = None
+    set_at: datetime | None = None
+    for state in serving.history():  # newest first: walk back to where the threshold was different
+        if state.threshold != current.threshold:
+            previous_threshold = state.threshold
+            break
+        set_at = state.changed_at
+    return {
+        **current.model_dump(mode="json"),
+        "previous_threshold": previous_threshold,
+        "hours_since_threshold_change": _hours(at, set_at)
+        if previous_threshold is not None and set_at
+        else None,
+    }
+
+
+def _model(registry: ModelRegistry, at: datetime) -> dict[str, Any]:
+    aliases = registry.aliases()
+    champion = aliases["champion"]
+    scope: dict[str, Any] = dict.fromkeys(MODEL_FIELDS)
+    scope.update(
+        version=champion,
+        previous_version=aliases["previous"],
+        challenger_version=aliases["challenger"],
+        last_verified_version=registry.last_verified_version(exclude={champion} if champion else frozenset()),
+        verified=False,
+        metrics={},
+        feature_columns=[],
+        importance={},
+    )
+    if champion is None:
+        return scope
+    scope["verified"] = registry.verify(champion).ok
+    promoted = [e.recorded_at for e in registry.history() if e.alias == "champion" and e.version == champion]
+    scope["hours_since_promotion"] = _hours(at, max(promoted)) if promoted else None
+    try:
+        metadata = registry.get(champion).metadata
+    except ScorerError:
+        return scope
+    scope.update(
+        created_at=metadata.created_at.isoformat(),
+        metrics=dict(metadata.metrics),
+        feature_columns=list(metadata.feature_columns),
+        importance=dict((metadata.reference_profile or {}).get("importance", {})),
+        suggested_threshold=metadata.suggested_threshold,
+    )
+    return scope
