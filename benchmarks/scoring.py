@@ -86,7 +86,7 @@ SCORE_TOLERANCE = 1e-6  # float32 model input on both sides: scores agree to rou
 
 @dataclass(frozen=True)
 class Plan:
-    """How big the run is. `FULL` is the committed benchmark (~2.5 min on 2 cores); `QUICK` a smoke run."""
+    """How big the run is. `FULL` is the committed benchmark (~1.5-3 min on 2 cores); `QUICK` a smoke run."""
 
     world: WorldConfig
     history_days: int

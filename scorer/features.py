@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -251,17 +252,44 @@ class _EntityWindows:
     `np.searchsorted` calls.
     """
 
-    def __init__(self, entity: np.ndarray, ts_ms: np.ndarray, max_lookback_ms: int) -> None:
-        self.entities = pd.Index(pd.unique(entity))
-        codes = self.entities.get_indexer(entity).astype(np.int64)
+    def __init__(
+        self,
+        entity: np.ndarray,
+        ts_ms: np.ndarray,
+        max_lookback_ms: int,
+        *,
+        dense: bool = False,
+        hint: np.ndarray | None = None,
+    ) -> None:
+        """Index rows by (entity, time).
+
+        Args:
+            dense: ``entity`` already holds small non-negative int codes (`FeatureState` encodes ids on
+                arrival); they are used as they are, sparing a hash of every row.
+            hint: a permutation of the rows that is already nearly sorted by key, and lists rows with equal
+                keys in arrival order (see `FeatureState._rebuild`). Sorting ``key[hint]`` (a few sorted
+                runs: timsort merges them in O(n)) then gives exactly the stable order of ``key``.
+        """
+        if dense:
+            self.entities: pd.Index | None = None
+            codes = entity.astype(np.int64, copy=False)
+            n_entities = int(codes.max()) + 1 if len(codes) else 0
+        else:
+            self.entities = pd.Index(pd.unique(entity))
+            codes = self.entities.get_indexer(entity).astype(np.int64)
+            n_entities = len(self.entities)
         self.t0 = int(ts_ms.min()) if len(ts_ms) else 0
         self.span = (int(ts_ms.max()) - self.t0) if len(ts_ms) else 0
         self.max_lookback = max_lookback_ms
         self.stride = self.span + max_lookback_ms + 2
-        if (len(self.entities) + 1) * self.stride >= np.iinfo(np.int64).max:
+        self.n_entities = n_entities
+        if (n_entities + 1) * self.stride >= np.iinfo(np.int64).max:
             raise OverflowError("too many entities x too long a time span for one feature pass")
         key = codes * self.stride + (ts_ms - self.t0)
-        self.order = np.argsort(key, kind="stable")
+        if hint is None:
+            self.order = np.argsort(key, kind="stable")
+        else:
+            self.order = hint[np.argsort(key[hint], kind="stable")]
         self.key = key[self.order]
 
     def sorted(self, values: np.ndarray) -> np.ndarray:
@@ -269,7 +297,12 @@ class _EntityWindows:
 
     def query_keys(self, entity: np.ndarray, ts_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys of query rows (time clamped so a window can never reach a neighbour's keys) and a known mask."""
-        codes = self.entities.get_indexer(entity).astype(np.int64)
+        if self.entities is None:
+            # Dense codes need no lookup: an entity without indexed rows (one first seen since, code >=
+            # n_entities, is clamped to n_entities) gets keys whose windows hold no row, so it counts 0.
+            codes = np.minimum(entity.astype(np.int64, copy=False), self.n_entities)
+        else:
+            codes = self.entities.get_indexer(entity).astype(np.int64)
         rel = np.clip(ts_ms - self.t0, -1, self.span + self.max_lookback)
         return codes * self.stride + rel, codes >= 0
 
@@ -292,18 +325,19 @@ def _fraud_units(label: np.ndarray) -> np.ndarray:
     return np.nan_to_num(label, nan=0.0).astype(np.int64)
 
 
-def _kernel(history: _History, out_rows: np.ndarray, config: FeatureConfig) -> _Aggregates:
+def _kernel(history: _History, out_rows: np.ndarray, config: FeatureConfig, *, dense: bool = False) -> _Aggregates:
     """Window aggregates for the rows of ``history`` selected by ``out_rows``, over all of ``history``.
 
     Within an entity, rows are ordered by time then by position in ``history`` (arrival order), and a
     window ends at the row itself: a later-arriving row with the same timestamp is not counted, the rule
-    pandas' time-based rolling windows (and so the handbook) follow.
+    pandas' time-based rolling windows (and so the handbook) follow. ``dense``: the ids are int codes
+    (see `_EntityWindows`).
     """
     out_positions = np.flatnonzero(out_rows)
     aggregates = _Aggregates(len(out_positions), config)
     customer_windows, terminal_windows = _customer_windows(config), _terminal_windows(config)
 
-    customers = _EntityWindows(history.customer_id, history.ts_ms, max(w[0] for w in customer_windows))
+    customers = _EntityWindows(history.customer_id, history.ts_ms, max(w[0] for w in customer_windows), dense=dense)
     rank = np.empty(len(history), dtype=np.int64)
     rank[customers.order] = np.arange(len(history))
     amount_prefix = _prefix(customers.sorted(history.amount_units))
@@ -314,7 +348,7 @@ def _kernel(history: _History, out_rows: np.ndarray, config: FeatureConfig) -> _
         aggregates.customer_count[i] = end - start
         aggregates.customer_units[i] = amount_prefix[end] - amount_prefix[start]
 
-    terminals = _EntityWindows(history.terminal_id, history.ts_ms, max(w[0] for w in terminal_windows))
+    terminals = _EntityWindows(history.terminal_id, history.ts_ms, max(w[0] for w in terminal_windows), dense=dense)
     rank[terminals.order] = np.arange(len(history))
     fraud_prefix = _prefix(terminals.sorted(_fraud_units(history.label)))
     keys = terminals.key[rank[out_positions]]
@@ -369,14 +403,25 @@ def _isin(values: np.ndarray, lookup: np.ndarray) -> np.ndarray:
 
 
 class _OldRowsIndex:
-    """Sorted indexes over the older retained rows, so a batch's windows over them are searchsorted calls."""
+    """Sorted indexes over the older retained rows, so a batch's windows over them are searchsorted calls.
 
-    def __init__(self, rows: _History, config: FeatureConfig) -> None:
+    Ids are `FeatureState`'s dense int codes. ``hints`` (customer order, terminal order): nearly sorted
+    permutations from the previous index, see `FeatureState._rebuild`.
+    """
+
+    def __init__(
+        self, rows: _History, config: FeatureConfig, hints: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
         self.config = config
         self.customer_windows, self.terminal_windows = _customer_windows(config), _terminal_windows(config)
-        self.customers = _EntityWindows(rows.customer_id, rows.ts_ms, max(w[0] for w in self.customer_windows))
+        customer_hint, terminal_hint = hints if hints is not None else (None, None)
+        self.customers = _EntityWindows(
+            rows.customer_id, rows.ts_ms, max(w[0] for w in self.customer_windows), dense=True, hint=customer_hint
+        )
         self.amount_prefix = _prefix(self.customers.sorted(rows.amount_units))
-        self.terminals = _EntityWindows(rows.terminal_id, rows.ts_ms, max(w[0] for w in self.terminal_windows))
+        self.terminals = _EntityWindows(
+            rows.terminal_id, rows.ts_ms, max(w[0] for w in self.terminal_windows), dense=True, hint=terminal_hint
+        )
         self.refresh_labels(rows.label)
 
     def refresh_labels(self, label: np.ndarray) -> None:
@@ -384,16 +429,22 @@ class _OldRowsIndex:
 
     def aggregates(self, batch: _History) -> _Aggregates:
         aggregates = _Aggregates(len(batch), self.config)
+        # Query in key order: searchsorted with sorted needles walks the index forwards (about 4x faster
+        # than random probes into ~400k keys); results are written back to batch order.
         keys, known = self.customers.query_keys(batch.customer_id, batch.ts_ms)
+        order = np.argsort(keys)
+        keys, known = keys[order], known[order]
         for i, window in enumerate(self.customer_windows):
             start, stop = self.customers.bounds(keys, window)
-            aggregates.customer_count[i] = np.where(known, stop - start, 0)
-            aggregates.customer_units[i] = np.where(known, self.amount_prefix[stop] - self.amount_prefix[start], 0)
+            aggregates.customer_count[i, order] = np.where(known, stop - start, 0)
+            aggregates.customer_units[i, order] = np.where(known, self.amount_prefix[stop] - self.amount_prefix[start], 0)
         keys, known = self.terminals.query_keys(batch.terminal_id, batch.ts_ms)
+        order = np.argsort(keys)
+        keys, known = keys[order], known[order]
         for i, window in enumerate(self.terminal_windows):
             start, stop = self.terminals.bounds(keys, window)
-            aggregates.terminal_count[i] = np.where(known, stop - start, 0)
-            aggregates.terminal_frauds[i] = np.where(known, self.fraud_prefix[stop] - self.fraud_prefix[start], 0)
+            aggregates.terminal_count[i, order] = np.where(known, stop - start, 0)
+            aggregates.terminal_frauds[i, order] = np.where(known, self.fraud_prefix[stop] - self.fraud_prefix[start], 0)
         return aggregates
 
 
@@ -406,7 +457,7 @@ class FeatureState:
     a history read with integer ids and validated live traffic name the same customers and terminals.
 
     Retained rows are split in two, like a log-structured merge: *old* rows carry sorted indexes (rebuilt
-    now and then, O(n log n)), *recent* rows (appended since the last rebuild) are few and scanned with the
+    now and then by merging the previous order with the sorted recent rows, O(n)), *recent* rows (appended since the last rebuild) are few and scanned with the
     batch. A batch costs O(batch + recent + batch x log old), so one transaction stays cheap however much
     history is retained, and large batches stay vectorised.
     """
@@ -419,6 +470,10 @@ class FeatureState:
         self._recent: _History | None = None  # with spare capacity; rows [0, _recent_size) are real
         self._recent_size = 0
         self._latest_ms: int | None = None
+        # Customers and terminals become small integers when they arrive: every later window lookup then
+        # hashes and sorts integers, not id strings (the streaming path's largest cost otherwise).
+        # (Customers and terminals share the code space, which is harmless: each has its own index.)
+        self._codes: dict[object, int] = {}
 
     @property
     def rows(self) -> int:
@@ -432,7 +487,7 @@ class FeatureState:
             batch: canonical transactions, in time order after what was seen before.
             remember: add the batch to the state. Pass False to score without learning (dry runs).
         """
-        new = _History.from_frame(batch, ids_as_text=True)
+        new = self._encoded(batch)
         recent = self._recent_rows()
         if recent is not None and len(recent):
             recent = recent.take(_isin(recent.customer_id, new.customer_id) | _isin(recent.terminal_id, new.terminal_id))
@@ -441,7 +496,7 @@ class FeatureState:
             out_rows[len(recent) :] = True
         else:
             combined, out_rows = new, np.ones(len(new), dtype=bool)
-        aggregates = _kernel(combined, out_rows, self.config)
+        aggregates = _kernel(combined, out_rows, self.config, dense=True)
         if self._index is not None:
             aggregates.add(self._index.aggregates(new))
         features = _finish(new, np.ones(len(new), dtype=bool), aggregates, self.config).set_axis(batch.index)
@@ -451,7 +506,7 @@ class FeatureState:
 
     def observe(self, history: pd.DataFrame) -> None:
         """Remember transactions without computing features (rebuilding state after a restart)."""
-        self._remember(_History.from_frame(history, ids_as_text=True))
+        self._remember(self._encoded(history))
 
     def add_labels(self, transaction_ids: Sequence[object] | np.ndarray, labels: Sequence[float] | np.ndarray) -> int:
         """Record labels that arrived; returns how many retained transactions were labelled."""
@@ -473,6 +528,26 @@ class FeatureState:
             self._recent.label[hit] = values[position[hit]]
             found += len(hit)
         return found
+
+    def _encoded(self, frame: pd.DataFrame) -> _History:
+        rows = _History.from_frame(frame, ids_as_text=True)
+        rows.customer_id = self._encode(rows.customer_id)
+        rows.terminal_id = self._encode(rows.terminal_id)
+        return rows
+
+    def _encode(self, ids: np.ndarray) -> np.ndarray:
+        """Text ids -> dense int codes, new ids getting the next free codes.
+
+        ``map(dict.get)`` runs at C speed (~3x faster than `pd.Index.get_indexer` on object ids); only ids
+        not seen before go through Python one by one.
+        """
+        codes = np.fromiter(map(self._codes.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
+        new = codes < 0
+        if new.any():
+            for value in pd.unique(ids[new]):
+                self._codes[value] = len(self._codes)
+            codes[new] = [self._codes[value] for value in ids[new]]
+        return codes
 
     def _recent_rows(self) -> _History | None:
         return None if self._recent is None else self._recent.head(self._recent_size)
@@ -506,9 +581,40 @@ class FeatureState:
         assert self._latest_ms is not None
         # A day of slack beyond the longest window so rows arriving a little late still see their history.
         horizon = self._latest_ms - (self.config.retention_days + 1) * MS_PER_DAY
-        self._old = merged.take(merged.ts_ms > horizon)
-        self._index = _OldRowsIndex(self._old, self.config) if len(self._old) else None
+        keep = merged.ts_ms > horizon
+        hints = self._sort_hints(keep)
+        self._old = merged.take(keep)
+        self._index = _OldRowsIndex(self._old, self.config, hints) if len(self._old) else None
         self._recent, self._recent_size = None, 0
+
+    def _sort_hints(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Nearly sorted orders for the new index, so a rebuild merges sorted runs instead of sorting ~400k keys.
+
+        The old index's order (kept rows, renumbered) followed by the recent rows sorted on their own: two
+        sorted runs, because dropping rows and changing ``t0``/``stride`` keep (entity, time) order. Equal
+        keys appear in arrival order (old rows arrived before recent ones; each run lists ties by arrival),
+        which is what makes the merged order the stable sort of the whole.
+        """
+        if self._old is None or self._index is None:
+            return None
+        n_old = len(self._old)
+        position = np.cumsum(keep) - 1  # new position of each kept merged row
+        recent = self._recent_rows()
+        recent_rows = 0 if recent is None else len(recent)
+        hints = []
+        for windows, ids in ((self._index.customers, "customer_id"), (self._index.terminals, "terminal_id")):
+            old_order = windows.order[keep[windows.order]]
+            if recent_rows:
+                assert recent is not None
+                rel = recent.ts_ms - int(recent.ts_ms.min())
+                recent_key = getattr(recent, ids) * (int(rel.max()) + 1) + rel  # (entity, time) order
+                recent_order = n_old + np.argsort(recent_key, kind="stable")
+                recent_order = recent_order[keep[recent_order]]
+                order = np.concatenate([old_order, recent_order])
+            else:
+                order = old_order
+            hints.append(position[order])
+        return hints[0], hints[1]
 
 
 def _pad(history: _History, extra: int) -> _History:

@@ -251,7 +251,9 @@ class Scorer:
             return 0
         with self.store.transaction():
             for table, frames in self._buffer.frames.items():
-                written += self.store.append(table, pd.concat(frames, ignore_index=True))
+                # One frame (flush_rows=1, a batch per flush) goes as it is: concat would only copy it.
+                frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+                written += self.store.append(table, frame)
         self._buffer = _LogBuffer()
         return written
 
@@ -330,8 +332,15 @@ class Scorer:
         now = np.datetime64(self.clock())
         if len(valid):
             self._buffer.add("transactions", valid.assign(batch_id=batch_id, received_at=now))
-            logged = predictions.drop(columns=["rule"]).assign(batch_id=batch_id, scored_at=now)
-            self._buffer.add("predictions", pd.concat([logged, features[LOGGED_FEATURES]], axis=1))
+            if features.index.equals(predictions.index):
+                # One dict -> one frame (no drop/assign/concat copies of a 10k x 28 frame); rows line up.
+                logged = {name: predictions[name].array for name in predictions.columns if name != "rule"}
+                logged.update(batch_id=batch_id, scored_at=now)
+                logged.update({name: features[name].to_numpy() for name in LOGGED_FEATURES})
+                self._buffer.add("predictions", pd.DataFrame(logged, index=predictions.index))
+            else:  # a feature hook changed the rows: align by index as before
+                base = predictions.drop(columns=["rule"]).assign(batch_id=batch_id, scored_at=now)
+                self._buffer.add("predictions", pd.concat([base, features[LOGGED_FEATURES]], axis=1))
         if len(checked.dead):
             dead = checked.dead
             self._buffer.add(
@@ -359,9 +368,9 @@ class Scorer:
         capacity = self.config.seen_ids_capacity
         if capacity == 0:
             return
-        for transaction_id in ids.tolist():
-            self._seen.add(transaction_id)
-            self._seen_order.append(transaction_id)
+        values = ids.tolist()
+        self._seen.update(values)
+        self._seen_order.extend(values)
         while len(self._seen_order) > capacity:
             self._seen.discard(self._seen_order.popleft())
 

@@ -136,7 +136,9 @@ def validate(
 
 
 def _take(values: Any, mask: np.ndarray) -> Any:
-    return values[mask] if isinstance(values, np.ndarray) else pd.Series(values)[mask].to_numpy()
+    if isinstance(values, (np.ndarray, pd.api.extensions.ExtensionArray)):
+        return values[mask]
+    return pd.Series(values)[mask].to_numpy()
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series | None:
@@ -291,16 +293,25 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _check_text(frame: pd.DataFrame, name: str, fail: Any) -> np.ndarray:
+def _check_text(frame: pd.DataFrame, name: str, fail: Any) -> np.ndarray | pd.api.extensions.ExtensionArray:
     column = _column(frame, name)
     n = len(frame)
     if column is None:
         return np.full(n, None, dtype=object)
+    limit = MAX_TEXT_LENGTH[name]
+    if pd.api.types.is_string_dtype(column.dtype) and not pd.api.types.is_object_dtype(column.dtype):
+        # Text columns (frames, CSV): every value is text or null, so only length and vocabulary matter.
+        present = column.notna().to_numpy()
+        fail(present & (column.str.len().to_numpy(dtype=np.float64, na_value=0) > limit), f"{name} longer than {limit} characters", name)
+        if name == C.CHANNEL:
+            fail(present & ~column.isin(C.CHANNELS).to_numpy(), f"channel must be one of {', '.join(C.CHANNELS)}", name)
+        # The column's own text array: the valid frame keeps the same ``str`` dtype it would infer from an
+        # object array, without a round trip through Python objects (~2 ms per column at 10k rows).
+        return column.array
     values = column.astype(object).where(column.notna(), None).to_numpy(dtype=object)
     wrong_type = np.array([(v is not None and not isinstance(v, (str, int, np.integer))) or isinstance(v, bool) for v in values])
     fail(wrong_type, f"{name} must be text", name)
     text = np.array([None if v is None or not isinstance(v, (str, int, np.integer)) else str(v) for v in values], dtype=object)
-    limit = MAX_TEXT_LENGTH[name]
     fail(np.array([t is not None and len(t) > limit for t in text]), f"{name} longer than {limit} characters", name)
     if name == C.CHANNEL:
         unknown = np.array([t is not None and t not in C.CHANNELS for t in text])

@@ -155,7 +155,8 @@ class Store:
         present = [c for c in columns if c in frame.columns]
         select = ", ".join(f'"{c}"' for c in present)
         with self._lock:
-            self._con.register("_append_frame", frame[present])
+            # frame[present] copies every column; skip it when the frame already has the table's columns.
+            self._con.register("_append_frame", frame if list(frame.columns) == present else frame[present])
             try:
                 self._con.execute(f'INSERT INTO "{table}" ({select}) SELECT {select} FROM _append_frame')
             finally:

@@ -141,3 +141,23 @@ def test_streaming_equals_batch_for_any_split(rows: list[tuple[int, int, int, fl
     state = FeatureState(min_recent_rows=8)
     streamed = pd.concat([state.transform(tx.iloc[i : i + chunk]) for i in range(0, len(tx), chunk)])
     np.testing.assert_allclose(streamed.to_numpy(), batch.to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_rebuilt_indexes_equal_a_full_stable_sort() -> None:
+    """Rebuilds merge the previous order with the recent rows; the result must be the stable sort itself."""
+    tx = _simulated(days=20)
+    tx["timestamp"] = tx["timestamp"].dt.floor("h")  # many equal keys: ties must stay in arrival order
+    state = FeatureState(min_recent_rows=256)
+    rebuilds = 0
+    for start in range(0, len(tx), 700):
+        before = state._index
+        state.transform(tx.iloc[start : start + 700])
+        index = state._index
+        if index is None or index is before:
+            continue
+        rebuilds += 1
+        assert state._old is not None
+        for windows, ids in ((index.customers, state._old.customer_id), (index.terminals, state._old.terminal_id)):
+            key = ids * windows.stride + (state._old.ts_ms - windows.t0)
+            np.testing.assert_array_equal(windows.order, np.argsort(key, kind="stable"))
+    assert rebuilds > 3
