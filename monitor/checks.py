@@ -29,6 +29,7 @@ from store import Store
 NULL_RATE_FLOOR = 0.02
 DEAD_LETTER_FLOOR = 0.01
 STUCK_SHARE = 0.99
+BEYOND_REFERENCE_SHARE = 0.2
 MIN_ROWS_QUALITY = 20
 # Volume: a drop below this share of the seasonal expectation, and this many standard deviations.
 VOLUME_DROP_SHARE = 0.6
@@ -134,7 +135,9 @@ def feature_quality_check(ctx: CheckContext) -> list[Finding]:
         counts = ctx.window.subjects.get(name)
         if counts is None or counts.rows < MIN_ROWS_QUALITY:
             continue
-        problems = _feature_problems(name, reference, counts, ctx.window.invalid_range.get(name, 0))
+        problems = _feature_problems(
+            name, reference, counts, ctx.window.invalid_range.get(name, 0), ctx.window.beyond_reference.get(name, 0)
+        )
         if problems:
             broken[name] = problems
             worst = max(worst, float(problems.get("null_rate_increase", 0.0)), float(problems.get("stuck_share", 0.0)))
@@ -152,7 +155,9 @@ def feature_quality_check(ctx: CheckContext) -> list[Finding]:
     ]
 
 
-def _feature_problems(name: str, reference: NumericProfile, counts: SubjectCounts, invalid: int) -> dict[str, Any]:
+def _feature_problems(
+    name: str, reference: NumericProfile, counts: SubjectCounts, invalid: int, beyond: int
+) -> dict[str, Any]:
     problems: dict[str, Any] = {}
     n = counts.rows
     null_rate = counts.nulls / n
@@ -163,6 +168,11 @@ def _feature_problems(name: str, reference: NumericProfile, counts: SubjectCount
         problems.update(null_rate=null_rate, reference_null_rate=ref_rate, null_rate_increase=null_rate - ref_rate)
     if invalid >= max(3, 0.01 * n):
         problems["invalid_values"] = invalid
+    non_null_rows = n - counts.nulls
+    # Outside everything the reference ever showed, for a large share of rows: a contract break (a unit
+    # change, a mis-scaled field), not a drift -- drift moves mass within and around the known range.
+    if non_null_rows >= MIN_ROWS_QUALITY and beyond / non_null_rows > BEYOND_REFERENCE_SHARE:
+        problems.update(beyond_reference_share=beyond / non_null_rows, reference_range=[reference.lower, reference.upper])
     non_null = int(counts.counts.sum())
     if non_null >= 50:
         share = float(counts.counts.max() / non_null)

@@ -71,6 +71,7 @@ class WindowCounts:
     scalars: dict[str, float] = field(default_factory=dict)
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # "field: reason" -> rows
     invalid_range: dict[str, int] = field(default_factory=dict)  # feature -> rows outside its valid range
+    beyond_reference: dict[str, int] = field(default_factory=dict)  # feature -> rows outside [ref min, ref max]
 
     @property
     def rows(self) -> int:
@@ -90,6 +91,8 @@ def count_window(store: Store, profile: ReferenceProfile, start: datetime, end: 
         counts, nulls = histogram_counts(values, np.asarray(reference.edges))
         window.subjects[name] = SubjectCounts(np.asarray(counts), int(nulls), len(values))
         window.invalid_range[name] = _invalid(name, values)
+        with np.errstate(invalid="ignore"):
+            window.beyond_reference[name] = int(((values < reference.lower) | (values > reference.upper)).sum())
     for name, categorical in profile.categorical.items():
         values = rows[name].to_numpy(dtype=object) if name in rows else np.full(len(rows), None, dtype=object)
         counts = np.asarray(category_counts(values, categorical.categories))
@@ -179,6 +182,8 @@ def sum_windows(windows: Iterable[WindowCounts]) -> WindowCounts:
             total.dead_letter_reasons[key] = total.dead_letter_reasons.get(key, 0) + n
         for key, n in window.invalid_range.items():
             total.invalid_range[key] = total.invalid_range.get(key, 0) + n
+        for key, n in window.beyond_reference.items():
+            total.beyond_reference[key] = total.beyond_reference.get(key, 0) + n
     return total
 
 
@@ -202,6 +207,7 @@ def save_window(store: Store, window: WindowCounts, cadence: str, evaluated_at: 
         "scalars": window.scalars,
         "dead_letter_reasons": window.dead_letter_reasons,
         "invalid_range": window.invalid_range,
+        "beyond_reference": window.beyond_reference,
     }
     store.append(
         "monitor_windows",
@@ -241,6 +247,7 @@ def load_windows(store: Store, start: datetime, end: datetime, model_version: in
             scalars={k: float(v) for k, v in stats["scalars"].items()},
             dead_letter_reasons=stats["dead_letter_reasons"],
             invalid_range=stats["invalid_range"],
+            beyond_reference=stats.get("beyond_reference", {}),
         )
         for item in grouped.get(row.window_start, pd.DataFrame()).itertuples():
             window.subjects[str(item.subject)] = SubjectCounts(
