@@ -31,6 +31,19 @@ from tests.conftest import FAST_PARAMS
 
 HISTORY_DAYS = 45
 HOUR = timedelta(hours=1)
+# Each detection case appends (fault, kind, time to detect) here; the table is written as a test artifact.
+DETECTIONS: list[dict[str, Any]] = []
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_detection_table() -> Iterator[None]:
+    yield
+    if DETECTIONS:
+        ARTIFACTS.mkdir(exist_ok=True)
+        lines = ["| fault | incident kind | time to detect | deadline |", "|---|---|---|---|"]
+        lines += [f"| {d['fault']} | {d['kind']} | {d['detected_after']} | {d['deadline']} |" for d in DETECTIONS]
+        (ARTIFACTS / "monitor_detection.md").write_text("\n".join(lines) + "\n")
 
 
 @dataclass
@@ -167,6 +180,9 @@ def test_fault_is_detected_in_time_with_the_right_kind_and_features(play: Any, w
     assert incidents, f"{case.kind} raised no incident"
     first = incidents[0]
     assert first.kind in expected_kinds, (first.kind, expected_kinds, first.title)
+    DETECTIONS.append(
+        {"fault": case.kind, "kind": first.kind, "detected_after": str(first.opened_at - start), "deadline": str(case.deadline)}
+    )
     assert first.opened_at - start <= case.deadline, (first.opened_at, start)
     assert first.opened_at >= start, "an incident before the fault started is a false alarm"
     # The faulty features are named by an incident of an expected kind within the deadline (an amount
@@ -188,6 +204,10 @@ def test_new_fraud_pattern_is_detected_when_its_labels_mature(play: Any, world: 
     kinds = {i.kind for i in played.incidents()}
     assert "performance_decay" in kinds or "prediction_drift" in kinds, kinds
     decay = [i for i in played.incidents() if i.kind in FAULTS["new_fraud_pattern"].expected_kinds]
+    DETECTIONS.append(
+        {"fault": "new_fraud_pattern", "kind": decay[0].kind, "detected_after": str(decay[0].opened_at - start),
+         "deadline": "9 days (label delay 7 d + the cohort's day + 1 d)"}
+    )
     assert decay[0].opened_at - start <= timedelta(days=9)
 
 
