@@ -249,13 +249,7 @@ def latency_check(ctx: CheckContext) -> list[Finding]:
     of the same hour-of-day (and its neighbours) on earlier days, not of the last few hours.
     """
     p99 = ctx.window.scalars.get("latency_p99_ms", float("nan"))
-    hour = pd.Timestamp(ctx.window.start).hour
-    same_hours = [
-        w.scalars.get("latency_p99_ms", float("nan"))
-        for w in ctx.history
-        if min(abs(pd.Timestamp(w.start).hour - hour), 24 - abs(pd.Timestamp(w.start).hour - hour)) <= 1
-    ]
-    earlier = [v for v in same_hours if not math.isnan(v)]
+    earlier = [v for v in _same_hours(ctx, "latency_p99_ms") if not math.isnan(v)]
     if math.isnan(p99) or len(earlier) < 3:
         return []
     baseline = float(np.median(earlier))
@@ -269,6 +263,42 @@ def latency_check(ctx: CheckContext) -> list[Finding]:
                       "baseline_p99_ms": baseline, "baseline_hours": len(earlier)},
         )
     ]
+
+
+@check("model_latency", "hour")
+def model_latency_check(ctx: CheckContext) -> list[Finding]:
+    """A newly serving model that predicts much slower than the one it replaced (a slow model deploy).
+
+    Measured, not inferred from traffic: per-row predict time in live batches is a few microseconds with
+    a fixed cost per call, so on a shared machine its noise swamps even a 20x slower model at small
+    volumes. The monitor instead times both models on the same logged rows (best of several runs) when
+    the champion changes (`Monitor` puts the ratio in the window's scalars); the live per-row model time
+    is reported alongside.
+    """
+    ratio = ctx.window.scalars.get("model_cost_ratio", float("nan"))
+    if math.isnan(ratio):
+        return []
+    return [
+        Finding(
+            check="model_latency", kind="latency", subject="model", breached=ratio > LATENCY_RATIO,
+            metric="model_cost_ratio", value=ratio, threshold=LATENCY_RATIO, severity="high",
+            evidence={"model_ms_per_row": ctx.window.scalars.get("model_ms_per_row"),
+                      "probe_ms_per_row": ctx.window.scalars.get("probe_ms_per_row"),
+                      "previous_probe_ms_per_row": ctx.window.scalars.get("previous_probe_ms_per_row"),
+                      "model_version": ctx.window.model_version},
+        )
+    ]
+
+
+def _same_hours(ctx: CheckContext, scalar: str) -> list[float]:
+    """A scalar from earlier windows at the same hour of day, or one hour either side."""
+    hour = pd.Timestamp(ctx.window.start).hour
+    values = []
+    for window in ctx.history:
+        other = pd.Timestamp(window.start).hour
+        if min(abs(other - hour), 24 - abs(other - hour)) <= 1:
+            values.append(window.scalars.get(scalar, float("nan")))
+    return values
 
 
 @check("dead_letters", "hour")

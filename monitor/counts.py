@@ -142,11 +142,18 @@ def _scalars(
         "invalid_scores": float(invalid_scores),
         "latency_p50_ms": float(np.percentile(latency, 50)) if len(latency) else float("nan"),
         "latency_p99_ms": float(np.percentile(latency, 99)) if len(latency) else float("nan"),
+        "model_ms_per_row": _mean_or_nan(rows["model_ms"]) if "model_ms" in rows else float("nan"),
         "labels_received": float(labels["n"].iloc[0]),
         "latest_label_time": _epoch(labels["latest"].iloc[0]),
         "model_load_failures": float(failures or 0),
         "threshold": float(rows["score"].where(rows["decision"] == "decline").min()) if len(rows) else float("nan"),
     }
+
+
+def _mean_or_nan(values: pd.Series) -> float:
+    finite = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if len(finite) else float("nan")
 
 
 def _epoch(value: Any) -> float:

@@ -7,10 +7,12 @@ for the serving model, so a day is never rescanned.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
@@ -69,6 +71,7 @@ class Monitor:
         self._naturals: dict[int | None, dict[str, dict[str, float]]] = {}
         self._history: deque[WindowCounts] = deque(maxlen=self.config.history_hours)
         self._history_loaded = False
+        self._probes: dict[tuple[int, int], dict[str, float]] = {}
 
     def profile(self, version: int | None) -> ReferenceProfile | None:
         """The reference profile to judge a model version's traffic by (cached).
@@ -115,6 +118,7 @@ class Monitor:
         self._load_history(start)
         window = count_window(self.store, profile, start, end)
         window.model_version = version
+        window.scalars.update(self._model_cost(version, start, end))
         save_window(self.store, window, "hour", self.clock())
         self._evaluate(profile, window, "hour", report)
         self._history.append(window)
@@ -124,6 +128,27 @@ class Monitor:
             if day:
                 self._evaluate(profile, sum_windows(day), "day", report)
                 report.days += 1
+
+    def _model_cost(self, version: int | None, start: datetime, end: datetime) -> dict[str, float]:
+        """Predict cost of the serving model against the one it replaced, timed on the same logged rows.
+
+        Measured once per (model, predecessor) pair, on the first window the model serves with enough rows.
+        """
+        previous = self.registry.alias("previous")
+        if version is None or previous is None or previous == version:
+            return {}
+        key = (version, previous)
+        if key not in self._probes:
+            rows = self.store.query(
+                "SELECT * FROM predictions WHERE timestamp >= ? AND timestamp < ? LIMIT 2000", [start, end]
+            )
+            if len(rows) < 50:
+                return {}
+            try:
+                self._probes[key] = probe_predict_cost(self.registry, version, previous, rows)
+            except ScorerError:
+                return {}  # an artifact that does not verify is the integrity check's business
+        return self._probes[key]
 
     def _evaluate(self, profile: ReferenceProfile, window: WindowCounts, cadence: Cadence, report: MonitorReport) -> None:
         context = CheckContext(
@@ -162,6 +187,25 @@ class Monitor:
             windows += load_windows(self.store, since, start, None if pd.isna(version) else int(version))
         for window in sorted(windows, key=lambda w: w.start):
             self._history.append(window)
+
+
+def probe_predict_cost(registry: ModelRegistry, version: int, previous: int, rows: pd.DataFrame) -> dict[str, float]:
+    """Per-row predict time of two model versions on the same rows (best of five runs each)."""
+    timings = {}
+    for label, candidate in (("current", version), ("previous", previous)):
+        loaded = registry.load(candidate)
+        matrix = rows[loaded.metadata.feature_columns].to_numpy(dtype=np.float32)
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            loaded.booster.inplace_predict(matrix)
+            best = min(best, time.perf_counter() - started)
+        timings[label] = best * 1000.0 / len(matrix)
+    return {
+        "model_cost_ratio": timings["current"] / max(timings["previous"], 1e-9),
+        "probe_ms_per_row": timings["current"],
+        "previous_probe_ms_per_row": timings["previous"],
+    }
 
 
 def _hours(since: datetime, until: datetime) -> Iterator[datetime]:

@@ -126,6 +126,7 @@ class Scorer:
         self.clock = clock or _utc_now
         self.features = FeatureState(FeatureConfig(extra_features=True, label_delay_days=self.config.label_delay_days))
         self.hooks = ScorerHooks()
+        self._last_model_ms = 0.0
         self._model: LoadedModel | None = None
         self._failed: dict[int, str] = {}  # champion version -> why it could not load (until state changes)
         self._failed_state_version: int | None = None
@@ -176,6 +177,7 @@ class Scorer:
                 "fallback_reason": fallback_reason,
                 "rule": fired,
                 "latency_ms": latency_ms,
+                "model_ms": self._last_model_ms,
             },
             index=valid.index,
         )
@@ -308,6 +310,14 @@ class Scorer:
         return _Serving(state, self._model, None)
 
     def _score(self, features: pd.DataFrame, serving: _Serving) -> tuple[np.ndarray, np.ndarray]:
+        started = time.perf_counter()
+        scores, fired = self._predict(features, serving)
+        # The model's own time per row, logged apart from the batch latency: a slow model hides inside
+        # fixed per-batch costs otherwise (the monitor's model-latency check reads it).
+        self._last_model_ms = (time.perf_counter() - started) * 1000.0 / max(len(features), 1)
+        return scores, fired
+
+    def _predict(self, features: pd.DataFrame, serving: _Serving) -> tuple[np.ndarray, np.ndarray]:
         if len(features) == 0:
             return np.empty(0), np.empty(0, dtype=object)
         quarantined = serving.state.quarantined_features

@@ -201,4 +201,11 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        4,
+        "predictions.model_ms: the model's own predict time per row, apart from the batch's latency",
+        """
+        ALTER TABLE predictions ADD COLUMN model_ms DOUBLE;
+        """,
+    ),
 )

@@ -161,6 +161,7 @@ CASES = [
     Case("threshold_misconfig", {"threshold": 0.02}, HOUR, 2),
     Case("bad_deploy", {"mode": "inverted_labels"}, 2 * HOUR, 2),
     Case("latency", {"extra_ms": 50.0, "share": 0.5}, 3 * HOUR, 2),
+    Case("slow_deploy", {"trees": 3000}, 3 * HOUR, 2),
     # Drift is judged on daily windows: a fault starting at midnight must be seen when its first day closes.
     Case("amount_shift", {"factor": 100.0, "share": 1.0}, timedelta(days=1), 2, start=(1, 0), features=("amount",)),
     Case("card_testing", {"share": 0.05, "amount_max": 2.0}, timedelta(days=1), 2, start=(1, 0), features=("amount",)),

@@ -504,6 +504,10 @@ def _checks_on_a_synthetic_window(platform: Platform) -> dict[str, list[Finding]
             "alerts": 20.0,
             "latency_p99_ms": 5.0,
             "latency_p50_ms": 1.0,
+            "model_ms_per_row": 0.05,
+            "model_cost_ratio": 1.0,
+            "probe_ms_per_row": 0.01,
+            "previous_probe_ms_per_row": 0.01,
             "labels_received": 3.0,
         }
         return WindowCounts(at, at + timedelta(hours=1), 1, subjects=subjects, scalars=scalars)

@@ -69,6 +69,10 @@ EVIDENCE_FIELDS: dict[str, tuple[str, frozenset[str]]] = {
         "latency",
         frozenset({"latency_p99_ms", "latency_p50_ms", "baseline_p99_ms", "baseline_hours"}),
     ),
+    "model_latency": (
+        "latency",
+        frozenset({"model_ms_per_row", "probe_ms_per_row", "previous_probe_ms_per_row", "model_version"}),
+    ),
     "dead_letters": ("error_rate", frozenset({"rows_in", "dead_lettered", "reasons"})),
     "label_freshness": (
         "label_freshness",
