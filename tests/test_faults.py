@@ -374,8 +374,8 @@ def test_window_must_be_ordered() -> None:
 
 
 def _stored(run: Played) -> pd.DataFrame:
-    """Stored predictions without what legitimately differs between runs (batch ids, wall-clock latency)."""
-    return run.predictions.drop(columns=["batch_id", "latency_ms"]).reset_index(drop=True)
+    """Stored predictions without what legitimately differs between runs (batch ids, wall-clock timings)."""
+    return run.predictions.drop(columns=["batch_id", "latency_ms", "model_ms"]).reset_index(drop=True)
 
 
 def test_same_seed_same_predictions(small_world: SmallWorld, tmp_path: Path) -> None:
