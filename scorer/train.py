@@ -54,7 +54,6 @@ __all__ = [
     "run_training",
     "split_at",
     "time_split",
-    "train_and_evaluate",
     "train_model",
 ]
 
@@ -720,32 +719,6 @@ def _report(
         feature_seconds=feature_seconds,
         train_seconds=train_seconds,
     )
-
-
-def train_and_evaluate(
-    transactions: pd.DataFrame,
-    split: SplitName = "handbook",
-    *,
-    params: TrainParams | None = None,
-    feature_config: FeatureConfig | None = None,
-    train_start: str | dt.date | pd.Timestamp = HANDBOOK_TRAIN_START,
-    train_days: int = 7,
-    delay_days: int = 7,
-    test_days: int = 7,
-    end: str | dt.date | pd.Timestamp | None = None,
-) -> TrainReport:
-    """Train and evaluate, returning only the report; see `run_training` for the arguments."""
-    return run_training(
-        transactions,
-        split,
-        params=params,
-        feature_config=feature_config,
-        train_start=train_start,
-        train_days=train_days,
-        delay_days=delay_days,
-        test_days=test_days,
-        end=end,
-    ).report
 
 
 class PrequentialReport(BaseModel):

@@ -29,7 +29,6 @@ from scorer.train import (
     prequential_evaluate,
     run_training,
     time_split,
-    train_and_evaluate,
     train_model,
 )
 
@@ -64,7 +63,7 @@ class TestHandbook:
         assert (len(test), int(test["is_fraud"].sum())) == (58_264, 385)
 
     def test_default_training_beats_the_handbook_xgboost_row(self, handbook: pd.DataFrame) -> None:
-        report = train_and_evaluate(handbook, "handbook", params=TrainParams(**ONE_THREAD))
+        report = run_training(handbook, "handbook", params=TrainParams(**ONE_THREAD)).report
         print("default:", _row(report))
         assert report.auc >= 0.862
         assert report.ap >= 0.639
@@ -76,7 +75,7 @@ class TestHandbook:
     def test_handbook_default_reproduces_the_chapter3_row(self, handbook: pd.DataFrame) -> None:
         # The whole pipeline (loading, features, split, metrics) against the published numbers, exactly.
         params = TrainParams.handbook_default().model_copy(update=ONE_THREAD)
-        report = train_and_evaluate(handbook, "handbook", params=params)
+        report = run_training(handbook, "handbook", params=params).report
         print("handbook default:", _row(report))
         assert (round(report.auc, 3), round(report.ap, 3), round(report.cp100, 3)) == (0.862, 0.639, 0.273)
 
