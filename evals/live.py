@@ -30,14 +30,13 @@ import pandas as pd
 
 from evals.faults import WIRE_EDITS, Fault, FaultContext, PlatformLike
 from scorer import columns as C
-from scorer.score import Scorer, ScoreResult
+from scorer.score import ScoreResult
 from scorer.simulate import LABEL_COLUMNS, LABEL_TIME, Simulator
 
-__all__ = ["HourReport", "LiveRun", "LiveWorld", "Payload", "SimClock", "warm_feature_state"]
+__all__ = ["HourReport", "LiveRun", "LiveWorld", "Payload", "SimClock"]
 
 _HOUR: Final = timedelta(hours=1)
 _DAY: Final = timedelta(days=1)
-_ID_COLUMNS: Final = (C.TRANSACTION_ID, C.CUSTOMER_ID, C.TERMINAL_ID)
 # Spawn-key prefixes of the random streams: stream faults per (fault, day), serving faults per fault.
 _STREAM_RNG: Final = 1
 _SERVING_RNG: Final = 2
@@ -67,16 +66,6 @@ class SimClock:
         if moment < self.now:
             raise ValueError(f"the simulated clock cannot go back from {self.now} to {moment}")
         self.now = moment
-
-
-def warm_feature_state(scorer: Scorer, history: pd.DataFrame) -> None:
-    """Start the scorer's streaming features from ``history``, with ids typed as scoring types them.
-
-    Validation turns ids into text while the simulator makes integers, and the feature state matches
-    customers and terminals by value: an integer history would never meet the live text ids. (Newer
-    feature code converts ids itself; casting here keeps the world right either way.)
-    """
-    scorer.features.observe(history.astype({name: str for name in _ID_COLUMNS if name in history}))
 
 
 @dataclass(frozen=True)
@@ -154,7 +143,7 @@ class LiveWorld:
 
     Args:
         platform: The platform to play against: a champion registered, feature state warmed with the
-            history (`warm_feature_state`), built with ``clock=clock``.
+            history (``platform.scorer.features.observe(history)``), built with ``clock=clock``.
         simulator: The world.
         clock: The platform's clock.
         start_day: Index of the first live day (the day after the history).

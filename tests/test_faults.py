@@ -32,7 +32,7 @@ from evals.faults import (
     make_fault,
 )
 from evals.faults.world import NEW_CUSTOMER_ID_BASE
-from evals.live import HourReport, LiveWorld, Payload, SimClock, warm_feature_state
+from evals.live import HourReport, LiveWorld, Payload, SimClock
 from scorer import columns as C
 from scorer.metrics import auc_roc
 from scorer.score import ScorerConfig
@@ -88,7 +88,7 @@ def play(
     clock = SimClock(start)
     config = ScorerConfig(flush_rows=1_000_000)  # one write at the end: the tests read the store afterwards
     with Platform(Workspace(home), clock=clock, scorer_config=config) as platform:
-        warm_feature_state(platform.scorer, world.history)
+        platform.scorer.features.observe(world.history)
         live = LiveWorld(
             platform,
             world.simulator,

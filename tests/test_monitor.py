@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from evals.faults import FAULTS, make_fault
-from evals.live import LiveWorld, SimClock, warm_feature_state
+from evals.live import LiveWorld, SimClock
 from monitor.incidents import Incident
 from monitor.reference import train_register_and_profile
 from monitor.runner import Monitor
@@ -92,7 +92,7 @@ def play(world: MonitoredWorld, tmp_path: Path) -> Iterator[Any]:
         clock = SimClock(chosen.live_start)
         platform = Platform(Workspace(home), clock=clock)
         opened.append(platform)
-        warm_feature_state(platform.scorer, chosen.history)
+        platform.scorer.features.observe(chosen.history)
         monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
         live = LiveWorld(
             platform,

@@ -24,7 +24,7 @@ import pytest
 
 import tools.sql  # noqa: F401  (registers sql and describe_tables)
 from evals.faults import make_fault
-from evals.live import LiveWorld, SimClock, warm_feature_state
+from evals.live import LiveWorld, SimClock
 from monitor.runner import Monitor
 from selfheal.app import Platform
 from store import Workspace
@@ -59,7 +59,7 @@ def seeded(small_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) ->
     start = (pd.Timestamp(small_world.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)).to_pydatetime()
     clock = SimClock(start)
     platform = Platform(Workspace(home), clock=clock)
-    warm_feature_state(platform.scorer, small_world.history)
+    platform.scorer.features.observe(small_world.history)
     monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
     fault = make_fault(
         "feature_nulls", {"features": ["terminal_risk_7d"], "rate": 1.0}, start + FAULT[0] * HOUR, start + FAULT[1] * HOUR
