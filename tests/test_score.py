@@ -90,12 +90,18 @@ def test_fallback_switch_and_quarantine_come_from_serving_state(platform: Platfo
     platform.serving.quarantine_feature("terminal_risk_7d", 0.0, actor="test", reason="broken upstream")
     quarantined = platform.scorer.score_batch(second)
     assert not quarantined.used_fallback
-    # The logged feature keeps its computed value; only the model input is imputed.
+    # The logged feature keeps its computed value; only the model input is imputed: the served scores are
+    # the champion's prediction on the logged features with the quarantined one replaced by 0.0.
     logged = platform.store.query(
-        "SELECT terminal_risk_7d FROM predictions WHERE serving_state_version = ?",
-        [platform.serving.current().version],
+        "SELECT * FROM predictions WHERE serving_state_version = ?", [platform.serving.current().version]
     )
     assert len(logged) == len(second)
+    model = platform.registry.load(1)
+    imputed = logged[model.metadata.feature_columns].assign(terminal_risk_7d=0.0).to_numpy(np.float32)
+    np.testing.assert_allclose(logged["score"], model.booster.inplace_predict(imputed), rtol=0, atol=1e-6)
+    raw = logged[model.metadata.feature_columns].to_numpy(np.float32)
+    assert (logged["terminal_risk_7d"] != 0).any()  # the window has risky terminals, so imputing matters
+    assert not np.allclose(logged["score"], model.booster.inplace_predict(raw), rtol=0, atol=1e-9)
 
 
 def test_labels_feed_the_store_and_the_feature_state(platform: Platform, small_world: SmallWorld) -> None:
