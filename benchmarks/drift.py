@@ -239,7 +239,7 @@ def decide_window(
 ) -> dict[str, dict[str, Any]]:
     """Per feature: the monitor's drift verdict for one window, as `monitor.checks.data_drift_check` decides.
 
-    The pair of count vectors comes from the monitor's own ``monitor.checks._numeric_pair`` (so the
+    The pair of count vectors comes from the monitor's own ``monitor.checks.numeric_pair`` (so the
     reference counts and the Wasserstein scale are the monitor's, whatever it chooses) and the bootstrap is
     built as `monitor.checks.CheckContext.null_for` builds it; then `decide_feature` over the numeric
     statistics (Bonferroni inside) and Benjamini-Hochberg across the features at `DRIFT_FDR`: a feature
@@ -247,7 +247,7 @@ def decide_window(
     A window with no non-null rows is not tested (nulls are data quality, not drift). Renaming the private
     helper breaks this benchmark loudly, on purpose: it must compare the monitor's real decision.
     """
-    from monitor.checks import DRIFT_FDR, _numeric_pair
+    from monitor.checks import DRIFT_FDR, numeric_pair
     from monitor.counts import SubjectCounts
     from monitor.stats import NUMERIC_STATS
     from monitor.thresholds import NoDriftBootstrap, benjamini_hochberg, decide_feature
@@ -259,7 +259,7 @@ def decide_window(
         if cur.sum() == 0:
             results[name] = {"drifted": False, "p_value": 1.0, "n_cur": 0, "stats": {}, "untested": True}
             continue
-        pair = _numeric_pair(profile, SubjectCounts(cur, 0, int(cur.sum())))
+        pair = numeric_pair(profile, SubjectCounts(cur, 0, int(cur.sum())))
         if name not in nulls:
             nulls[name] = NoDriftBootstrap(
                 pair.ref, edges=pair.edges, lower=pair.lower, upper=pair.upper, scale=pair.scale

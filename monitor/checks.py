@@ -350,7 +350,8 @@ def label_freshness_check(ctx: CheckContext) -> list[Finding]:
 # -- drift (daily) ------------------------------------------------------------------------------------
 
 
-def _numeric_pair(reference: NumericProfile, counts: SubjectCounts, weekend: bool | None = None) -> BinnedPair:
+def numeric_pair(reference: NumericProfile, counts: SubjectCounts, weekend: bool | None = None) -> BinnedPair:
+    """A numeric subject's reference counts (of the day type, if given) and a window's, with the bins' geometry."""
     return BinnedPair(
         ref=np.asarray(reference.reference_counts(weekend), dtype=np.float64),
         cur=counts.counts.astype(np.float64),
@@ -370,7 +371,8 @@ def _daytype_key(ctx: CheckContext, subject: str) -> str:
     return f"{subject}@{'weekend' if _is_weekend_day(ctx) else 'weekday'}"
 
 
-def _categorical_pair(reference: CategoricalProfile, counts: SubjectCounts) -> BinnedPair:
+def categorical_pair(reference: CategoricalProfile, counts: SubjectCounts) -> BinnedPair:
+    """A categorical field's reference and window counts over its categories and OTHER (nulls left out)."""
     # Nulls are a data-quality matter: compare the non-null categories (and OTHER).
     return BinnedPair(ref=np.asarray(reference.counts[:-1], dtype=np.float64), cur=counts.counts[:-1].astype(np.float64))
 
@@ -448,7 +450,7 @@ def data_drift_check(ctx: CheckContext) -> list[Finding]:
         counts = ctx.window.subjects.get(name)
         if counts is not None:
             weekend = _is_weekend_day(ctx)
-            pair = _numeric_pair(reference, counts, weekend)
+            pair = numeric_pair(reference, counts, weekend)
             natural = ctx.natural_for(
                 name, lambda r=reference, p=pair, w=weekend: natural_daily_excursion(r, p, w)  # type: ignore[misc]
             )
@@ -456,7 +458,7 @@ def data_drift_check(ctx: CheckContext) -> list[Finding]:
     for name, categorical in ctx.profile.categorical.items():
         counts = ctx.window.subjects.get(name)
         if counts is not None:
-            tested[name] = _test_subject(ctx, name, _categorical_pair(categorical, counts), dict(CATEGORICAL_STATS))
+            tested[name] = _test_subject(ctx, name, categorical_pair(categorical, counts), dict(CATEGORICAL_STATS))
     if not tested:
         return []
     names = list(tested)
@@ -485,7 +487,7 @@ def score_drift_check(ctx: CheckContext) -> list[Finding]:
     if counts is None or counts.rows == 0:
         return []
     weekend = _is_weekend_day(ctx)
-    pair = _numeric_pair(ctx.profile.score, counts, weekend)
+    pair = numeric_pair(ctx.profile.score, counts, weekend)
     natural = ctx.natural_for(SCORE_SUBJECT, lambda: natural_daily_excursion(ctx.profile.score, pair, weekend))
     result = _test_subject(ctx, _daytype_key(ctx, SCORE_SUBJECT), pair, dict(NUMERIC_STATS), natural)
     return [

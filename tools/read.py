@@ -22,6 +22,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from monitor.checks import categorical_pair, numeric_pair
 from monitor.counts import SCORE_SUBJECT, WindowCounts, load_windows, sum_windows
 from monitor.profile import NumericProfile, ReferenceProfile
 from monitor.runner import Monitor
@@ -147,14 +148,9 @@ def _pair(profile: ReferenceProfile, subject: str, window: WindowCounts) -> tupl
     if counts is None:
         return None
     if subject in profile.categorical:
-        # As the drift check: nulls are a quality matter, compare the non-null categories and OTHER.
-        ref = profile.categorical[subject].counts
-        return BinnedPair(ref=np.asarray(ref[:-1], float), cur=counts.counts[:-1].astype(float)), dict(CATEGORICAL_STATS)
+        return categorical_pair(profile.categorical[subject], counts), dict(CATEGORICAL_STATS)
     numeric = profile.score if subject == SCORE_SUBJECT else profile.numeric[subject]
-    pair = BinnedPair(
-        ref=np.asarray(numeric.reference_counts(None), float), cur=counts.counts.astype(float),
-        edges=np.asarray(numeric.edges), lower=numeric.lower, upper=numeric.upper, scale=numeric.scale,
-    )
+    pair = numeric_pair(numeric, counts)
     return pair, dict(NUMERIC_STATS)
 
 
