@@ -109,6 +109,8 @@ class ResponderState(ResponderInput, total=False):
     incident: dict[str, Any]  # the incident as stored when the investigation started
     matches: list[dict[str, Any]]  # runbook matches: {runbook_id, score, reasons}
     steps: Annotated[list[StepRecord], operator.add]
+    results: dict[str, Any]  # what runbook steps saved with save_as (tool output, JSON)
+    proposal: dict[str, Any]  # the LLM planner's final answer, before code validates it
     diagnosis: Diagnosis
     plan: list[PlannedAction]
     verification: Verification

@@ -150,18 +150,55 @@ class Monitor:
                 return {}  # an artifact that does not verify is the integrity check's business
         return self._probes[key]
 
-    def _evaluate(self, profile: ReferenceProfile, window: WindowCounts, cadence: Cadence, report: MonitorReport) -> None:
-        context = CheckContext(
+    def evaluate_check(self, name: str, since: datetime, until: datetime) -> list[Finding]:
+        """Re-run one check on the stored hours in [since, until) of the serving model; incidents untouched.
+
+        What verification after a remediation needs: did the check come back under its threshold on data
+        that arrived *after* the action? An hourly check is run on each stored hour, a daily check once on
+        the hours added up (its thresholds follow the sample size, so a part of a day is judged fairly).
+        Hours the monitor has not counted yet are not there: the caller waits for them.
+
+        Raises:
+            KeyError: No check of that name.
+        """
+        if name not in CHECKS:
+            raise KeyError(f"no monitor check {name!r}; checks: {', '.join(sorted(CHECKS))}")
+        registered = CHECKS[name]
+        version = self.serving.current().champion_version
+        profile = self.profile(version)
+        if profile is None:
+            return []
+        self._load_history(since)
+        windows = load_windows(self.store, since, until, version)
+        if not windows:
+            return []
+        if registered.cadence == "hour":
+            return [
+                finding
+                for window in windows
+                for finding in registered.run(
+                    self._context(profile, window, "hour", [w for w in self._history if w.start < window.start])
+                )
+            ]
+        return registered.run(self._context(profile, sum_windows(windows), registered.cadence, list(self._history)))
+
+    def _context(
+        self, profile: ReferenceProfile, window: WindowCounts, cadence: Cadence, history: list[WindowCounts]
+    ) -> CheckContext:
+        return CheckContext(
             profile=profile,
             window=window,
             cadence=cadence,
             now=window.end,
             store=self.store,
-            history=list(self._history),
+            history=history,
             label_delay_days=self.config.label_delay_days,
             nulls=self._nulls.setdefault(profile.model_version, {}),
             naturals=self._naturals.setdefault(profile.model_version, {}),
         )
+
+    def _evaluate(self, profile: ReferenceProfile, window: WindowCounts, cadence: Cadence, report: MonitorReport) -> None:
+        context = self._context(profile, window, cadence, list(self._history))
         findings: list[Finding] = []
         for registered in CHECKS.values():
             if registered.cadence == cadence:

@@ -38,6 +38,7 @@ TIME_COLUMNS: dict[str, str] = {
     "incidents": "opened_at",
     "incident_events": "recorded_at",
     "pages": "recorded_at",
+    "agent_runs": "started_at",
 }
 
 

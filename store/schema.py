@@ -208,4 +208,26 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ALTER TABLE predictions ADD COLUMN model_ms DOUBLE;
         """,
     ),
+    Migration(
+        5,
+        "agent_runs: one row per investigation (thread), its status, outcome and final state",
+        """
+        CREATE TABLE agent_runs (
+            thread_id VARCHAR PRIMARY KEY,
+            incident_id VARCHAR NOT NULL,
+            attempt INTEGER NOT NULL,
+            planner VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            outcome VARCHAR,
+            root_cause VARCHAR,
+            runbook_id VARCHAR,
+            verified BOOLEAN,
+            paged BOOLEAN,
+            waiting JSON,
+            state JSON
+        );
+        """,
+    ),
 )

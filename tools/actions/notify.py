@@ -21,13 +21,18 @@ __all__ = ["MAX_NOTE_CHARS", "add_note", "page"]
 MAX_NOTE_CHARS: Final = 2000
 MAX_SUMMARY_CHARS: Final = 1024  # PagerDuty's limit for a summary
 MAX_DETAILS_CHARS: Final = 4000
+MAX_BODY_CHARS: Final = 6000
 
 Severity = Literal["low", "medium", "high", "critical"]
 
 
 @tool(kind="action", risk="low")
 def page(
-    ctx: ToolContext, summary: str, severity: Severity, details: dict[str, Any] | None = None
+    ctx: ToolContext,
+    summary: str,
+    severity: Severity,
+    details: dict[str, Any] | None = None,
+    body: str = "",
 ) -> dict[str, Any]:
     """Page the on-call human about this incident: only when a human must act now.
 
@@ -38,16 +43,18 @@ def page(
         summary: One line saying what is wrong and what the human must do.
         severity: How urgent it is.
         details: Numbers and facts that support the summary (JSON object).
+        body: The markdown summary for the human: what broke, evidence, what was done, what to do next.
     """
     text = bounded_text(summary, MAX_SUMMARY_CHARS)
     if not text:
         raise ToolRetry("page needs a summary: it is the one line the on-call engineer reads first")
     facts = _bounded_details(details or {})
-    args = {"summary": text, "severity": severity, "details": facts}
+    markdown = bounded_text(body, MAX_BODY_CHARS)
+    args = {"summary": text, "severity": severity, "details": facts, "body": markdown}
 
     def apply() -> Effect:
         incident = _incident(ctx, "page")
-        message = Page.from_incident(incident, summary=text, details=facts, timestamp=ctx.clock())
+        message = Page.from_incident(incident, summary=text, details=facts, body=markdown, timestamp=ctx.clock())
         # The page id follows from the incident, so a replayed eval records the same page.
         page_id = f"page-{idempotency_key(incident.incident_id, 'page', {})[:16]}"
         message = message.model_copy(update={"page_id": page_id, "severity": severity})

@@ -1,0 +1,84 @@
+"""The self-healing loop, one hour at a time: monitor -> responder -> verification -> resolve pages.
+
+`Autopilot.after_hour(end)` is what a live loop (``selfheal run``, the demo, the eval harness, the service's
+scheduler) calls once the hour's transactions are scored and logged:
+
+1. the monitor evaluates the hour (and the day at midnight) and opens, updates or resolves incidents;
+2. every incident that opened or reopened gets an investigation (a new run of the responder graph);
+3. runs waiting for data after an action are woken when their time has come, and re-check the fix;
+4. an incident the platform paged for that the monitor has now resolved gets a PagerDuty ``resolve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from agent.responder import Responder, RunResult
+from monitor.runner import Monitor
+from tools.pagers import OutboxPager, Page, dispatch
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class AutopilotEvent:
+    """Something the loop did, for progress output: ``what`` is opened/resolved/investigated/woken/resolve_sent."""
+
+    at: datetime
+    what: str
+    incident_id: str
+    detail: str = ""
+    run: RunResult | None = None
+
+
+@dataclass
+class Autopilot:
+    """Couples the monitor and the responder (see the module docstring)."""
+
+    monitor: Monitor
+    responder: Responder
+    on_event: Callable[[AutopilotEvent], None] | None = None
+    events: list[AutopilotEvent] = field(default_factory=list)
+
+    def after_hour(self, end: datetime) -> list[AutopilotEvent]:
+        """Run the loop for the hour ending at ``end``; returns what happened."""
+        happened: list[AutopilotEvent] = []
+        report = self.monitor.run_hour(end - HOUR)
+        to_investigate: list[str] = []
+        for change in report.changes:
+            if change.change in ("opened", "reopened"):
+                incident = self.monitor.incidents.get(change.incident_id)
+                happened.append(AutopilotEvent(end, change.change, change.incident_id, incident.title))
+                to_investigate.append(change.incident_id)
+            elif change.change == "resolved":
+                happened.append(AutopilotEvent(end, "resolved", change.incident_id, "condition cleared"))
+                sent = self._send_resolve(change.incident_id)
+                if sent:
+                    happened.append(AutopilotEvent(end, "resolve_sent", change.incident_id, sent))
+        for incident_id in to_investigate:
+            again = self.responder.latest_thread(incident_id) is not None  # reopened: a new run
+            run = self.responder.investigate(incident_id, again=again)
+            happened.append(AutopilotEvent(end, "investigated", incident_id, run.status, run))
+        for run in self.responder.wake_due(end):
+            happened.append(AutopilotEvent(end, "woken", run.incident_id, run.status, run))
+        for event in happened:
+            self.events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+        return happened
+
+    def _send_resolve(self, incident_id: str) -> str | None:
+        """A resolve event for a paged incident, once (the outbox remembers)."""
+        rt = self.responder.runtime
+        outbox = OutboxPager(rt.store, clock=rt.clock)
+        rows = outbox.rows(incident_id=incident_id)
+        if not any(r.action == "trigger" for r in rows) or any(r.action == "resolve" for r in rows):
+            return None
+        incident = rt.incidents.get(incident_id)
+        page = Page.from_incident(
+            incident, action="resolve", summary=f"resolved: {incident.title}", timestamp=rt.clock()
+        )
+        deliveries = dispatch(page, [outbox, *[p for p in rt.pagers if not isinstance(p, OutboxPager)]])
+        return ", ".join(f"{d.channel}:{'ok' if d.ok else d.error}" for d in deliveries)

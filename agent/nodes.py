@@ -1,0 +1,287 @@
+"""The responder's nodes: ``(state, runtime) -> partial update``, one per step of an investigation.
+
+Nodes that change the world (``load_incident``, ``act``, ``notify``, ``report``) are written to be re-run
+after a crash: every change goes through an idempotent door (actions through `tools.audit.run_action`,
+status changes only when the status differs, files rewritten whole), so a resumed node repeats nothing.
+Code before an `interrupt()` re-runs on resume, so it only reads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from agent import paging
+from agent.context import AgentRuntime
+from agent.planners import deterministic, llm_planner
+from agent.runbook_steps import page_arguments, plan_from_runbook, run_tool_steps, step_record
+from agent.state import PlannedAction, ResponderState, StepRecord
+from agent.verify import next_wake, verify_fix
+from monitor.incidents import Incident
+from tools.errors import ToolError, ToolRefused
+from tools.registry import call_tool
+from tools.runbooks import Runbook, build_scope
+
+RUNNABLE = ("planned", "approved")
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _numbered(state: ResponderState, records: list[StepRecord]) -> list[StepRecord]:
+    start = len(state.get("steps", []))
+    return [{**r, "n": start + i + 1} for i, r in enumerate(records)]  # type: ignore[typeddict-item]
+
+
+def _incident(runtime: AgentRuntime, state: ResponderState) -> Incident:
+    return runtime.incidents.get(state["incident_id"])
+
+
+def _runbook(runtime: AgentRuntime, state: ResponderState) -> Runbook | None:
+    runbook_id = state.get("diagnosis", {}).get("runbook_id")
+    return runtime.runbooks.get(runbook_id) if runbook_id and runbook_id in runtime.runbooks else None
+
+
+def _scope(runtime: AgentRuntime, state: ResponderState) -> dict[str, Any]:
+    scope = build_scope(_incident(runtime, state), runtime.serving, runtime.registry)
+    scope["results"] = dict(state.get("results", {}))
+    return scope
+
+
+def _set_status(runtime: AgentRuntime, incident_id: str, status: str, note: str) -> None:
+    """Change the incident's status once (a re-run node finds it already changed and does nothing)."""
+    if runtime.incidents.get(incident_id).status != status:
+        runtime.incidents.set_status(incident_id, status, actor="agent", note=note)  # type: ignore[arg-type]
+
+
+# -- nodes -------------------------------------------------------------------------------------------
+
+
+def load_incident(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    incident = rt.incidents.get(state["incident_id"])
+    if incident.status == "open":
+        _set_status(rt, incident.incident_id, "investigating", f"{state.get('planner')} responder started")
+        rt.side_effect("load_incident", "status:investigating")
+    record = step_record("load_incident", "decision", "load_incident", rt, ok=True,
+                         note=f"{incident.kind} on {incident.subject}, severity {incident.severity}")
+    return {"incident": incident.model_dump(mode="json"), "steps": _numbered(state, [record])}
+
+
+def match_runbooks(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    matches = rt.runbooks.match(state["incident"]["kind"], _scope(rt, state))
+    found = [
+        {"runbook_id": m.runbook.id, "root_cause": m.runbook.root_cause, "score": m.score, "reasons": m.reasons}
+        for m in matches
+    ]
+    note = ", ".join(f"{m['runbook_id']} ({m['score']:g})" for m in found) or "none"
+    record = step_record("match_runbooks", "decision", "match_runbooks", rt, ok=True, note=f"matches: {note}")
+    return {"matches": found, "steps": _numbered(state, [record])}
+
+
+def investigate(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    if state.get("planner") == "llm":
+        return llm_planner.investigate(state, rt)
+    chosen, _ = deterministic.choose_runbook(state.get("matches", []))
+    if chosen is None:
+        return {"steps": _numbered(state, [step_record("investigate", "decision", "investigate", rt, ok=True,
+                                                       note="no runbook to follow: nothing to run")])}
+    scope = _scope(rt, state)
+    records = run_tool_steps(rt, state["incident_id"], rt.runbooks.get(chosen["runbook_id"]), scope)
+    return {"steps": _numbered(state, records), "results": scope.get("results", {})}
+
+
+def diagnose(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    if state.get("planner") == "llm" and state.get("proposal"):
+        diagnosis, notes = llm_planner.validated_diagnosis(state, rt)
+    else:
+        diagnosis, notes = deterministic.diagnose(state["incident"], state.get("matches", []), state.get("steps", [])), []
+    record = step_record("diagnose", "decision", "diagnose", rt, ok=True,
+                         note=f"root cause {diagnosis['root_cause']} via {diagnosis.get('runbook_id')}: {diagnosis['reason']}")
+    update: dict[str, Any] = {"diagnosis": diagnosis, "steps": _numbered(state, [record])}
+    if notes:
+        update["degraded"] = [*state.get("degraded", []), *notes]
+    return update
+
+
+def plan(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    runbook = _runbook(rt, state)
+    if runbook is None:
+        return {"plan": []}
+    if state.get("planner") == "llm" and state.get("proposal"):
+        actions, notes = llm_planner.validated_plan(state, rt, runbook)
+    else:
+        actions, notes = plan_from_runbook(runbook, _scope(rt, state))
+    records = [step_record("plan", "decision", "plan", rt, ok=True, note=n) for n in notes]
+    records.append(step_record("plan", "decision", "plan", rt, ok=True,
+                               note="plan: " + (", ".join(a["action"] for a in actions) or "no action")))
+    return {"plan": actions, "steps": _numbered(state, records)}
+
+
+def approval(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    """Pause for a human when the runbook's policy says so; ``selfheal approve/deny`` resumes."""
+    waiting = [a for a in state.get("plan", []) if a.get("approval") == "human" and a.get("status") == "planned"]
+    if not waiting:
+        return {}
+    answer = interrupt({
+        "type": "approval",
+        "incident_id": state["incident_id"],
+        "actions": [{"action": a["action"], "args": a["args"], "why": a.get("why", "")} for a in waiting],
+    })
+    decision = str((answer or {}).get("decision", "deny"))
+    by = str((answer or {}).get("by", "unknown"))
+    status = "approved" if decision == "approve" else "denied"
+    updated: list[PlannedAction] = []
+    for action in state.get("plan", []):
+        if action.get("approval") == "human" and action.get("status") == "planned":
+            action = {**action, "status": status, "decided_by": by}
+        updated.append(action)
+    note = f"{status} by {by}" + (f": {answer.get('note')}" if isinstance(answer, dict) and answer.get("note") else "")
+    record = step_record("approval", "decision", "approval", runtime.context, ok=True, note=note)
+    return {"plan": updated, "steps": _numbered(state, [record])}
+
+
+def act(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    diagnosis = state.get("diagnosis", {})
+    reason = f"{diagnosis.get('root_cause')} ({diagnosis.get('runbook_id')}): {diagnosis.get('reason', '')}"
+    updated: list[PlannedAction] = []
+    records: list[StepRecord] = []
+    acted_at = state.get("acted_at")
+    for action in state.get("plan", []):
+        if action.get("status") not in RUNNABLE:
+            updated.append(action)
+            continue
+        approval_text = f"human:{action['decided_by']}" if action.get("status") == "approved" else "auto"
+        ctx = rt.tool_context(state["incident_id"], reason=reason, approval=approval_text)
+        try:
+            result = call_tool(action["action"], ctx, action["args"]).data
+        except ToolRefused as refusal:
+            action = {**action, "status": "refused", "result": {"message": str(refusal)}}
+        except ToolError as error:
+            action = {**action, "status": "failed", "result": {"message": str(error)}}
+        else:
+            status = "repeat" if result.get("repeat") else "applied"
+            action = {**action, "status": status, "audit_id": result.get("audit_id"), "result": result}
+            if action["action"] != "add_note":
+                acted_at = rt.now_iso()
+        records.append(step_record("act", "tool", action["action"], rt, args=action["args"],
+                                   ok=action["status"] in ("applied", "repeat"),
+                                   output=str(action.get("result", ""))[:400]))
+        updated.append(action)
+        rt.side_effect("act", action["action"])
+    return {"plan": updated, "acted_at": acted_at, "steps": _numbered(state, records)}
+
+
+def verify(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    runbook = _runbook(rt, state)
+    changed = [a for a in state.get("plan", []) if a.get("status") in ("applied", "repeat") and a["action"] != "add_note"]
+    if runbook is None or not changed or not state.get("acted_at"):
+        return {"verification": {"status": "not_applicable", "reason": "nothing was changed, so nothing to verify",
+                                 "findings": [], "attempts": 0}}
+    attempts = int(state.get("verification", {}).get("attempts", 0)) + 1
+    result = verify_fix(rt, runbook, state["incident"], datetime.fromisoformat(str(state["acted_at"])), attempts)
+    update: dict[str, Any] = {"verification": result}
+    if result["status"] != "pending" or attempts == 1:
+        update["steps"] = _numbered(state, [step_record("verify", "decision", "verify", rt, ok=result["status"] != "failed",
+                                                        note=f"{result['status']}: {result['reason']}")])
+    return update
+
+
+def wait_for_data(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    """Pause until more data has arrived; the loop (or ``selfheal investigate``) resumes the thread."""
+    verification = state.get("verification", {})
+    interrupt({
+        "type": "wait_for_data",
+        "incident_id": state["incident_id"],
+        "check": verification.get("check"),
+        "not_before": next_wake(verification, runtime.context).isoformat(),
+        "deadline": verification.get("deadline"),
+    })
+    return {}
+
+
+def decide_page(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    decision = paging.decide_page(state, _runbook(rt, state))
+    record = step_record("decide_page", "decision", "decide_page", rt, ok=True,
+                         note=f"{'page' if decision['page'] else 'no page'} ({decision['rule']}): {decision['reason']}")
+    return {"page_decision": decision, "steps": _numbered(state, [record])}
+
+
+def summarize(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    url = f"{rt.config.public_url.rstrip('/')}/incidents/{state['incident_id']}/report"
+    text = paging.summary_markdown(state, _runbook(rt, state), state["page_decision"], url)
+    return {"summary": text}
+
+
+def notify(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    rt = runtime.context
+    decision = dict(state["page_decision"])
+    incident_id = state["incident_id"]
+    ctx = rt.tool_context(incident_id, reason=str(decision["reason"]))
+    runbook = _runbook(rt, state)
+    if decision["page"]:
+        args = page_arguments(runbook, _scope(rt, state)) if runbook else None
+        args = dict(args or {})
+        args.setdefault("summary", f"{state['incident'].get('title')}: {decision['reason']}")
+        args["severity"] = args.get("severity") or decision.get("severity", "high")
+        args["details"] = {**(args.get("details") or {}), "page_rule": decision["rule"], "why": decision["reason"]}
+        args["body"] = state.get("summary", "")
+        result = call_tool("page", ctx, args).data
+        decision.update(page_id=result.get("page_id"), sent=True)
+        rt.side_effect("notify", "page")
+    else:
+        call_tool("add_note", ctx, {"text": f"No page sent ({decision['rule']}): {decision['reason']}"})
+        rt.side_effect("notify", "no_page_note")
+    verified = state.get("verification", {}).get("status") == "verified"
+    changed = any(a.get("status") in ("applied", "repeat") and a["action"] != "add_note" for a in state.get("plan", []))
+    if verified:
+        outcome, status = "mitigated", "mitigated"
+    elif decision["page"]:
+        outcome, status = ("abstained" if state.get("diagnosis", {}).get("abstained") else "escalated"), "escalated"
+    elif not changed:
+        outcome, status = "no_action", "resolved"
+    else:
+        outcome, status = "unverified", "investigating"
+    _set_status(rt, incident_id, status, decision["reason"])  # type: ignore[arg-type]
+    rt.side_effect("notify", f"status:{status}")
+    return {"page_decision": decision, "outcome": outcome}
+
+
+def report(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    from agent.report import write_report  # the report pulls in chart code only when a report is written
+
+    rt = runtime.context
+    diagnosis = state.get("diagnosis", {})
+    rt.incidents.annotate(state["incident_id"], root_cause=diagnosis.get("root_cause"), summary=state.get("summary"))
+    paths = write_report(rt.store, rt.registry, state["incident_id"], dict(state), rt.reports_dir, now=rt.clock())
+    rt.side_effect("report", "files")
+    return {"report": {"markdown": str(paths.markdown), "html": str(paths.html)}}
+
+
+__all__ = [
+    "act",
+    "approval",
+    "decide_page",
+    "diagnose",
+    "investigate",
+    "load_incident",
+    "match_runbooks",
+    "notify",
+    "plan",
+    "report",
+    "summarize",
+    "verify",
+    "wait_for_data",
+]
+

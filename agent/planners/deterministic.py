@@ -1,0 +1,63 @@
+"""The deterministic planner: the matched runbook, executed exactly; abstain rather than guess.
+
+Choice: the best-ranked runbook match (`RunbookLibrary.match` ranks a runbook that names the check which
+raised the incident and whose trigger condition holds above one that only shares the kind). It abstains
+when nothing matches, or when the two best matches rank equally and name different root causes: the
+evidence fits two stories and a human should choose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.state import Diagnosis, StepRecord
+
+# How sure a match makes us, by how specific it was (kind only / + check / + condition holds).
+CONFIDENCE_BY_SCORE = ((5.0, 0.9), (3.0, 0.75), (0.0, 0.5))
+
+
+def choose_runbook(matches: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
+    """(the match to follow or None, why)."""
+    if not matches:
+        return None, "no runbook triggers on this incident's kind and check"
+    best = matches[0]
+    rivals = [m for m in matches[1:] if m["score"] == best["score"] and m["root_cause"] != best["root_cause"]]
+    if rivals:
+        names = ", ".join(m["runbook_id"] for m in [best, *rivals])
+        return None, f"conditions conflict: runbooks {names} match equally well and disagree on the root cause"
+    return best, f"runbook {best['runbook_id']} matches best: " + "; ".join(best["reasons"])
+
+
+def confidence(score: float) -> float:
+    return next(value for floor, value in CONFIDENCE_BY_SCORE if score >= floor)
+
+
+def diagnose(incident: dict[str, Any], matches: list[dict[str, Any]], steps: list[StepRecord]) -> Diagnosis:
+    """Root cause, runbook and evidence from the matches and what the investigation saw."""
+    chosen, reason = choose_runbook(matches)
+    evidence = evidence_lines(incident, steps)
+    if chosen is None:
+        return {
+            "root_cause": "none", "runbook_id": None, "confidence": 0.0, "evidence": evidence,
+            "abstained": True, "reason": reason, "planner": "deterministic",
+        }
+    return {
+        "root_cause": chosen["root_cause"], "runbook_id": chosen["runbook_id"],
+        "confidence": confidence(float(chosen["score"])), "evidence": evidence,
+        "abstained": False, "reason": reason, "planner": "deterministic",
+    }
+
+
+def evidence_lines(incident: dict[str, Any], steps: list[StepRecord]) -> list[str]:
+    """Short, numbered facts with where each came from."""
+    evidence = incident.get("evidence") or {}
+    lines = []
+    for key in ("metric", "value", "threshold", "features", "rows", "worst"):
+        if key in evidence and evidence[key] not in (None, [], {}):
+            value = evidence[key]
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            lines.append(f"incident.evidence.{key} = {text[:160]}")
+    for step in steps:
+        if step.get("kind") == "tool" and step.get("ok") and step.get("output"):
+            lines.append(f"step {step.get('n')}: {step.get('name')} -> {step['output'][:160]}")
+    return lines[:12]
