@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -15,6 +16,9 @@ from scorer.simulate import Simulator, WorldConfig
 from scorer.train import TrainParams
 from selfheal.app import Platform
 from store import Workspace
+
+if TYPE_CHECKING:
+    from tests.fake_openai import FakeOpenAI
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "handbook"
 SMALL_WORLD = WorldConfig(seed=11, customers=500, terminals=1000)
@@ -47,3 +51,15 @@ def platform(small_world: SmallWorld, tmp_path: Path) -> Iterator[Platform]:
     with Platform(Workspace(home)) as opened:
         opened.scorer.features.observe(small_world.history)
         yield opened
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A scripted OpenAI-compatible server on 127.0.0.1 (tests/fake_openai.py); call `.script(...)` first.
+
+    Teardown raises if a request went unscripted or a scripted turn was never requested.
+    """
+    from tests.fake_openai import FakeOpenAI  # imports the openai SDK (~1 s): only for tests that use it
+
+    with FakeOpenAI() as server:
+        yield server

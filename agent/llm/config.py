@@ -1,0 +1,92 @@
+"""Which chat model to call and how patiently, from configuration.
+
+| setting | environment variable | default |
+|---|---|---|
+| `base_url` | `OPENAI_BASE_URL` | unset (OpenAI's own API when only a key is set) |
+| `api_key` | `OPENAI_API_KEY` | unset (local servers such as Ollama or llama.cpp need none) |
+| `model` | `SELFHEAL_MODEL` | `gpt-4o-mini` |
+
+Everything else (timeouts, retries, prices) is set in code or through `from_env(**overrides)`. The key is a
+`SecretStr`: it never appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+DEFAULT_MODEL = "gpt-4o-mini"
+OPENAI_API_URL = "https://api.openai.com/v1"
+
+ENV_VARS: dict[str, str] = {
+    "base_url": "OPENAI_BASE_URL",
+    "api_key": "OPENAI_API_KEY",
+    "model": "SELFHEAL_MODEL",
+}
+
+
+class LLMConfig(BaseModel):
+    """Endpoint, model, retry budget and prices of the responder's chat model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible API root, e.g. http://localhost:11434/v1"
+    )
+    api_key: SecretStr | None = Field(None, description="bearer key; never logged")
+    model: str = Field(DEFAULT_MODEL, min_length=1, description="model name the endpoint knows")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 so that the same incident gets the same plan")
+    timeout_s: float = Field(30.0, gt=0, description="connect/read/write timeout of one request")
+    max_attempts: int = Field(4, ge=1, le=10, description="requests per call, the first included")
+    backoff_initial_s: float = Field(0.5, ge=0, description="wait before the second attempt; doubles after")
+    backoff_max_s: float = Field(8.0, ge=0, description="cap on any one wait, Retry-After included")
+    backoff_jitter_s: float = Field(
+        0.25, ge=0, description="random extra wait so clients do not retry in step"
+    )
+    prompt_price_per_1k: float = Field(0.0, ge=0, description="USD per 1000 prompt tokens; 0 when unknown")
+    completion_price_per_1k: float = Field(
+        0.0, ge=0, description="USD per 1000 completion tokens; 0 when unknown"
+    )
+
+    @field_validator("base_url", "api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `export OPENAI_API_KEY=` means "no key", not "send an empty bearer token".
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value is not None else None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> LLMConfig:
+        """Settings from environment variables (`os.environ` unless `env` is given), then `overrides`."""
+        source = os.environ if env is None else env
+        values: dict[str, object] = {
+            field: source[var] for field, var in ENV_VARS.items() if source.get(var, "").strip()
+        }
+        values.update(overrides)
+        return cls.model_validate(values)
+
+    @property
+    def configured(self) -> bool:
+        """True when an endpoint was chosen (a base URL or a key): only then may the responder ask a model."""
+        return self.base_url is not None or self.api_key is not None
+
+    @property
+    def endpoint(self) -> str:
+        """The API root requests go to: the configured URL, else OpenAI's."""
+        return self.base_url or OPENAI_API_URL
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What a call with these token counts cost at the configured prices."""
+        return (
+            prompt_tokens * self.prompt_price_per_1k + completion_tokens * self.completion_price_per_1k
+        ) / 1000.0
