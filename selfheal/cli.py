@@ -16,6 +16,7 @@ from rich.table import Table
 
 from scorer.errors import ScorerError
 from selfheal.cli_runbooks import runbooks_app
+from selfheal.cli_serve import register as register_serve_command
 from store import TIME_COLUMNS, StoreError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(monitor_app, name="monitor")
 incidents_app = typer.Typer(help="List and inspect incidents raised by the monitor.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(runbooks_app, name="runbooks")
+register_serve_command(app)
 
 console = Console(stderr=True)
 out = Console()
@@ -371,25 +373,32 @@ def incidents_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """List incidents, newest last.
+    """List incidents, newest last (from the running service if there is one, else the workspace file).
 
     Example: selfheal incidents list --status open
     """
-    from monitor.incidents import IncidentManager
+    from selfheal.client import discover_service
+    from selfheal.service import views
 
-    platform = _platform(home)
-    try:
-        incidents = IncidentManager(platform.store).list(status)
-    finally:
-        platform.close()
+    client = discover_service(home)
+    if client is not None:
+        with client:
+            incidents = client.incidents(status)
+    else:
+        platform = _platform(home)
+        try:
+            incidents = views.incident_list(platform, status)
+        finally:
+            platform.close()
     if as_json:
-        out.print_json(json.dumps([i.model_dump(mode="json", exclude={"evidence"}) for i in incidents]))
+        out.print_json(json.dumps(incidents))
         return
     table = Table(title="incidents")
     for column in ("id", "status", "severity", "kind", "subject", "opened", "title"):
         table.add_column(column)
     for i in incidents:
-        table.add_row(i.incident_id, i.status, i.severity, i.kind, i.subject, f"{i.opened_at:%Y-%m-%d %H:%M}", i.title)
+        opened = str(i["opened_at"]).replace("T", " ")[:16]
+        table.add_row(i["incident_id"], i["status"], i["severity"], i["kind"], i["subject"], opened, i["title"])
     out.print(table)
 
 
@@ -399,34 +408,33 @@ def incidents_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (evidence and timeline).")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Show one incident: its evidence in numbers and its timeline.
+    """Show one incident: its evidence in numbers and its timeline (via the service when one runs).
 
     Example: selfheal incidents show INC-7 --json
     """
-    from monitor.incidents import IncidentManager
+    from selfheal.client import ServiceError, discover_service
+    from selfheal.service import views
 
-    platform = _platform(home)
+    client = discover_service(home)
     try:
-        manager = IncidentManager(platform.store)
-        try:
-            incident = manager.get(incident_id)
-        except KeyError as error:
-            raise _fail(str(error).strip("'\"")) from error
-        events = manager.events(incident.incident_id)
-    finally:
-        platform.close()
-    timeline = [
-        {"at": str(e.recorded_at), "event": e.event, "detail": json.loads(e.detail)} for e in events.itertuples()
-    ]
+        if client is not None:
+            with client:
+                payload = client.incident(incident_id)
+        else:
+            platform = _platform(home)
+            try:
+                payload = views.incident_detail(platform, incident_id)
+            finally:
+                platform.close()
+    except (views.NotFound, ServiceError) as error:
+        raise _fail(str(error.detail if isinstance(error, ServiceError) else error)) from error
     if as_json:
-        payload = incident.model_dump(mode="json")
-        payload["timeline"] = timeline
         out.print_json(json.dumps(payload, default=str))
         return
-    out.print(f"[bold]{incident.incident_id}[/bold] {incident.title}")
-    out.print(f"status {incident.status}, severity {incident.severity}, opened {incident.opened_at}")
-    out.print_json(json.dumps(incident.evidence, default=str))
-    for item in timeline:
+    out.print(f"[bold]{payload['incident_id']}[/bold] {payload['title']}")
+    out.print(f"status {payload['status']}, severity {payload['severity']}, opened {payload['opened_at']}")
+    out.print_json(json.dumps(payload["evidence"], default=str))
+    for item in payload["timeline"]:
         out.print(f"  {item['at']}  {item['event']}")
 
 

@@ -1,0 +1,147 @@
+"""`selfheal serve`: run the service (FastAPI on uvicorn) that owns a workspace until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from selfheal.service.config import DEFAULT_HOST, DEFAULT_PORT, ServiceConfig
+from selfheal.service.discovery import read_record, remove_record, write_record
+from selfheal.service.hooks import ServiceHooks
+from store import StoreError, Workspace
+
+err = Console(stderr=True)
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to bind. Anything but loopback exposes scoring and reads to the network.")
+    ] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port; see service.json).")] = (
+        DEFAULT_PORT
+    ),
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Workspace folder (default: $SELFHEAL_HOME or ./.selfheal).")
+    ] = None,
+    flush_interval: Annotated[
+        float, typer.Option(min=0.01, help="Seconds between writes of buffered scoring logs.")
+    ] = 0.5,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = (
+        "warning"
+    ),
+) -> None:
+    """Serve the workspace over HTTP: scoring, the read API, admin actions, /healthz and /metrics.
+
+    The service owns the workspace while it runs (one process holds the DuckDB file); other `selfheal`
+    commands that read it talk to the service instead (it writes <workspace>/service.json). Scoring and
+    reads are open; promote, rollback, approve, deny and chat need `Authorization: Bearer <token>`, where
+    the token is $SELFHEAL_API_TOKEN or, if unset, the workspace's `service-token` file (created with mode
+    0600 on first start; its path is printed, never the token). OpenAPI: /openapi.json.
+
+    Example: selfheal serve --port 8765
+
+    Then: curl -s localhost:8765/v1/score -d '{"transaction_id": "t1", "timestamp": "2018-06-01T10:00:00",
+    "customer_id": "c1", "terminal_id": "t9", "amount": 42.5}'
+    """
+    import uvicorn
+
+    from scorer.score import ScorerConfig
+    from selfheal.app import Platform
+    from selfheal.service.app import create_app
+
+    workspace = Workspace.from_env(home)
+    running = read_record(workspace)
+    if running is not None:
+        err.print(f"[red]error:[/red] {workspace.home} is already served by pid {running.pid} at {running.url}")
+        raise typer.Exit(1)
+    try:
+        config = ServiceConfig.for_workspace(workspace, host=host, port=port, flush_interval_s=flush_interval)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    listener = _listen(host, port)
+    try:
+        platform = Platform.open(workspace.home, scorer_config=ScorerConfig(flush_rows=config.flush_rows))
+    except StoreError as error:
+        listener.close()
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    try:
+        warmed = platform.scorer.warm_up()  # feature windows and recent ids from the logged history
+        app = create_app(platform, config, hooks=build_hooks(platform))
+        bound_port = listener.getsockname()[1]
+        url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
+        server = _server(
+            uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=10),
+            on_started=lambda: write_record(workspace, url, config.token_source),
+        )
+        err.print(f"serving {workspace.home} at {url} (pid {os.getpid()}); OpenAPI at {url}/openapi.json")
+        err.print(f"feature state warmed with {warmed:,} logged transactions")
+        err.print(f"mutating endpoints need the token in {config.token_source}")
+        if not config.is_loopback:
+            err.print(f"[yellow]warning:[/yellow] bound to {host}: scoring and reads are open to the network")
+        # uvicorn shuts down gracefully on SIGTERM and then raises the signal again; with the default
+        # handler that would kill the process before the `finally` below (discovery file, DuckDB close).
+        signal.signal(signal.SIGTERM, _exit_quietly)
+        server.run(sockets=[listener])
+    finally:
+        remove_record(workspace)
+        platform.close()
+        listener.close()
+
+
+def _exit_quietly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)  # a requested, graceful stop: the rows accepted are written, the file closed
+
+
+def build_hooks(platform: Any) -> ServiceHooks:
+    """The responder's seams for this service. None wired yet: approve/deny/chat/steps answer 503.
+
+    The responder (agent/) plugs in here: ``ServiceHooks(decide=..., chat=..., steps=..., jobs=[...])``.
+    """
+    del platform
+    return ServiceHooks()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind and listen before the app starts, so the real port (for ``--port 0``) is known up front."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {error.strerror}")
+        raise typer.Exit(1) from error
+    listener.listen(2048)
+    return listener
+
+
+def _server(config: Any, on_started: Callable[[], object]) -> Any:
+    """uvicorn's server, calling ``on_started`` once it accepts connections (then service.json is written).
+
+    uvicorn is imported here, not at the top: every `selfheal` command imports this module to register
+    ``serve``, and only ``serve`` needs uvicorn.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                on_started()
+
+    return Server(config)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``selfheal serve`` to the main CLI."""
+    app.command()(serve)

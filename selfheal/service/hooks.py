@@ -1,0 +1,170 @@
+"""Seams where the responder (agent/) plugs into the service, and the scheduler that runs periodic jobs.
+
+The service does not import the agent (imports point down: ``selfheal -> agent``, and the agent is not
+written yet). Whoever builds the service passes a `ServiceHooks`:
+
+- ``decide``: called by ``POST /v1/incidents/{id}/approve`` and ``.../deny`` with a `Decision`;
+- ``chat``: called by ``POST /v1/incidents/{id}/chat`` with a `ChatMessage`;
+- ``steps``: called by ``GET /v1/incidents/{id}/steps``: the investigation's steps as JSON-able dicts;
+- ``jobs``: `PeriodicJob`s the `Scheduler` runs in a background thread, e.g. "every hour: run the monitor
+  over the hour that closed, then the responder on every incident that opened".
+
+**Until the responder is wired, every hook is None and its endpoint answers 503 "responder not
+available"** (`ResponderUnavailable`): the routes, their auth and their request models are real; only
+the function behind them is missing. A hook returns a JSON-able dict (or list, for ``steps``) that the
+endpoint returns as is; it raises `KeyError` for an unknown incident (404) and `ValueError` for a request
+it refuses (409 with the message).
+
+Jobs receive the `ServiceRuntime` (``selfheal.service.runtime``): ``runtime.platform`` for the workspace,
+``runtime.engine.flush()`` before reading scoring logs (the scorer buffers them), ``runtime.engine.exclusive()``
+around anything that touches ``platform.scorer``, and ``runtime.metrics.agent_runs.inc(outcome=...)`` to
+count responder runs on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from selfheal.service.runtime import ServiceRuntime
+
+logger = logging.getLogger(__name__)
+
+RESPONDER_UNAVAILABLE = "responder not available: this service was started without the responder (agent/)"
+
+
+class ResponderUnavailable(Exception):
+    """No responder is wired into this service (the endpoint answers 503)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A person's approval or denial of what the responder proposed for an incident.
+
+    Attributes:
+        incident_id: Normalised incident id, e.g. ``INC-7``.
+        decision: ``approve`` or ``deny``.
+        actor: Who decided, as recorded in the audit log: ``api:<name>``.
+        note: Why (free text, bounded by the request model).
+        action: Which planned action (its index in the plan), or None for "the pending one".
+    """
+
+    incident_id: str
+    decision: Literal["approve", "deny"]
+    actor: str
+    note: str
+    action: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """A person's message about an incident (a question, or a request to act)."""
+
+    incident_id: str
+    actor: str
+    message: str
+
+
+DecideHook = Callable[[Decision], dict[str, Any]]
+ChatHook = Callable[[ChatMessage], dict[str, Any]]
+StepsHook = Callable[[str], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    """Something the service runs every ``every_s`` seconds in its scheduler thread.
+
+    ``run`` gets the `ServiceRuntime`; an exception is logged and counted, and the job runs again at its
+    next time (one failed hour must not stop monitoring).
+    """
+
+    name: str
+    every_s: float
+    run: Callable[[ServiceRuntime], object]
+
+
+@dataclass
+class ServiceHooks:
+    """The responder's seams (all None/empty until the agent wires them; see the module docstring)."""
+
+    decide: DecideHook | None = None
+    chat: ChatHook | None = None
+    steps: StepsHook | None = None
+    jobs: list[PeriodicJob] = field(default_factory=list)
+
+    def require_decide(self) -> DecideHook:
+        if self.decide is None:
+            raise ResponderUnavailable(RESPONDER_UNAVAILABLE)
+        return self.decide
+
+    def require_chat(self) -> ChatHook:
+        if self.chat is None:
+            raise ResponderUnavailable(RESPONDER_UNAVAILABLE)
+        return self.chat
+
+    def require_steps(self) -> StepsHook:
+        if self.steps is None:
+            raise ResponderUnavailable(RESPONDER_UNAVAILABLE)
+        return self.steps
+
+
+class Scheduler:
+    """Runs `PeriodicJob`s one at a time in one daemon thread, each at its own interval.
+
+    One thread on purpose: the jobs (monitor, responder) write to the one DuckDB store and change serving
+    state; running them one after another keeps their effects in a readable order.
+    """
+
+    def __init__(self, runtime: ServiceRuntime, jobs: list[PeriodicJob], *, tick_s: float = 1.0) -> None:
+        self.runtime = runtime
+        self.jobs = list(jobs)
+        self.tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_due: dict[str, float] = {}
+
+    def start(self) -> None:
+        if not self.jobs or self._thread is not None:
+            return
+        now = time.monotonic()
+        self._next_due = {job.name: now + job.every_s for job in self.jobs}
+        self._thread = threading.Thread(target=self._loop, name="selfheal-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run_due(self, now: float | None = None) -> list[str]:
+        """Run every job whose time has come; returns their names (also what tests call directly)."""
+        now = time.monotonic() if now is None else now
+        ran = []
+        for job in self.jobs:
+            if now < self._next_due.get(job.name, 0.0):
+                continue
+            self.run_job(job)
+            self._next_due[job.name] = now + job.every_s
+            ran.append(job.name)
+        return ran
+
+    def run_job(self, job: PeriodicJob) -> bool:
+        """Run one job now; True when it finished without raising."""
+        try:
+            job.run(self.runtime)
+        except Exception:
+            logger.exception("periodic job %s failed", job.name)
+            self.runtime.metrics.job_runs.inc(job=job.name, outcome="error")
+            return False
+        self.runtime.metrics.job_runs.inc(job=job.name, outcome="ok")
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            self.run_due()

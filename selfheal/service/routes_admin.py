@@ -1,0 +1,171 @@
+"""Mutating endpoints: promote, roll back, approve, deny, chat. Every one needs the token.
+
+`TokenGuard` (the middleware) refuses a request without the token before its body is read; the
+``Security(bearer_scheme)`` dependency here checks again (so these routes stay protected even if someone
+mounts the router elsewhere) and documents the scheme in OpenAPI.
+
+Model changes go through the same door as the agent's: ``tools.registry.call_tool`` with a `ToolContext`
+whose actor is ``api:<who>`` (``<who>`` from the ``X-Selfheal-Actor`` header, default ``token``) and whose
+approval is ``human`` (a person made the call). So they are validated, idempotent, rate-limited and in the
+audit log exactly like the responder's actions.
+
+Approve, deny and chat call the responder's hooks (`ServiceHooks`); until the responder is wired they
+answer **503 "responder not available"**.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Security
+from fastapi.security import HTTPAuthorizationCredentials
+
+from monitor.incidents import IncidentManager
+from selfheal.service import views
+from selfheal.service.auth import bearer_scheme, token_matches
+from selfheal.service.hooks import ChatMessage, Decision, ResponderUnavailable
+from selfheal.service.runtime import ServiceRuntime, runtime_of
+from selfheal.service.schemas import ActionOut, ChatIn, DecisionIn, Problem, PromoteIn, RollbackIn
+from tools import ToolContext, ToolRefused, ToolRetry, call_tool
+
+_ACTOR: Final = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
+
+
+def require_token(
+    runtime: Annotated[ServiceRuntime, Depends(runtime_of)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+) -> None:
+    """401 unless the request carries the service token."""
+    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    if not token_matches(header, runtime.config.token.get_secret_value()):
+        raise HTTPException(status_code=401, detail="missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
+
+
+router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[Depends(require_token)])
+Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "no token, or the wrong one"},
+    404: {"model": Problem},
+    409: {"model": Problem, "description": "refused: a precondition or rate limit said no (audited)"},
+}
+RESPONDER_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    503: {"model": Problem, "description": "no responder wired into this service"},
+}
+
+
+def actor_of(x_selfheal_actor: Annotated[str | None, Header(description="who is acting (audit log)")] = None) -> str:
+    """``api:<who>``: the name the caller gives in ``X-Selfheal-Actor`` (checked), else ``api:token``."""
+    if x_selfheal_actor is None:
+        return "api:token"
+    if not _ACTOR.match(x_selfheal_actor):
+        raise HTTPException(status_code=400, detail="X-Selfheal-Actor: 1-64 letters, digits or _.@:-")
+    return f"api:{x_selfheal_actor}"
+
+
+Actor = Annotated[str, Depends(actor_of)]
+
+
+def _context(runtime: ServiceRuntime, actor: str, reason: str, incident_id: str | None) -> ToolContext:
+    platform = runtime.platform
+    clock = platform.serving.clock
+    incident = None
+    if incident_id is not None:
+        incident = _existing_incident(runtime, incident_id)
+    return ToolContext(
+        store=platform.store,
+        registry=platform.registry,
+        serving=platform.serving,
+        incidents=IncidentManager(platform.store, clock=clock),
+        clock=clock,
+        runbooks_dir=runtime.runbooks_dir,
+        actor=actor,
+        incident_id=incident,
+        reason=reason,
+        approval="human",
+    )
+
+
+def _existing_incident(runtime: ServiceRuntime, incident_id: str) -> str:
+    try:
+        key = views.normalise_incident_id(incident_id)
+        IncidentManager(runtime.platform.store).get(key)
+    except (views.NotFound, KeyError) as error:
+        raise HTTPException(status_code=404, detail=f"no incident {incident_id!r}") from error
+    return key
+
+
+def _run(name: str, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        result = call_tool(name, ctx, args).data
+    except ToolRefused as error:
+        raise HTTPException(status_code=409, detail=str(error)) from error
+    except ToolRetry as error:
+        raise HTTPException(status_code=400, detail=str(error)) from error
+    return views.jsonable(result)  # type: ignore[no-any-return]
+
+
+@router.post("/models/{version}/promote", summary="Make a model version the champion", response_model=ActionOut,
+             responses=ERRORS)
+def promote(runtime: Runtime, actor: Actor, version: int, body: PromoteIn) -> dict[str, Any]:
+    """Promote through the `promote_model` action (verified artifact, audited, undoable)."""
+    return _run("promote_model", _context(runtime, actor, body.reason, body.incident_id), {"version": version})
+
+
+@router.post("/models/rollback", summary="Roll the champion back", response_model=ActionOut, responses=ERRORS)
+def rollback(runtime: Runtime, actor: Actor, body: RollbackIn) -> dict[str, Any]:
+    """Roll back through the `rollback_model` action, to ``to_version`` or the ``previous`` alias."""
+    ctx = _context(runtime, actor, body.reason, body.incident_id)
+    target = body.to_version if body.to_version is not None else runtime.platform.registry.alias("previous")
+    if target is None:
+        raise HTTPException(status_code=409, detail="no previous model to roll back to: pass to_version")
+    return _run("rollback_model", ctx, {"to_version": target})
+
+
+def _decide(runtime: ServiceRuntime, actor: str, incident_id: str, body: DecisionIn, decision: str) -> dict[str, Any]:
+    try:
+        hook = runtime.hooks.require_decide()
+    except ResponderUnavailable as error:
+        raise HTTPException(status_code=503, detail=str(error)) from error
+    key = _existing_incident(runtime, incident_id)
+    request = Decision(incident_id=key, decision="approve" if decision == "approve" else "deny", actor=actor,
+                       note=body.note, action=body.action)
+    return _call_hook(lambda: hook(request))
+
+
+@router.post("/incidents/{incident_id}/approve", summary="Approve what the responder proposed",
+             responses=RESPONDER_ERRORS)
+def approve(runtime: Runtime, actor: Actor, incident_id: str, body: DecisionIn) -> dict[str, Any]:
+    """Approve the responder's pending action (503 until the responder is wired: `ServiceHooks.decide`)."""
+    return _decide(runtime, actor, incident_id, body, "approve")
+
+
+@router.post("/incidents/{incident_id}/deny", summary="Deny what the responder proposed", responses=RESPONDER_ERRORS)
+def deny(runtime: Runtime, actor: Actor, incident_id: str, body: DecisionIn) -> dict[str, Any]:
+    """Deny the responder's pending action (503 until the responder is wired: `ServiceHooks.decide`)."""
+    return _decide(runtime, actor, incident_id, body, "deny")
+
+
+@router.post("/incidents/{incident_id}/chat", summary="Ask the responder about an incident, or ask it to act",
+             responses=RESPONDER_ERRORS)
+def chat(runtime: Runtime, actor: Actor, incident_id: str, body: ChatIn) -> dict[str, Any]:
+    """Send a chat message (503 until the responder is wired: `ServiceHooks.chat`)."""
+    try:
+        hook = runtime.hooks.require_chat()
+    except ResponderUnavailable as error:
+        raise HTTPException(status_code=503, detail=str(error)) from error
+    key = _existing_incident(runtime, incident_id)
+    message = ChatMessage(incident_id=key, actor=actor, message=body.message)
+    return _call_hook(lambda: hook(message))
+
+
+def _call_hook(call: Any) -> dict[str, Any]:
+    """Run a responder hook; its `KeyError` is a 404, its `ValueError` a 409 (see `ServiceHooks`)."""
+    try:
+        result: dict[str, Any] = call()
+    except KeyError as error:
+        raise HTTPException(status_code=404, detail=str(error).strip("'\"")) from error
+    except ValueError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from error
+    return result

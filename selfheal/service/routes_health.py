@@ -1,0 +1,54 @@
+"""``GET /healthz`` (liveness plus what serves) and ``GET /metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import PlainTextResponse
+
+from monitor.incidents import ACTIVE_STATUSES
+from selfheal.service.metrics import CONTENT_TYPE
+from selfheal.service.runtime import ServiceRuntime, runtime_of
+from selfheal.service.schemas import Health
+
+router = APIRouter(tags=["operations"])
+Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness, the workspace served and what scores")
+def healthz(runtime: Runtime) -> dict[str, Any]:
+    # The serving state is cached in memory; no scorer lock, so a long batch never makes this slow.
+    state = runtime.platform.serving.current()
+    return {
+        "status": "ok",
+        "workspace": str(runtime.platform.workspace.home),
+        "pid": runtime.pid,
+        "started_at": runtime.started_at,
+        "model_version": None if state.fallback else state.champion_version,
+        "fallback": state.fallback or state.champion_version is None,
+        "serving_state_version": state.version,
+        "queued_rows": int(runtime.metrics.queued_rows.value_or(0.0)),
+        "responder": runtime.hooks.decide is not None,
+    }
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text exposition")
+def metrics(runtime: Runtime) -> PlainTextResponse:
+    """Counters since start (latency, decisions, dead letters, agent runs) and gauges read now."""
+    status = runtime.engine.status()
+    m = runtime.metrics
+    m.fallback.set(1.0 if status["fallback"] else 0.0)
+    if status["model_version"] is None:
+        m.champion.replace([])
+    else:
+        m.champion.set(float(status["model_version"]))
+    m.serving_state.set(float(status["serving_state_version"]))
+    rows = runtime.platform.store.execute(
+        f"SELECT status, count(*) FROM incidents WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)}) "
+        "GROUP BY status",
+        list(ACTIVE_STATUSES),
+    )
+    counts = {str(status): int(n) for status, n in rows}
+    m.open_incidents.replace([({"status": s}, float(counts.get(s, 0))) for s in ACTIVE_STATUSES])
+    return PlainTextResponse(m.render(), media_type=CONTENT_TYPE)

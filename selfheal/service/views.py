@@ -1,0 +1,222 @@
+"""What the read API returns, built from a `Platform`: one function per resource, JSON-able dicts.
+
+The service's routes return these, and the CLI returns the same ones when it opens the workspace file
+itself (no service running), so ``selfheal incidents show INC-3 --json`` prints the same document either
+way. No web framework is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from monitor.incidents import IncidentManager
+from scorer.errors import ScorerError
+from selfheal.app import Platform
+from tools.audit import ActionLog
+from tools.pagers.outbox import OutboxPager
+from tools.runbooks import RunbookLibrary
+
+_INCIDENT_ID: Final = re.compile(r"^(?:INC-)?(\d{1,9})$", re.IGNORECASE)
+ReportFormat = Literal["md", "html"]
+
+
+class NotFound(KeyError):
+    """The resource does not exist (the API answers 404 with the message)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+def normalise_incident_id(incident_id: str) -> str:
+    """``INC-7``, ``inc-7`` or ``7`` -> ``INC-7``.
+
+    Raises:
+        NotFound: Not an incident id (also what keeps report paths inside the reports folder).
+    """
+    match = _INCIDENT_ID.match(incident_id.strip())
+    if match is None:
+        raise NotFound(f"no incident {incident_id!r}: ids look like INC-7")
+    return f"INC-{int(match.group(1))}"
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with NaN/inf as None, so strict JSON encoders accept it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# -- incidents ----------------------------------------------------------------------------------------
+
+
+def incident_list(platform: Platform, status: str | None = None, *, active_only: bool = False) -> list[dict[str, Any]]:
+    """Incidents, oldest first, without their evidence (``incident_detail`` has it)."""
+    incidents = IncidentManager(platform.store).list(status, active_only=active_only)
+    return [jsonable(i.model_dump(mode="json", exclude={"evidence"})) for i in incidents]
+
+
+def incident_detail(platform: Platform, incident_id: str) -> dict[str, Any]:
+    """One incident with its evidence and its timeline."""
+    manager = IncidentManager(platform.store)
+    key = normalise_incident_id(incident_id)
+    try:
+        incident = manager.get(key)
+    except KeyError as error:
+        raise NotFound(f"no incident {incident_id!r}") from error
+    events = manager.events(incident.incident_id)
+    payload = incident.model_dump(mode="json")
+    payload["timeline"] = [
+        {"at": str(e.recorded_at), "event": e.event, "detail": _json_or_text(e.detail)} for e in events.itertuples()
+    ]
+    return jsonable(payload)
+
+
+def incident_actions(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
+    """Audit-log rows for one incident (applied and refused actions), in the order they were written."""
+    key = _existing_incident(platform, incident_id)
+    return actions(platform, incident_id=key)
+
+
+def incident_pages(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
+    """Outbox rows (pages and delivery results) for one incident."""
+    key = _existing_incident(platform, incident_id)
+    return pages(platform, incident_id=key)
+
+
+def report_path(platform: Platform, incident_id: str, fmt: ReportFormat) -> Path:
+    """The written report of an incident.
+
+    Raises:
+        NotFound: No report has been written for it (yet).
+    """
+    key = normalise_incident_id(incident_id)
+    path = platform.workspace.reports_dir / f"{key}.{fmt}"
+    if not path.is_file():
+        raise NotFound(f"no {fmt} report for {key} yet")
+    return path
+
+
+# -- actions and pages --------------------------------------------------------------------------------
+
+
+def actions(
+    platform: Platform, *, incident_id: str | None = None, action: str | None = None
+) -> list[dict[str, Any]]:
+    """Audit-log rows, optionally for one incident and/or action."""
+    log = ActionLog(platform.store, platform.serving.clock)
+    return [jsonable(r.model_dump(mode="json")) for r in log.rows(incident_id=incident_id, action=action)]
+
+
+def pages(platform: Platform, *, incident_id: str | None = None) -> list[dict[str, Any]]:
+    """Outbox rows (one ``recorded`` row per page, then one per channel per delivery attempt)."""
+    rows = OutboxPager(platform.store).rows(incident_id=incident_id)
+    out = []
+    for row in rows:
+        item = row.model_dump(mode="json")
+        item["payload"] = _json_or_text(item["payload"])
+        out.append(item)
+    return jsonable(out)  # type: ignore[no-any-return]
+
+
+# -- models and serving -------------------------------------------------------------------------------
+
+
+def models(platform: Platform) -> dict[str, Any]:
+    """Registered models, newest first, with aliases and metrics (reference profiles left out: large)."""
+    aliases = platform.registry.aliases()
+    named: dict[int, list[str]] = {}
+    for alias, version in aliases.items():
+        if version is not None:
+            named.setdefault(version, []).append(alias)
+    listed = []
+    for model in reversed(platform.registry.list()):
+        meta = model.metadata
+        listed.append(
+            {
+                "version": model.version,
+                "created_at": model.created_at.isoformat(),
+                "aliases": named.get(model.version, []),
+                "training_window": meta.training_window.model_dump(mode="json"),
+                "metrics": meta.metrics,
+                "features": len(meta.feature_columns),
+                "has_reference_profile": meta.reference_profile is not None,
+                "sha256": model.sha256,
+            }
+        )
+    return jsonable({"models": listed, "aliases": aliases})
+
+
+def model_detail(platform: Platform, version: int) -> dict[str, Any]:
+    """One model's metadata (without its reference profile) and whether its artifact verifies."""
+    try:
+        model = platform.registry.get(version)
+        check = platform.registry.verify(version)
+    except ScorerError as error:
+        raise NotFound(str(error)) from error
+    payload = model.model_dump(mode="json", exclude={"metadata": {"reference_profile"}})
+    payload["metadata"]["has_reference_profile"] = model.metadata.reference_profile is not None
+    payload["aliases"] = [a for a, v in platform.registry.aliases().items() if v == version]
+    payload["integrity"] = check.model_dump(mode="json")
+    return jsonable(payload)  # type: ignore[no-any-return]
+
+
+def serving_history(platform: Platform, limit: int = 50) -> list[dict[str, Any]]:
+    """Serving-state versions, newest first: who changed what, when and why."""
+    return [jsonable(s.model_dump(mode="json")) for s in platform.serving.history(limit=limit)]
+
+
+# -- runbooks -----------------------------------------------------------------------------------------
+
+
+def runbooks(folder: Path | None) -> list[dict[str, Any]]:
+    """Every runbook's front matter (``RunbookError`` if some file does not parse: lint says why)."""
+    return [jsonable(r.front_matter()) for r in RunbookLibrary.load(folder)]
+
+
+def runbook_detail(folder: Path | None, runbook_id: str) -> dict[str, Any]:
+    library = RunbookLibrary.load(folder)
+    try:
+        runbook = library.get(runbook_id)
+    except KeyError as error:
+        raise NotFound(str(error.args[0])) from error
+    return jsonable({"id": runbook.id, "front_matter": runbook.front_matter(), "body": runbook.body})
+
+
+# -- dead letters -------------------------------------------------------------------------------------
+
+
+def dead_letters(platform: Platform, limit: int = 100) -> list[dict[str, Any]]:
+    """The most recent dead letters, newest first."""
+    frame = platform.store.query(
+        "SELECT dead_letter_id, received_at, batch_id, source, transaction_id, reason, field, payload "
+        "FROM dead_letters ORDER BY received_at DESC, rowid DESC LIMIT ?",
+        [limit],
+    )
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return [jsonable({str(k): (str(v) if k == "received_at" else v) for k, v in r.items()}) for r in records]
+
+
+def _existing_incident(platform: Platform, incident_id: str) -> str:
+    key = normalise_incident_id(incident_id)
+    try:
+        IncidentManager(platform.store).get(key)
+    except KeyError as error:
+        raise NotFound(f"no incident {incident_id!r}") from error
+    return key
+
+
+def _json_or_text(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -1,0 +1,620 @@
+"""The service in process (FastAPI's TestClient): scoring answers, auth, the read API, metrics, hooks.
+
+`tests/test_service_process.py` runs the same service as a real `selfheal serve` process over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from scorer.simulate import LABEL_COLUMNS
+from selfheal.app import Platform
+from selfheal.client import ServiceClient, discover_service
+from selfheal.service.app import create_app
+from selfheal.service.config import TOKEN_ENV, ServiceConfig, resolve_token, token_path
+from selfheal.service.discovery import read_record, remove_record, service_file, write_record
+from selfheal.service.engine import ScoringEngine, canonical_id
+from selfheal.service.hooks import ChatMessage, Decision, PeriodicJob, Scheduler, ServiceHooks
+from selfheal.service.metrics import Counter, Histogram, ServiceMetrics
+from selfheal.service.runtime import ServiceRuntime
+from store import Workspace
+from tests.conftest import HISTORY_DAYS, SmallWorld
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def live_records(small_world: SmallWorld, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` transactions of the first live day, as JSON objects a client would send."""
+    live = small_world.simulator.generate(HISTORY_DAYS, 1).drop(columns=list(LABEL_COLUMNS)).head(n)
+    records: list[dict[str, Any]] = json.loads(live.to_json(orient="records", date_format="iso"))
+    return records
+
+
+def mutating_routes(app: Any) -> list[tuple[str, str]]:
+    """(method, path) of every operation that can change something: all but GET/HEAD, scoring excepted.
+
+    Read from the OpenAPI document, so a new route is in this list the moment it exists.
+    """
+    found = []
+    for path, operations in app.openapi()["paths"].items():
+        for method in operations:
+            if method.upper() not in ("GET", "HEAD", "OPTIONS") and path != "/v1/score":
+                found.append((method.upper(), path))
+    return sorted(found)
+
+
+def concrete(path: str) -> str:
+    return path.replace("{version}", "1").replace("{incident_id}", "INC-1")
+
+
+def state_snapshot(platform: Platform) -> dict[str, Any]:
+    """Everything a mutating endpoint could change."""
+    return {
+        "serving": platform.serving.current().model_dump(),
+        "serving_versions": platform.store.count("serving_state"),
+        "aliases": platform.registry.aliases(),
+        "alias_events": platform.store.count("model_aliases"),
+        "audit": platform.store.count("audit_log"),
+        "incidents": platform.store.query("SELECT * FROM incidents ORDER BY number").to_dict("records"),
+        "events": platform.store.count("incident_events"),
+        "pages": platform.store.count("pages"),
+    }
+
+
+def open_incident(platform: Platform, number: int, status: str = "open") -> str:
+    incident_id = f"INC-{number}"
+    at = pd.Timestamp("2018-05-20 10:00").to_pydatetime()
+    platform.store.execute(
+        "INSERT INTO incidents (incident_id, number, dedup_key, model_version, kind, subject, severity, status, "
+        "title, opened_at, updated_at, first_breach_at, evidence) VALUES (?, ?, ?, 1, 'data_quality', "
+        "'amount', 'high', ?, 'amount is null on 40 % of rows', ?, ?, ?, ?)",
+        [incident_id, number, f"model:1|data_quality|amount|{number}", status, at, at, at,
+         json.dumps({"metric": "null_share", "value": 0.4, "threshold": 0.05})],
+    )
+    platform.store.execute(
+        "INSERT INTO incident_events VALUES (?, ?, 'opened', ?)", [incident_id, at, json.dumps({"value": 0.4})]
+    )
+    return incident_id
+
+
+@pytest.fixture
+def service(platform: Platform) -> Iterator[tuple[TestClient, Platform]]:
+    app = create_app(platform, ServiceConfig(token=TOKEN, flush_interval_s=0.05))
+    with TestClient(app) as client:
+        yield client, platform
+
+
+def runtime_of(client: TestClient) -> ServiceRuntime:
+    runtime: ServiceRuntime = client.app.state.runtime  # type: ignore[attr-defined]
+    return runtime
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+
+
+def test_one_good_transaction_is_scored_and_logged(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:
+    client, platform = service
+    record = live_records(small_world, 1)[0]
+    response = client.post("/v1/score", json=record)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["transaction_id"] == str(record["transaction_id"])
+    assert 0.0 <= body["score"] <= 1.0
+    assert body["decision"] in ("approve", "review", "decline")
+    assert body["model_version"] == 1 and body["used_fallback"] is False
+    assert body["serving_state_version"] == platform.serving.current().version
+    assert body["latency_ms"] > 0
+    runtime_of(client).engine.flush()
+    logged = platform.store.query("SELECT score, decision, model_version FROM predictions")
+    assert logged.to_dict("records") == [{"score": pytest.approx(body["score"]), "decision": body["decision"],
+                                          "model_version": 1}]
+
+
+@pytest.mark.parametrize(
+    "change,field,reason",
+    [
+        ({"amount": -3.0}, "amount", "amount is negative"),
+        ({"amount": "lots"}, "amount", "amount must be a number"),
+        ({"timestamp": "yesterday-ish"}, "timestamp", "timestamp is not a valid date-time"),
+        ({"channel": "carrier pigeon"}, "channel", "channel must be one of card_present, online"),
+        ({"customer_id": None}, "customer_id", "missing value for customer_id"),
+    ],
+)
+def test_a_bad_transaction_answers_422_naming_field_and_reason_and_is_dead_lettered(
+    service: tuple[TestClient, Platform], small_world: SmallWorld, change: dict[str, Any], field: str, reason: str
+) -> None:
+    client, platform = service
+    record = {**live_records(small_world, 1)[0], **change}
+    response = client.post("/v1/score", json=record)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["dead_lettered"] is True
+    [error] = body["detail"]
+    assert error["index"] == 0 and error["transaction_id"] == str(record["transaction_id"])
+    assert error["field"] == field and error["reason"] == reason
+    assert error["loc"] == ["body", field] and error["msg"] == reason
+    runtime_of(client).engine.flush()
+    dead = platform.store.query("SELECT transaction_id, reason, field, payload, source FROM dead_letters")
+    assert len(dead) == 1
+    row = dead.iloc[0]
+    assert (row["transaction_id"], row["reason"], row["field"], row["source"]) == (
+        str(record["transaction_id"]), reason, field, "api")
+    assert json.loads(row["payload"]) == record
+    assert platform.store.count("predictions") == 0
+
+
+def test_a_json_value_that_is_not_an_object_is_dead_lettered_too(service: tuple[TestClient, Platform]) -> None:
+    client, platform = service
+    response = client.post("/v1/score", json="just a string")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["reason"] == "record is not a JSON object"
+    runtime_of(client).engine.flush()
+    assert platform.store.count("dead_letters") == 1
+
+
+def test_malformed_json_is_fastapi_style_422_and_not_a_dead_letter(service: tuple[TestClient, Platform]) -> None:
+    client, platform = service
+    response = client.post("/v1/score", content=b'{"transaction_id": "t1", ', headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["type"] == "json_invalid" and error["loc"][0] == "body"
+    runtime_of(client).engine.flush()
+    assert platform.store.count("dead_letters") == 0 and platform.store.count("transactions") == 0
+
+
+def test_a_batch_answers_every_row_in_order_and_conserves_rows(
+    service: tuple[TestClient, Platform], small_world: SmallWorld
+) -> None:
+    client, platform = service
+    good = live_records(small_world, 8)
+    batch: list[Any] = [*good[:3], {**good[3], "amount": None}, 17, *good[4:6], dict(good[0]), *good[6:]]
+    response = client.post("/v1/score", json=batch)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["rows_in"], body["scored"], body["dead_lettered"]) == (len(batch), 7, 3)
+    results = body["results"]
+    assert [r["index"] for r in results] == list(range(len(batch)))
+    assert [r["status"] for r in results] == ["scored"] * 3 + ["dead_lettered"] * 2 + ["scored"] * 2 + [
+        "dead_lettered"] + ["scored"] * 2
+    assert results[3]["field"] == "amount" and results[3]["reason"] == "missing value for amount"
+    assert results[4]["reason"] == "record is not a JSON object"
+    assert results[7]["reason"] == "duplicate transaction_id in batch"
+    for row, sent in zip(results, batch, strict=True):
+        if row["status"] == "scored":
+            assert row["transaction_id"] == str(sent["transaction_id"]) and 0 <= row["score"] <= 1
+    runtime_of(client).engine.flush()
+    store = platform.store
+    assert store.count("transactions") == store.count("predictions") == 7
+    assert store.count("transactions") + store.count("dead_letters") == len(batch)
+    logged = dict(store.execute("SELECT transaction_id, score FROM predictions"))
+    for row in results:
+        if row["status"] == "scored":
+            assert logged[row["transaction_id"]] == pytest.approx(row["score"])
+
+
+def test_a_transaction_scored_twice_is_refused_the_second_time(
+    service: tuple[TestClient, Platform], small_world: SmallWorld
+) -> None:
+    client, _ = service
+    record = live_records(small_world, 1)[0]
+    assert client.post("/v1/score", json=record).status_code == 200
+    again = client.post("/v1/score", json=record)
+    assert again.status_code == 422
+    assert again.json()["detail"][0]["reason"] == "transaction_id already scored"
+
+
+def test_batch_limits_and_empty_batches(platform: Platform, small_world: SmallWorld) -> None:
+    app = create_app(platform, ServiceConfig(token=TOKEN, max_request_rows=3))
+    with TestClient(app) as client:
+        too_many = client.post("/v1/score", json=live_records(small_world, 4))
+        assert too_many.status_code == 413 and "at most 3" in too_many.json()["detail"]
+        empty = client.post("/v1/score", json=[])
+        assert empty.status_code == 200 and empty.json()["rows_in"] == 0 and empty.json()["results"] == []
+    assert platform.store.count("transactions") == platform.store.count("dead_letters") == 0
+
+
+def test_shutdown_writes_every_buffered_row(platform: Platform, small_world: SmallWorld) -> None:
+    # A long flush interval: only the shutdown flush can have written these rows.
+    app = create_app(platform, ServiceConfig(token=TOKEN, flush_interval_s=3600, flush_rows=10_000))
+    records = live_records(small_world, 5)
+    with TestClient(app) as client:
+        for record in records:
+            assert client.post("/v1/score", json=record).status_code == 200
+        assert client.post("/v1/score", json={"amount": 1}).status_code == 422
+    assert platform.store.count("predictions") == 5 and platform.store.count("dead_letters") == 1
+
+
+# -- the scoring engine -------------------------------------------------------------------------------
+
+
+def test_requests_that_wait_are_scored_together_and_answered_separately(
+    platform: Platform, small_world: SmallWorld
+) -> None:
+    metrics = ServiceMetrics()
+    engine = ScoringEngine(platform.scorer, metrics, coalesce_max_rows=100, flush_interval_s=0.05)
+    engine.start()
+    records = live_records(small_world, 6)
+    try:
+        with engine.exclusive():  # a batch is "scoring": the worker blocks on the scorer
+            first = engine.submit(records[:1])
+            _wait_until(lambda: engine._queue.empty())  # the worker holds the first job
+            later = [engine.submit(records[1:3]), engine.submit([{"amount": 5}]), engine.submit(records[3:6])]
+        outcomes = [f.result(timeout=60) for f in later]
+        assert first.result(timeout=60).batch_rows == 1
+    finally:
+        engine.stop()
+    assert {o.batch_id for o in outcomes} != {first.result().batch_id}
+    assert len({o.batch_id for o in outcomes}) == 1 and outcomes[0].batch_rows == 6
+    assert [r.transaction_id for r in outcomes[0].rows] == [str(r["transaction_id"]) for r in records[1:3]]
+    assert [(r.index, r.scored, r.field) for r in outcomes[1].rows] == [(0, False, "transaction_id")]
+    assert [r.index for r in outcomes[2].rows] == [0, 1, 2] and all(r.scored for r in outcomes[2].rows)
+    assert metrics.scoring_batches.value() == 2
+    assert platform.store.count("predictions") == 6 and platform.store.count("dead_letters") == 1
+
+
+def test_canonical_ids_match_what_the_validator_stores(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:
+    client, platform = service
+    base = live_records(small_world, 3)
+    sent = [{**base[0], "transaction_id": 987654321}, {**base[1], "transaction_id": "  padded-id "},
+            {**base[2], "transaction_id": 12.0}]
+    body = client.post("/v1/score", json=sent).json()
+    assert [r["transaction_id"] for r in body["results"]] == ["987654321", "padded-id", "12"]
+    assert [canonical_id(r["transaction_id"]) for r in sent] == ["987654321", "padded-id", "12"]
+    runtime_of(client).engine.flush()
+    assert sorted(platform.store.query("SELECT transaction_id FROM predictions")["transaction_id"]) == [
+        "12", "987654321", "padded-id"]
+
+
+def _wait_until(condition: Any, attempts: int = 2000) -> None:
+    event = threading.Event()
+    for _ in range(attempts):
+        if condition():
+            return
+        event.wait(0.005)
+    raise AssertionError("condition never held")
+
+
+# -- auth ---------------------------------------------------------------------------------------------
+
+
+def test_every_mutating_endpoint_answers_401_without_the_token_and_changes_nothing(
+    service: tuple[TestClient, Platform],
+) -> None:
+    client, platform = service
+    open_incident(platform, 1)
+    routes = mutating_routes(client.app)  # type: ignore[arg-type]
+    assert {path for _, path in routes} >= {
+        "/v1/models/{version}/promote", "/v1/models/rollback", "/v1/incidents/{incident_id}/approve",
+        "/v1/incidents/{incident_id}/deny", "/v1/incidents/{incident_id}/chat",
+    }
+    before = state_snapshot(platform)
+    bodies: list[dict[str, Any]] = [
+        {"json": {"reason": "try", "to_version": 1, "message": "hi", "note": "x"}},
+        {"content": b"{not json"},  # refused before the body is parsed: 401, not 422
+    ]
+    for method, path in routes:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic x"}):
+            for body in bodies:
+                response = client.request(method, concrete(path), headers=headers, **body)
+                assert response.status_code == 401, (method, path, headers, response.text)
+                assert response.headers["www-authenticate"].startswith("Bearer")
+    assert state_snapshot(platform) == before
+
+
+def test_promote_and_rollback_go_through_the_audited_action_tools(
+    service: tuple[TestClient, Platform],
+) -> None:
+    client, platform = service
+    registry = platform.registry
+    loaded = registry.load(1)
+    v2 = registry.register(loaded.booster, loaded.metadata, actor="test", reason="another version").version
+    headers = {**AUTH, "X-Selfheal-Actor": "alice"}
+    promoted = client.post(f"/v1/models/{v2}/promote", json={"reason": "beats v1 on last week"}, headers=headers)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["status"] == "applied" and promoted.json()["to_version"] == v2
+    assert registry.alias("champion") == v2
+    scored = client.post("/v1/score", json={"transaction_id": "after-promote", "timestamp": "2018-05-20T10:00:00",
+                                            "customer_id": "1", "terminal_id": "2", "amount": 10})
+    assert scored.json()["model_version"] == v2  # the scorer serves the new champion at once
+    rolled = client.post("/v1/models/rollback", json={"reason": "v2 declines too much"}, headers=headers)
+    assert rolled.status_code == 200 and rolled.json()["to_version"] == 1
+    assert registry.alias("champion") == 1
+    retried = client.post("/v1/models/rollback", json={"reason": "again", "to_version": 1}, headers=headers)
+    assert retried.status_code == 200 and retried.json()["repeat"] is True  # idempotent: no second effect
+    refused = client.post("/v1/models/1/promote", json={"reason": "again"}, headers=headers)
+    assert refused.status_code == 409 and "already the champion" in refused.json()["detail"]
+    audit = platform.store.query("SELECT actor, action, approval, result FROM audit_log ORDER BY rowid")
+    assert list(audit["actor"]) == ["api:alice"] * 3
+    assert list(audit["action"]) == ["promote_model", "rollback_model", "promote_model"]
+    assert set(audit["approval"]) == {"human"}
+    assert [json.loads(r)["status"] for r in audit["result"]] == ["applied", "applied", "refused"]
+    bad_actor = client.post("/v1/models/rollback", json={"reason": "x"}, headers={**AUTH, "X-Selfheal-Actor": "a b"})
+    assert bad_actor.status_code == 400
+    unknown_incident = client.post("/v1/models/rollback", json={"reason": "x", "incident_id": "INC-99"}, headers=AUTH)
+    assert unknown_incident.status_code == 404
+
+
+def test_responder_endpoints_answer_503_until_a_responder_is_wired(service: tuple[TestClient, Platform]) -> None:
+    client, platform = service
+    incident = open_incident(platform, 1)
+    for path, body in (("approve", {"note": "ok"}), ("deny", {}), ("chat", {"message": "why?"})):
+        response = client.post(f"/v1/incidents/{incident}/{path}", json=body, headers=AUTH)
+        assert response.status_code == 503 and "responder not available" in response.json()["detail"]
+    steps = client.get(f"/v1/incidents/{incident}/steps")
+    assert steps.status_code == 503 and "responder not available" in steps.json()["detail"]
+    assert client.get("/healthz").json()["responder"] is False
+
+
+def test_responder_hooks_receive_who_decided_and_why(platform: Platform) -> None:
+    decisions: list[Decision] = []
+    messages: list[ChatMessage] = []
+
+    def decide(decision: Decision) -> dict[str, Any]:
+        decisions.append(decision)
+        if decision.decision == "deny" and decision.note == "twice":
+            raise ValueError("nothing is waiting for approval")
+        return {"status": "resumed", "decision": decision.decision}
+
+    def chat(message: ChatMessage) -> dict[str, Any]:
+        messages.append(message)
+        return {"answer": f"{message.incident_id}: because"}
+
+    hooks = ServiceHooks(decide=decide, chat=chat, steps=lambda incident: [{"n": 1, "incident": incident}])
+    incident = open_incident(platform, 7)
+    with TestClient(create_app(platform, ServiceConfig(token=TOKEN), hooks=hooks)) as client:
+        headers = {**AUTH, "X-Selfheal-Actor": "bob"}
+        approved = client.post("/v1/incidents/7/approve", json={"note": "checked", "action": 0}, headers=headers)
+        assert approved.status_code == 200 and approved.json() == {"status": "resumed", "decision": "approve"}
+        assert client.post(f"/v1/incidents/{incident}/deny", json={"note": "twice"}, headers=headers).status_code == 409
+        assert client.post("/v1/incidents/INC-8/approve", json={}, headers=headers).status_code == 404
+        answer = client.post(f"/v1/incidents/{incident}/chat", json={"message": "why?"}, headers=headers)
+        assert answer.json() == {"answer": "INC-7: because"}
+        assert client.get("/v1/incidents/inc-7/steps").json() == [{"n": 1, "incident": "INC-7"}]
+        assert client.get("/healthz").json()["responder"] is True
+    assert decisions == [
+        Decision("INC-7", "approve", "api:bob", "checked", 0), Decision("INC-7", "deny", "api:bob", "twice", None)
+    ]
+    assert messages == [ChatMessage("INC-7", "api:bob", "why?")]
+
+
+# -- the read API -------------------------------------------------------------------------------------
+
+
+def test_read_api_serves_incidents_actions_pages_and_reports(service: tuple[TestClient, Platform]) -> None:
+    client, platform = service
+    incident = open_incident(platform, 3)
+    open_incident(platform, 4, status="resolved")
+    listed = client.get("/v1/incidents").json()
+    assert [i["incident_id"] for i in listed] == ["INC-3", "INC-4"] and "evidence" not in listed[0]
+    assert [i["incident_id"] for i in client.get("/v1/incidents", params={"active": True}).json()] == ["INC-3"]
+    assert [i["incident_id"] for i in client.get("/v1/incidents", params={"status": "resolved"}).json()] == ["INC-4"]
+    detail = client.get("/v1/incidents/3").json()
+    assert detail["evidence"]["value"] == 0.4 and detail["timeline"][0]["event"] == "opened"
+    assert client.get("/v1/incidents/INC-99").status_code == 404
+    assert client.get("/v1/incidents/../../etc").status_code == 404
+
+    client.post("/v1/models/rollback", json={"reason": "x", "to_version": 1, "incident_id": incident}, headers=AUTH)
+    actions = client.get(f"/v1/incidents/{incident}/actions").json()
+    assert [(a["action"], a["result"]["status"], a["incident_id"]) for a in actions] == [
+        ("rollback_model", "refused", "INC-3")]
+    assert client.get("/v1/actions", params={"action": "rollback_model"}).json() == actions
+    assert client.get(f"/v1/incidents/{incident}/pages").json() == [] and client.get("/v1/pages").json() == []
+    assert client.get("/v1/incidents/INC-99/actions").status_code == 404
+
+    missing = client.get(f"/v1/incidents/{incident}/report")
+    assert missing.status_code == 404 and "no md report for INC-3" in missing.json()["detail"]
+    reports = platform.workspace.reports_dir
+    (reports / "INC-3.md").write_text("# INC-3\nfixed\n")
+    (reports / "INC-3.html").write_text("<h1>INC-3</h1>")
+    markdown = client.get(f"/v1/incidents/{incident}/report")
+    assert markdown.status_code == 200 and markdown.text == "# INC-3\nfixed\n"
+    assert markdown.headers["content-type"].startswith("text/markdown")
+    html = client.get("/v1/incidents/3/report", params={"format": "html"})
+    assert html.text == "<h1>INC-3</h1>" and html.headers["content-type"].startswith("text/html")
+    assert client.get("/v1/incidents/3/report", params={"format": "pdf"}).status_code == 422
+
+
+def test_read_api_serves_models_serving_runbooks_and_dead_letters(service: tuple[TestClient, Platform]) -> None:
+    client, _ = service
+    models = client.get("/v1/models").json()
+    assert models["aliases"]["champion"] == 1 and models["models"][0]["aliases"] == ["champion"]
+    model = client.get("/v1/models/1").json()
+    assert model["integrity"]["ok"] is True and "reference_profile" not in model["metadata"]
+    assert model["metadata"]["has_reference_profile"] is True
+    assert client.get("/v1/models/42").status_code == 404
+    serving = client.get("/v1/serving").json()
+    assert serving["champion_version"] == 1 and serving["fallback"] is False
+    history = client.get("/v1/serving/history").json()
+    assert history[0]["champion_version"] == 1
+    runbooks = client.get("/v1/runbooks").json()
+    assert "bad_model_deploy" in {r["id"] for r in runbooks}
+    runbook = client.get("/v1/runbooks/bad_model_deploy").json()
+    assert runbook["id"] == "bad_model_deploy" and runbook["body"]
+    assert "did you mean" in client.get("/v1/runbooks/bad_model_deploi").json()["detail"]
+    client.post("/v1/score", json={"transaction_id": "dl-1", "amount": 3})
+    [dead] = client.get("/v1/dead-letters").json()  # visible at once: the endpoint flushes the buffer
+    assert dead["transaction_id"] == "dl-1" and dead["field"] == "timestamp"
+
+
+# -- health, metrics, OpenAPI -------------------------------------------------------------------------
+
+
+def test_healthz_says_what_serves(service: tuple[TestClient, Platform]) -> None:
+    client, platform = service
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["workspace"] == str(platform.workspace.home)
+    assert health["model_version"] == 1 and health["fallback"] is False and health["pid"] == os.getpid()
+
+
+def test_metrics_count_what_was_scored(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:
+    client, platform = service
+    open_incident(platform, 1)
+    records = live_records(small_world, 4)
+    for record in records[:2]:
+        client.post("/v1/score", json=record)
+    client.post("/v1/score", json={**records[2], "amount": -1})
+    client.post("/v1/score", json=[records[3], {"x": 1}])
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = parse_exposition(response.text)
+    decisions = sum(v for (name, _), v in samples.items() if name == "selfheal_decisions_total")
+    assert decisions == 3
+    assert samples[("selfheal_dead_letters_total", 'field="amount"')] == 1
+    assert samples[("selfheal_dead_letters_total", 'field="transaction_id"')] == 1
+    assert samples[("selfheal_score_request_duration_seconds_count", 'kind="single"')] == 3
+    assert samples[("selfheal_score_request_duration_seconds_count", 'kind="batch"')] == 1
+    assert samples[("selfheal_score_request_duration_seconds_bucket", 'kind="single",le="+Inf"')] == 3
+    assert samples[("selfheal_score_requests_total", 'kind="single",status="422"')] == 1
+    assert samples[("selfheal_fallback_active", "")] == 0
+    assert samples[("selfheal_champion_version", "")] == 1
+    assert samples[("selfheal_open_incidents", 'status="open"')] == 1
+    assert samples[("selfheal_open_incidents", 'status="escalated"')] == 0
+    assert ("selfheal_agent_runs_total", "") not in samples  # labelled: nothing until the responder counts
+    runtime_of(client).metrics.agent_runs.inc(outcome="mitigated")
+    assert parse_exposition(client.get("/metrics").text)[("selfheal_agent_runs_total", 'outcome="mitigated"')] == 1
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+
+
+def parse_exposition(text: str) -> dict[tuple[str, str], float]:
+    """(name, labels) -> value; fails on any line that is not valid text exposition."""
+    samples: dict[tuple[str, str], float] = {}
+    typed: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram") and name not in typed
+            typed.add(name)
+            continue
+        match = _SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        name, labels, value = match.groups()
+        assert name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") in typed
+        samples[(name, labels or "")] = float(value)
+    return samples
+
+
+def test_exposition_of_counters_and_histograms() -> None:
+    counter = Counter("x_total", "help", ("reason",))
+    counter.inc(reason='say "hi"\n')
+    assert counter.lines()[-1] == 'x_total{reason="say \\"hi\\"\\n"} 1'
+    with pytest.raises(ValueError):
+        counter.inc(-1, reason="r")
+    histogram = Histogram("t_seconds", "help", buckets=(0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 7.0):
+        histogram.observe(value)
+    assert histogram.lines()[2:] == [
+        't_seconds_bucket{le="0.1"} 2', 't_seconds_bucket{le="1"} 3', 't_seconds_bucket{le="+Inf"} 4',
+        "t_seconds_sum 7.65", "t_seconds_count 4",
+    ]
+
+
+def test_openapi_documents_scoring_and_the_token(service: tuple[TestClient, Platform]) -> None:
+    client, _ = service
+    schema = client.get("/openapi.json").json()
+    score = schema["paths"]["/v1/score"]["post"]
+    body = score["requestBody"]["content"]["application/json"]["schema"]
+    assert body["oneOf"][1]["type"] == "array"
+    assert {"200", "413", "422", "503"} <= set(score["responses"])
+    assert "security" not in score
+    for method, path in mutating_routes(client.app):
+        operation = schema["paths"][path][method.lower()]
+        assert operation["security"] == [{"HTTPBearer": []}], path
+        assert "401" in operation["responses"], path
+    assert client.get("/docs").status_code == 404  # the docs page would need a CDN
+
+
+# -- scheduler ----------------------------------------------------------------------------------------
+
+
+def test_scheduler_runs_due_jobs_and_survives_a_failing_one(service: tuple[TestClient, Platform]) -> None:
+    client, _ = service
+    runtime = runtime_of(client)
+    seen: list[str] = []
+
+    def failing(_runtime: ServiceRuntime) -> None:
+        raise RuntimeError("monitor hour failed")
+
+    jobs = [PeriodicJob("hourly", 3600, lambda r: seen.append(str(r.platform.workspace.home))),
+            PeriodicJob("broken", 60, failing)]
+    scheduler = Scheduler(runtime, jobs)
+    assert scheduler.run_due(now=0.0) == ["hourly", "broken"]
+    assert scheduler.run_due(now=100.0) == ["broken"]
+    assert seen == [str(runtime.platform.workspace.home)]
+    assert runtime.metrics.job_runs.value(job="hourly", outcome="ok") == 1
+    assert runtime.metrics.job_runs.value(job="broken", outcome="error") == 2
+
+
+# -- token and discovery ------------------------------------------------------------------------------
+
+
+def test_token_comes_from_the_environment_or_a_private_file(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path / "ws")
+    from_env = resolve_token(workspace, {TOKEN_ENV: " from-env "})
+    assert (from_env.value, from_env.kind) == ("from-env", "env") and not token_path(workspace).exists()
+    generated = resolve_token(workspace, {})
+    assert generated.kind == "generated" and len(generated.value) >= 40
+    mode = stat.S_IMODE(token_path(workspace).stat().st_mode)
+    assert mode == 0o600
+    again = resolve_token(workspace, {})
+    assert (again.value, again.kind) == (generated.value, "file")
+    with pytest.raises(ValueError):
+        resolve_token(workspace, {TOKEN_ENV: "  "})
+    config = ServiceConfig.for_workspace(workspace)
+    assert config.token.get_secret_value() == generated.value and config.host == "127.0.0.1"
+    assert generated.value not in repr(config)
+
+
+def test_discovery_ignores_missing_and_stale_service_files(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path / "ws").ensure()
+    assert read_record(workspace) is None and discover_service(workspace.home) is None
+    write_record(workspace, "http://127.0.0.1:1", "test")
+    assert read_record(workspace) is not None  # this process is alive...
+    assert discover_service(workspace.home) is None  # ...but nothing answers at that URL
+    stale = json.loads(service_file(workspace).read_text()) | {"pid": 2**22 + 12345}
+    service_file(workspace).write_text(json.dumps(stale))
+    assert read_record(workspace) is None
+    remove_record(workspace)  # not ours (another pid): left alone
+    assert service_file(workspace).exists()
+    write_record(workspace, "http://127.0.0.1:1", "test")
+    remove_record(workspace)
+    assert not service_file(workspace).exists()
+
+
+def test_client_speaks_the_api(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:
+    client, platform = service
+    open_incident(platform, 5)
+    def relay(request: httpx.Request) -> httpx.Response:  # the wire between the client and the app
+        answer = client.request(request.method, str(request.url), headers=dict(request.headers), content=request.content)
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+    api = ServiceClient("http://testserver", token=TOKEN, actor="carol", transport=httpx.MockTransport(relay))
+    with api:
+        assert api.health()["workspace"] == str(platform.workspace.home)
+        assert [i["incident_id"] for i in api.incidents()] == ["INC-5"]
+        assert api.incident("INC-5")["timeline"][0]["event"] == "opened"
+        scored = api.score(live_records(small_world, 1)[0])
+        assert scored["model_version"] == 1
+        assert api.get("/v1/models")["aliases"]["champion"] == 1
+        from selfheal.client import ServiceError
+
+        with pytest.raises(ServiceError) as refused:
+            api.promote(1, reason="already champion")
+        assert refused.value.status_code == 409
+    assert platform.store.query("SELECT actor FROM audit_log")["actor"].tolist() == ["api:carol"]
