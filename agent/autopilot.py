@@ -6,7 +6,8 @@ scheduler) calls once the hour's transactions are scored and logged:
 1. the monitor evaluates the hour (and the day at midnight) and opens, updates or resolves incidents;
 2. every incident that opened or reopened gets an investigation (a new run of the responder graph);
 3. runs waiting for data after an action are woken when their time has come, and re-check the fix;
-4. an incident the platform paged for that the monitor has now resolved gets a PagerDuty ``resolve``.
+4. an incident the monitor has resolved gets its quarantined features released (the raw feature is
+   healthy again) and, if the platform paged for it, a PagerDuty ``resolve``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from datetime import datetime, timedelta
 
 from agent.responder import Responder, RunResult
 from monitor.runner import Monitor
+from tools.audit import ActionLog
 from tools.pagers import OutboxPager, Page, dispatch
+from tools.registry import call_tool
 
 HOUR = timedelta(hours=1)
 
@@ -54,6 +57,8 @@ class Autopilot:
                 to_investigate.append(change.incident_id)
             elif change.change == "resolved":
                 happened.append(AutopilotEvent(end, "resolved", change.incident_id, "condition cleared"))
+                for released in self._release_quarantines(change.incident_id):
+                    happened.append(AutopilotEvent(end, "released", change.incident_id, released))
                 sent = self._send_resolve(change.incident_id)
                 if sent:
                     happened.append(AutopilotEvent(end, "resolve_sent", change.incident_id, sent))
@@ -68,6 +73,28 @@ class Autopilot:
             if self.on_event is not None:
                 self.on_event(event)
         return happened
+
+    def _release_quarantines(self, incident_id: str) -> list[str]:
+        """Features this incident's investigation quarantined, released once the monitor sees them healthy.
+
+        The monitor resolves a feature-quality incident only after the raw feature (which it keeps
+        watching under quarantine) has looked like its reference for several hours: the upstream job is
+        fixed. Leaving the imputation on would then skew scores for no reason.
+        """
+        rt = self.responder.runtime
+        released = []
+        for feature in self._quarantined_by(incident_id):
+            if feature in rt.serving.current().quarantined_features:
+                ctx = rt.tool_context(incident_id, reason=f"upstream recovered: {incident_id} resolved by the monitor")
+                call_tool("release_feature", ctx, {"feature": feature})
+                released.append(feature)
+        return released
+
+    def _quarantined_by(self, incident_id: str) -> list[str]:
+        rows = ActionLog(self.responder.runtime.store, self.responder.runtime.clock).rows(
+            incident_id=incident_id, action="quarantine_feature"
+        )
+        return sorted({str(r.args.get("feature")) for r in rows if r.status == "applied"})
 
     def _send_resolve(self, incident_id: str) -> str | None:
         """A resolve event for a paged incident, once (the outbox remembers)."""

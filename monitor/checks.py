@@ -36,6 +36,7 @@ VOLUME_DROP_SHARE = 0.6
 VOLUME_Z = 4.0
 # Alert rate: a relative change this large, outside a Wilson interval at this z (two-sided ~1e-4).
 ALERT_RATE_FLOOR = 0.5
+FALLBACK_SHARE = 0.5
 ALERT_Z = 3.89
 # Latency: p99 this many times the trailing baseline and at least this many ms above it.
 LATENCY_RATIO = 3.0
@@ -203,9 +204,18 @@ def volume_check(ctx: CheckContext) -> list[Finding]:
 # -- predictions and serving (hourly) -----------------------------------------------------------------
 
 
+def served_by_fallback(window: WindowCounts) -> bool:
+    """Most rows were scored by the fallback rules (switched on deliberately, or because the model could not
+    load): their scores and alert rate are the rules', not comparable with the model's reference. Why the
+    fallback serves is the business of the incident that switched it on (or of model_integrity)."""
+    return window.rows > 0 and window.scalars.get("fallback_rows", 0.0) > FALLBACK_SHARE * window.rows
+
+
 @check("alert_rate", "hour")
 def alert_rate_check(ctx: CheckContext) -> list[Finding]:
     """Share of transactions flagged (review or decline) against the reference, with a Wilson interval."""
+    if served_by_fallback(ctx.window):
+        return []
     n = ctx.window.rows
     alerts = int(ctx.window.scalars.get("alerts", 0))
     expected = ctx.profile.alert_rate
@@ -483,6 +493,8 @@ def data_drift_check(ctx: CheckContext) -> list[Finding]:
 @check("score_drift", "day")
 def score_drift_check(ctx: CheckContext) -> list[Finding]:
     """Drift of the model's score distribution against the reference."""
+    if served_by_fallback(ctx.window):
+        return []
     counts = ctx.window.subjects.get(SCORE_SUBJECT)
     if counts is None or counts.rows == 0:
         return []

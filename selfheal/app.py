@@ -7,14 +7,37 @@ DuckDB file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from scorer.registry import ModelRegistry
 from scorer.score import Scorer, ScorerConfig
 from scorer.serving import ServingStateStore
 from store import Store, Workspace
+
+if TYPE_CHECKING:
+    from agent.responder import Responder
+    from monitor.runner import Monitor
+
+# A workspace played in simulated time (the demo, evals) records where its clock stopped, so commands run
+# on it later (approve, investigate, report) stamp their changes in the same timeline, not today's date.
+SIMULATED_NOW_FILE = "simulated-now.json"
+
+
+def save_simulated_now(workspace: Workspace, now: datetime) -> None:
+    """Record the simulated clock of a workspace played in simulated time."""
+    (workspace.home / SIMULATED_NOW_FILE).write_text(json.dumps({"now": now.isoformat()}))
+
+
+def simulated_now(workspace: Workspace) -> datetime | None:
+    """Where a simulated workspace's clock stopped, or None for a workspace that lives in real time."""
+    path = workspace.home / SIMULATED_NOW_FILE
+    if not path.exists():
+        return None
+    return datetime.fromisoformat(json.loads(path.read_text())["now"])
 
 
 class Platform:
@@ -28,6 +51,9 @@ class Platform:
         scorer_config: ScorerConfig | None = None,
     ) -> None:
         self.workspace = workspace.ensure()
+        if clock is None and (frozen := simulated_now(workspace)) is not None:
+            clock = lambda: frozen  # noqa: E731 - the simulated instant the workspace stopped at
+        self.clock: Callable[[], datetime] = clock or datetime.now
         self.store = Store.open(workspace)
         self.serving = ServingStateStore(self.store, clock=clock)
         self.registry = ModelRegistry(self.store, workspace.models_dir, self.serving)
@@ -36,6 +62,42 @@ class Platform:
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: object) -> Platform:
         return cls(Workspace.from_env(home), **kwargs)  # type: ignore[arg-type]
+
+    def responder(
+        self,
+        monitor: Monitor | None = None,
+        *,
+        planner: str | None = None,
+        runbooks_dir: Path | None = None,
+        extras: dict[str, Any] | None = None,
+        pagers: list[Any] | None = None,
+        after_side_effect: Callable[[str, str], None] | None = None,
+    ) -> Responder:
+        """The incident responder for this workspace (close it before the platform).
+
+        The LLM planner is available when ``OPENAI_BASE_URL`` or ``OPENAI_API_KEY`` is set; pagers come
+        from the environment (`tools.pagers.PagerConfig`) unless given.
+        """
+        from agent.context import AgentConfig, AgentRuntime
+        from agent.llm import LLMClient, LLMConfig
+        from agent.responder import Responder, checkpoints_path
+        from monitor.runner import Monitor
+        from tools.pagers import PagerConfig, build_pagers
+
+        watched = monitor or Monitor(self.store, self.registry, self.serving, clock=self.clock)
+        llm_config = LLMConfig.from_env()
+        config = AgentConfig(planner=planner or "auto")  # type: ignore[arg-type]  # checked by Responder
+        runtime = AgentRuntime.for_platform(
+            self,
+            watched,
+            config=config,
+            runbooks_dir=runbooks_dir,
+            llm=LLMClient(llm_config) if llm_config.configured else None,
+            pagers=pagers if pagers is not None else build_pagers(PagerConfig.from_env(), self.store, clock=self.clock),
+            extras=extras,
+        )
+        runtime.after_side_effect = after_side_effect
+        return Responder(runtime, checkpoints_path(self.workspace.home))
 
     def close(self) -> None:
         self.scorer.close()

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scorer.errors import ScorerError
+from selfheal.cli_agent import register as register_agent_commands
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
 from store import TIME_COLUMNS, StoreError
@@ -34,6 +35,7 @@ incidents_app = typer.Typer(help="List and inspect incidents raised by the monit
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(runbooks_app, name="runbooks")
 register_serve_command(app)
+register_agent_commands(app)
 
 console = Console(stderr=True)
 out = Console()

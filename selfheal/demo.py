@@ -1,10 +1,12 @@
-"""`selfheal demo`: the loop on the embedded default, in simulated time, no network, no API key.
+"""`selfheal demo`: the whole self-healing loop on the embedded default, in simulated time, no network,
+no API key.
 
-The story so far: simulate a history, train, register and profile a champion, then play live days hour by
-hour through the real scorer while labels arrive a week late and a few scheduled faults strike; the
-monitor checks every hour (and every day) and raises incidents. The summary shows what was scored, what
-was dead-lettered, and which incidents opened, how fast. (Investigating and repairing them is the
-responder's job, which joins this loop when it lands.)
+The story: simulate a history, train, register and profile a champion, then play live days hour by hour
+through the real scorer while labels arrive a week late and scheduled faults strike (a feature pipeline
+outage, a wrong decision threshold, a bad model deploy). Every hour the monitor checks and raises incidents; the
+responder (the deterministic, runbook-driven planner: no API key) investigates each one as it opens, acts,
+waits for data to verify the fix, pages a human only when it must and writes the incident report. The
+run ends with a table: incident, root cause, action, verified, paged, time to mitigate, and the reports.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.autopilot import Autopilot, AutopilotEvent
+from agent.responder import RunResult
 from evals.faults import Fault, make_fault
 from evals.live import LiveRun, LiveWorld, SimClock
 from monitor.reference import train_register_and_profile
 from monitor.runner import Monitor
 from scorer import columns as C
 from scorer.simulate import Simulator, WorldConfig
-from selfheal.app import Platform
+from selfheal.app import Platform, save_simulated_now
 from store import Workspace
 
 HOUR = timedelta(hours=1)
@@ -46,8 +50,13 @@ class DemoConfig:
 def demo_faults(live_start: datetime, live_days: int) -> list[Fault]:
     """The demo's schedule: what goes wrong, and when (offsets into the live period)."""
     schedule: list[tuple[int, int, int | None, str, dict[str, Any]]] = [
-        (1, 10, 6, "feature_nulls", {"features": ["terminal_risk_7d", "terminal_risk_30d"], "rate": 1.0}),
-        (3, 9, 1, "schema_change", {"drop": ["customer_id"], "rename": {}}),
+        # The 30-day count job ships nulls; its owners fix it after 6 hours. The platform must protect the
+        # model meanwhile (a page: the upstream job needs a person) and say what it did.
+        (1, 10, 6, "feature_nulls", {"features": ["terminal_tx_count_30d", "customer_tx_count_30d"], "rate": 1.0}),
+        # A config rollout sets the decline threshold to 0.0035 (the 90th percentile of scores, where the
+        # champion's is near the 99.5th): restored, verified, no page.
+        (3, 9, None, "threshold_misconfig", {"threshold": 0.0035}),
+        # The deploy pipeline promotes a model trained on flipped labels: rolled back, verified, no page.
         (5, 12, None, "bad_deploy", {"mode": "inverted_labels"}),
     ]
     faults = []
@@ -94,13 +103,21 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, float]:
             console.print(f"scheduled fault: {fault.kind} at {fault.start:%a %Y-%m-%d %H:%M} {ends}")
         platform.scorer.features.observe(history)
         monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
-        played = _play(platform, simulator, clock, monitor, faults, history, config, console)
-        summary = _summarise(platform, played)
-        incidents = monitor.incidents.list()
+        # Pages go to the outbox (and on to PagerDuty/Slack only if configured); the demo prints them itself.
+        responder = platform.responder(monitor, planner="deterministic", extras={"history": history}, pagers=[])
+        try:
+            played = _play(platform, simulator, clock, Autopilot(monitor, responder), faults, history, config, console)
+            save_simulated_now(platform.workspace, clock())
+            summary = _summarise(platform, played)
+            incidents = monitor.incidents.list()
+            runs = {r["incident_id"]: r for r in responder.runs()}
+        finally:
+            responder.close()
         summary["incidents"] = float(len(incidents))
         summary["wall_seconds"] = time.perf_counter() - started
         _print_summary(summary, config, console)
-        _print_incidents(incidents, faults, console)
+        outcomes = _print_incidents(incidents, runs, faults, console)
+        summary.update(outcomes)
     return summary
 
 
@@ -108,7 +125,7 @@ def _play(
     platform: Platform,
     simulator: Simulator,
     clock: SimClock,
-    monitor: Monitor,
+    pilot: Autopilot,
     faults: list[Fault],
     history: pd.DataFrame,
     config: DemoConfig,
@@ -120,10 +137,8 @@ def _play(
     )
 
     def on_hour(end: datetime, _report: object) -> None:
-        for change in monitor.run_hour(end - HOUR).changes:
-            if change.change in ("opened", "reopened", "resolved"):
-                incident = monitor.incidents.get(change.incident_id)
-                progress.console.print(f"{end:%a %H:%M}  {change.incident_id} {change.change}: {incident.title}")
+        for event in pilot.after_hour(end):
+            _print_event(event, progress.console)
 
     with progress:
         task = progress.add_task("live", total=config.live_days * 24)
@@ -139,6 +154,40 @@ def _play(
             progress=lambda done, _total: progress.update(task, completed=done),
         )
         return world.run()
+
+
+def _print_event(event: AutopilotEvent, console: Console) -> None:
+    when = f"{event.at:%a %H:%M}"
+    if event.what in ("opened", "reopened"):
+        console.print(f"{when}  [bold]{event.incident_id}[/bold] {event.what}: {event.detail}")
+    elif event.what == "resolved":
+        console.print(f"{when}  {event.incident_id} resolved by the monitor (condition cleared)")
+    elif event.what == "resolve_sent":
+        console.print(f"{when}  {event.incident_id} page resolved ({event.detail})")
+    elif event.run is not None:
+        _print_run(when, event.run, console)
+
+
+def _print_run(when: str, run: RunResult, console: Console) -> None:
+    state = run.state
+    diagnosis = state.get("diagnosis") or {}
+    if run.status == "waiting_data" and run.state.get("verification", {}).get("attempts", 0) > 1:
+        return  # still waiting: nothing new to say
+    console.print(
+        f"{when}  {run.incident_id} responder: root cause [bold]{diagnosis.get('root_cause')}[/bold] "
+        f"(runbook {diagnosis.get('runbook_id')}, confidence {float(diagnosis.get('confidence', 0)):.2f})"
+    )
+    if run.status == "waiting_data" and state.get("verification", {}).get("attempts", 0) <= 1:
+        for action in state.get("plan", []):
+            console.print(f"         acted: {action['action']} {action.get('args', {})} -> {action.get('status')}")
+        console.print(f"         verifying: {state.get('verification', {}).get('reason')}")
+    if run.status == "done":
+        verification = state.get("verification") or {}
+        page = state.get("page_decision") or {}
+        console.print(f"         verification {verification.get('status')}: {verification.get('reason')}")
+        verdict = "[red]PAGE SENT[/red]" if page.get("sent") else "[green]no page[/green]"
+        console.print(f"         {verdict} ({page.get('rule')}): {page.get('reason')}")
+        console.print(f"         report: {state.get('report', {}).get('html')}")
 
 
 def _summarise(platform: Platform, played: LiveRun) -> dict[str, float]:
@@ -179,17 +228,42 @@ def _print_summary(summary: dict[str, float], config: DemoConfig, console: Conso
     console.print(table)
 
 
-def _print_incidents(incidents: list[Any], faults: list[Fault], console: Console) -> None:
-    table = Table(title="incidents (the automatic responder is not built yet: they await a human)")
-    for column in ("id", "kind", "status", "opened", "detected after"):
+def _print_incidents(
+    incidents: list[Any], runs: dict[str, dict[str, Any]], faults: list[Fault], console: Console
+) -> dict[str, float]:
+    table = Table(title="incidents and what the platform did")
+    for column in ("incident", "kind", "root cause", "action", "verified", "paged", "detected after", "mitigated after"):
         table.add_column(column)
+    counts = {"verified": 0.0, "paged": 0.0, "not_paged": 0.0}
     for incident in incidents:
         before = [f for f in faults if f.start <= incident.opened_at]
-        lag = incident.opened_at - max(before, key=lambda f: f.start).start if before else None
+        fault_start = max(before, key=lambda f: f.start).start if before else None
+        run = runs.get(incident.incident_id) or {}
+        state = run.get("state") or {}
+        actions = [a["action"] for a in state.get("plan", []) if a["action"] != "add_note" and a.get("status") in ("applied", "repeat")]
+        acted_at = state.get("acted_at")
+        verified = (state.get("verification") or {}).get("status") == "verified"
+        paged = bool((state.get("page_decision") or {}).get("sent"))
+        counts["verified"] += verified
+        counts["paged"] += paged
+        counts["not_paged"] += bool(state.get("page_decision")) and not paged
         table.add_row(
-            incident.incident_id, incident.kind, incident.status, f"{incident.opened_at:%a %H:%M}",
-            "-" if lag is None else f"{lag.total_seconds() / 3600:.0f} h",
+            incident.incident_id, incident.kind, str(run.get("root_cause") or "-"), ", ".join(actions) or "none",
+            "yes" if verified else (state.get("verification") or {}).get("status", "-"),
+            "yes" if paged else "no",
+            _hours(incident.opened_at - fault_start) if fault_start else "-",
+            _hours(datetime.fromisoformat(acted_at) - fault_start) if fault_start and acted_at else "-",
         )
     console.print(table)
     for incident in incidents:
-        console.print(f"  {incident.incident_id}: {incident.title}")
+        state = (runs.get(incident.incident_id) or {}).get("state") or {}
+        page = state.get("page_decision") or {}
+        why = f"{'page' if page.get('sent') else 'no page'}: {page.get('reason')}" if page else "not investigated"
+        console.print(f"  {incident.incident_id}: {why}")
+        if state.get("report"):
+            console.print(f"      report {state['report'].get('markdown')}  {state['report'].get('html')}")
+    return counts
+
+
+def _hours(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:.0f} h"

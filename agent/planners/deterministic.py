@@ -52,7 +52,9 @@ def evidence_lines(incident: dict[str, Any], steps: list[StepRecord]) -> list[st
     """Short, numbered facts with where each came from."""
     evidence = incident.get("evidence") or {}
     lines = []
-    for key in ("metric", "value", "threshold", "features", "rows", "worst"):
+    # metric, value, threshold and features head the summary already; these are the supporting numbers.
+    for key in ("rows", "worst", "peak_value", "observed", "expected", "alert_rate", "reference_alert_rate",
+                "latency_p99_ms", "baseline_p99_ms", "effect"):
         if key in evidence and evidence[key] not in (None, [], {}):
             value = evidence[key]
             text = f"{value:.4g}" if isinstance(value, float) else str(value)

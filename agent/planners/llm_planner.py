@@ -113,7 +113,7 @@ def investigate(state: ResponderState, rt: AgentRuntime) -> dict[str, Any]:
             return _fallback(state, rt, records, usage, f"LLM planner unavailable: {error}")
         _add_usage(usage, reply)
         calls = reply.message.get("tool_calls") or []
-        records.append(step_record("investigate", "llm", f"turn {turn}", rt, ok=True, tokens=dict(reply.usage),
+        records.append(step_record("investigate", "llm", f"turn {turn}", rt, ok=True, tokens=reply.usage.model_dump(),
                                    note=(reply.message.get("content") or "")[:300] or f"{len(calls)} tool call(s)"))
         messages.append(_assistant(reply.message))
         if not calls:
@@ -233,7 +233,7 @@ def validated_plan(state: ResponderState, rt: AgentRuntime, runbook: Runbook) ->
 def _add_usage(usage: dict[str, Any], reply: Any) -> None:
     usage["llm_calls"] = usage.get("llm_calls", 0) + 1
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        usage[key] = usage.get(key, 0) + int(reply.usage.get(key, 0))
+        usage[key] = usage.get(key, 0) + int(getattr(reply.usage, key, 0))
     usage["cost_usd"] = round(float(usage.get("cost_usd", 0.0)) + float(reply.cost_usd), 6)
 
 

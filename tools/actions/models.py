@@ -20,6 +20,7 @@ from tools.registry import tool
 __all__ = ["promote_model", "rollback_model"]
 
 RATE_WINDOW: Final = timedelta(days=1)
+KNOWN_BAD_DAYS: Final = 7  # a version rolled back away from this recently is not a rollback target
 
 
 @tool(kind="action", risk="high")
@@ -27,8 +28,10 @@ def rollback_model(ctx: ToolContext, to_version: int) -> dict[str, Any]:
     """Serve an earlier registered model version as the champion again.
 
     Refused when the version is not registered, is already the champion, or its artifact fails its
-    integrity check, and after too many rollbacks away from the same champion within 24 hours. The
-    result names the replaced champion; its inverse promotes that champion back.
+    integrity check; when the agent would roll back *to* a version that was itself rolled back away
+    from in the last 7 days (known bad: a human decides); and after too many rollbacks away from the
+    same champion within 24 hours. The result names the replaced champion; its inverse promotes that
+    champion back.
 
     Args:
         to_version: The registered model version to serve instead of the current champion.
@@ -39,6 +42,7 @@ def rollback_model(ctx: ToolContext, to_version: int) -> dict[str, Any]:
         if champion == to_version:
             raise ToolRefused(f"model v{to_version} is already the champion; nothing to roll back")
         require_verified(ctx, to_version, "roll back to")
+        _refuse_known_bad(ctx, to_version)
         _check_rollback_rate(ctx, champion)
         reason = change_reason(ctx, "rollback_model")
         try:
@@ -61,6 +65,20 @@ def rollback_model(ctx: ToolContext, to_version: int) -> dict[str, Any]:
         apply,
         in_force=lambda _result: ctx.serving.current().champion_version == to_version,
     )
+
+
+def _refuse_known_bad(ctx: ToolContext, to_version: int) -> None:
+    """An agent must not undo a rollback by rolling back again: the version it would return to was
+    taken out of service for a reason within the last week."""
+    if ctx.actor != "agent":
+        return
+    since = ctx.clock() - timedelta(days=KNOWN_BAD_DAYS)
+    earlier = ActionLog(ctx.store, ctx.clock).since("rollback_model", since, from_version=to_version)
+    if earlier:
+        raise ToolRefused(
+            f"model v{to_version} was rolled back away from at {earlier[-1].recorded_at:%Y-%m-%d %H:%M} "
+            f"({earlier[-1].incident_id}); returning to it needs a human"
+        )
 
 
 @tool(kind="action", risk="high")
