@@ -43,7 +43,8 @@ def feature_break(world: TrainedWorld, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def bad_deploy(world: TrainedWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
     fault = world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
-    return play(world, tmp_path_factory.mktemp("bad-deploy") / "ws", [fault], days=1)
+    # score_drift is a daily check: verification waits for a whole day after the rollback.
+    return play(world, tmp_path_factory.mktemp("bad-deploy") / "ws", [fault], days=2)
 
 
 def _audit(home: Path) -> list[Any]:
