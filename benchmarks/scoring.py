@@ -7,14 +7,22 @@ What is measured, and why:
    on the *same rows*, already featurised, in the *same batch sizes*, with the booster loaded from the
    registry exactly as serving loads it (hash-checked, ``nthread=1``). The ratio e2e / raw says how much of
    the model's speed the platform keeps; the baseline is measured in the same run so the ratio means the
-   same thing on a laptop and on a CI runner.
+   same thing on a laptop and on a CI runner. 10k batches run with three log-writer settings: written by the
+   scoring call after every batch (``flush_rows=1``), buffered into 250k-row chunks written by the scoring
+   call, and buffered with a writer thread (``background_writes``). Every row is in DuckDB when the clock
+   stops: the closing `flush` (a barrier) is timed and included. Process CPU time per 10k rows is reported
+   next to the wall time, because the writer thread uses the second core.
 2. **Single-transaction latency** (`Scorer.score_one` on a JSON-like record, the HTTP path): p50 / p99 of
-   the wall time the caller sees, in process.
-3. **Where the time goes**, for 10k batches and for `score_one`: the same runs again with timers wrapped
-   around the scorer's pieces (validation, feature computation and state upkeep, model input, XGBoost, log
-   rows, the DuckDB flush, the duplicate-id set), so optimisation starts where the time is. The wrappers
-   name some private methods of `Scorer` and `FeatureState`; rename one and this benchmark says so loudly
-   (``mock.patch.object`` refuses a missing attribute).
+   the wall time the caller sees, in process, with the log written by the caller (buffered) and by the
+   writer thread; and the same percentiles of the calling thread's CPU time, which tell the code's own
+   tail from the OS scheduler's on a shared machine.
+3. **Where the time goes**, for 10k batches and for `score_one`: the same runs again (log buffered, written
+   by the caller, so every stage runs on the timed thread) with timers wrapped around the scorer's pieces
+   (validation, features, model input, XGBoost, log rows, the DuckDB writes, the duplicate-id set), so
+   optimisation starts where the time is. The wrappers name some private methods of `Scorer` and
+   `LogWriter`; rename one and this benchmark says so loudly (``mock.patch.object`` refuses a missing
+   attribute). The DuckDB share gives the **log floor**: how many transactions per second DuckDB alone
+   ingests with their 41 logged columns, which bounds any end-to-end number.
 4. **The duplicate-id check** in isolation: `validate` with seen-id sets of growing size, because a check
    whose cost grows with the set would make any number above depend on how long the scorer had run.
 
@@ -22,9 +30,9 @@ Realism: a default-size simulated world (5,000 customers, 10,000 terminals, ~9,7
 60 days of history, a champion trained with the default `TrainParams` (what ``selfheal demo`` serves) and
 registered in a temporary workspace on disk, the scorer's feature state warmed with the history (ids as
 strings, as `Scorer.warm_up` loads them; see `_as_served`), then the following live days scored in time
-order. A check confirms the baseline scores the same values as the scorer on the first call of each row. Batches arrive as frames (files, the simulator); single
-transactions as JSON-like dicts (HTTP). Log writes are buffered for batches of 1 and 100
-(``flush_rows=10_000``; the closing flush is timed and included) and flushed every batch at 10k. Each
+order. A check confirms the baseline scores the same values as the scorer on the first call of each row.
+Batches arrive as frames (files, the simulator); single transactions as JSON-like dicts (HTTP). Log writes
+are buffered for batches of 1 and 100 (``flush_rows=10_000``; the closing flush is timed and included). Each
 measurement gets a fresh scorer (a copy of the trained workspace, warmed with the history), so its
 duplicate-id set holds only the ids that measurement scored; the seen-id count is reported with each row.
 Every measurement first scores a few warm-up batches (model load, first allocations) that are not timed.
@@ -58,6 +66,7 @@ import xgboost as xgb
 from rich.console import Console
 from rich.table import Table
 
+import scorer.features as features_module
 import scorer.score as score_module
 from benchmarks import BenchOptions
 from benchmarks.common import percentile_ms
@@ -68,6 +77,7 @@ from scorer.score import ScorerConfig
 from scorer.simulate import LABEL_COLUMNS, Simulator, WorldConfig
 from scorer.train import TrainParams
 from scorer.validate import validate
+from scorer.window_index import WindowIndex
 from selfheal.app import Platform
 from store import Workspace
 
@@ -77,6 +87,9 @@ R = TypeVar("R")
 BIG = 10_000
 BATCH_SIZES = (BIG, 100, 1)
 BUFFERED_FLUSH_ROWS = 10_000  # what a service scoring small batches would use
+# 10k batches, buffered: chunks of 250k log rows (~125k transactions) fill whole DuckDB row groups (122,880
+# rows), which DuckDB compresses once and writes straight to the file instead of through its WAL.
+BIG_CHUNK_ROWS = 250_000
 # Aims from the issue (acceptance 7).
 AIM_RATIO_10K = 0.25
 AIM_TPS_10K = 100_000.0
@@ -92,6 +105,7 @@ class Plan:
     history_days: int
     train_params: TrainParams | None  # None = the defaults, what the demo serves
     big_batches: int  # timed 10k batches (each measurement scores one more, untimed, first)
+    big_variants: tuple[str, ...]  # which log-writer settings 10k batches are measured with (see `VARIANTS`)
     max_batches: dict[int, int]  # timed batches of 100 and of 1 (at most)
     single_calls: int  # timed score_one calls (at most)
     warmup_batches: dict[int, int]
@@ -104,7 +118,10 @@ FULL = Plan(
     world=WorldConfig(),
     history_days=60,
     train_params=None,
-    big_batches=10,
+    # 40 batches = 800k log rows: the 250k-row chunks are written while scoring goes on (steady state), not
+    # all at the closing flush.
+    big_batches=40,
+    big_variants=("every_batch", "buffered", "background"),
     max_batches={100: 300, 1: 3000},
     single_calls=3000,
     warmup_batches={BIG: 1, 100: 5, 1: 50},
@@ -116,7 +133,8 @@ QUICK = Plan(
     world=WorldConfig(),
     history_days=45,
     train_params=TrainParams(n_estimators=60, early_stopping_rounds=10),
-    big_batches=2,
+    big_batches=14,
+    big_variants=("every_batch", "background"),
     max_batches={100: 50, 1: 300},
     single_calls=300,
     warmup_batches={BIG: 1, 100: 2, 1: 10},
@@ -233,14 +251,40 @@ def _reference_matrix(
     return np.ascontiguousarray(pd.concat(parts)[columns].to_numpy(dtype=np.float32))
 
 
+@dataclass(frozen=True)
+class Writer:
+    """How a measurement's scorer writes its log (see `store.log_writer`)."""
+
+    label: str
+    flush_rows: int
+    background: bool = False
+
+    def config(self) -> ScorerConfig:
+        return ScorerConfig(flush_rows=self.flush_rows, background_writes=self.background)
+
+
+# Labels: "every call" writes in the scoring call; "Nk, caller" buffers N rows and the scoring call writes
+# them; "Nk, thread" buffers N rows and a writer thread writes them.
+VARIANTS: dict[str, Writer] = {
+    "every_batch": Writer("every call", 1),
+    "buffered": Writer(f"{BIG_CHUNK_ROWS // 1000}k, caller", BIG_CHUNK_ROWS),
+    "background": Writer(f"{BIG_CHUNK_ROWS // 1000}k, thread", BIG_CHUNK_ROWS, True),
+}
+SMALL_BATCH_WRITER = Writer(f"{BUFFERED_FLUSH_ROWS // 1000}k, caller", BUFFERED_FLUSH_ROWS)
+SINGLE_WRITERS: dict[str, Writer] = {
+    "score_one": SMALL_BATCH_WRITER,
+    "score_one_background": Writer(f"{BUFFERED_FLUSH_ROWS // 1000}k, thread", BUFFERED_FLUSH_ROWS, True),
+}
+
+
 @contextmanager
-def _fresh_platform(setup: Setup, flush_rows: int) -> Iterator[Platform]:
+def _fresh_platform(setup: Setup, writer: Writer) -> Iterator[Platform]:
     """A copy of the trained workspace whose scorer has seen the history (and no live transaction)."""
     home = Path(tempfile.mkdtemp(prefix="ws-", dir=setup.scratch))
     shutil.rmtree(home)
     shutil.copytree(setup.template, home)
     try:
-        with Platform(Workspace(home), scorer_config=ScorerConfig(flush_rows=flush_rows)) as platform:
+        with Platform(Workspace(home), scorer_config=writer.config()) as platform:
             platform.scorer.features.observe(setup.history)
             yield platform
     finally:
@@ -252,15 +296,17 @@ def _fresh_platform(setup: Setup, flush_rows: int) -> Iterator[Platform]:
 
 @dataclass
 class Measured:
-    """Timed calls of one measurement: per-call wall times plus the closing flush."""
+    """Timed calls of one measurement: per-call wall (and CPU) times plus the closing flush."""
 
     batch_size: int
     rows: int
     latencies: list[float]
     final_flush_s: float = 0.0
-    flush_rows: int = 1
+    writer: Writer | None = None
     seen_ids_at_end: int = 0
     first_scores: np.ndarray | None = None  # the scores of the first timed call, to check the baseline
+    process_cpu_s: float | None = None  # CPU time of the whole process (all threads) over the timed span
+    thread_cpu: list[float] = field(default_factory=list)  # per call, the calling thread's CPU time
 
     @property
     def total_s(self) -> float:
@@ -276,11 +322,11 @@ def _batches(live: pd.DataFrame, size: int, start: int, count: int) -> list[pd.D
 
 
 def _measure_batches(
-    setup: Setup, size: int, timed: int, warmup: int, flush_rows: int, budget_s: float
+    setup: Setup, size: int, timed: int, warmup: int, writer: Writer, budget_s: float
 ) -> Measured:
     """Score ``warmup`` then up to ``timed`` batches of ``size`` live rows with a fresh scorer."""
     batches = _batches(setup.live, size, 0, warmup + timed)
-    with _fresh_platform(setup, flush_rows) as platform:
+    with _fresh_platform(setup, writer) as platform:
         scorer = platform.scorer
         for batch in batches[:warmup]:
             scorer.score_batch(batch, source="benchmark")
@@ -290,6 +336,7 @@ def _measure_batches(
         rows = 0
         first_scores = None
         deadline = time.perf_counter() + budget_s
+        cpu_started = time.process_time()
         for batch in batches[warmup:]:
             started = time.perf_counter()
             result = scorer.score_batch(batch, source="benchmark")
@@ -304,8 +351,12 @@ def _measure_batches(
         started = time.perf_counter()
         scorer.flush()
         final_flush = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        logged = platform.store.count("predictions")
         seen = len(scorer._seen)
-    return Measured(size, rows, latencies, final_flush, flush_rows, seen, first_scores)
+    if logged != rows + warmup * size:  # the clock stopped with every scored row in the store
+        raise RuntimeError(f"{logged:,} predictions logged for {rows + warmup * size:,} rows scored")
+    return Measured(size, rows, latencies, final_flush, writer, seen, first_scores, cpu)
 
 
 def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -314,21 +365,24 @@ def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
-def _measure_single(setup: Setup, calls: int, warmup: int, budget_s: float) -> Measured:
+def _measure_single(setup: Setup, calls: int, warmup: int, budget_s: float, writer: Writer) -> Measured:
     """``score_one`` on consecutive live transactions (JSON-like records), log writes buffered."""
     records = _json_records(setup.live.iloc[: warmup + calls])
-    with _fresh_platform(setup, BUFFERED_FLUSH_ROWS) as platform:
+    with _fresh_platform(setup, writer) as platform:
         scorer = platform.scorer
         for record in records[:warmup]:
             scorer.score_one(record)
         scorer.flush()
         gc.collect()
         latencies: list[float] = []
+        thread_cpu: list[float] = []
         first_scores = None
         deadline = time.perf_counter() + budget_s
+        cpu_started = time.process_time()
         for record in records[warmup:]:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             answer = scorer.score_one(record)
+            thread_cpu.append(time.thread_time() - cpu)
             latencies.append(time.perf_counter() - started)
             if "error" in answer:
                 raise RuntimeError(f"benchmark transaction was dead-lettered: {answer}")
@@ -339,8 +393,11 @@ def _measure_single(setup: Setup, calls: int, warmup: int, budget_s: float) -> M
         started = time.perf_counter()
         scorer.flush()
         final_flush = time.perf_counter() - started
+        process_cpu = time.process_time() - cpu_started
         seen = len(scorer._seen)
-    return Measured(1, len(latencies), latencies, final_flush, BUFFERED_FLUSH_ROWS, seen, first_scores)
+    measured = Measured(1, len(latencies), latencies, final_flush, writer, seen, first_scores, process_cpu)
+    measured.thread_cpu = thread_cpu
+    return measured
 
 
 def _measure_raw(setup: Setup, size: int, start: int, batches: int) -> Measured:
@@ -364,18 +421,31 @@ def _measure_raw(setup: Setup, size: int, start: int, batches: int) -> Measured:
 
 
 class _StageClock:
-    """Accumulates the wall time spent inside wrapped callables (nested wraps each count their own time)."""
+    """Accumulates the *exclusive* wall time spent inside wrapped callables.
+
+    A wrapped call nested in another pauses its parent's clock, so each stage counts only its own time and
+    the stages add up to the whole (single-threaded runs only: the breakdown writes the log in the caller).
+    """
 
     def __init__(self) -> None:
         self.seconds: defaultdict[str, float] = defaultdict(float)
+        self._stack: list[list[Any]] = []  # [stage, since]
 
     def wrap(self, stage: str, fn: Callable[P, R]) -> Callable[P, R]:
         def timed(*args: P.args, **kwargs: P.kwargs) -> R:
-            started = time.perf_counter()
+            now = time.perf_counter()
+            if self._stack:
+                parent = self._stack[-1]
+                self.seconds[parent[0]] += now - parent[1]
+            self._stack.append([stage, now])
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[stage] += time.perf_counter() - started
+                end = time.perf_counter()
+                name, since = self._stack.pop()
+                self.seconds[name] += end - since
+                if self._stack:
+                    self._stack[-1][1] = end
 
         return timed
 
@@ -383,16 +453,17 @@ class _StageClock:
 STAGES: tuple[tuple[str, str], ...] = (
     ("validate_fields", "validate: field checks"),
     ("validate_seen", "validate: duplicate-id check against seen ids"),
-    ("features_compute", "features: window aggregates (FeatureState.transform)"),
-    ("features_remember", "features: remember batch + index rebuilds"),
-    ("predict_input", "predict: frame -> float32 matrix"),
+    ("features_queries", "features: window queries + feature matrix"),
+    ("features_upkeep", "features: index merges + evictions"),
+    ("predict_input", "predict: features -> float32 model input (or rules)"),
     ("predict_xgboost", "predict: XGBoost inplace_predict"),
-    ("log_build", "log: build transaction + prediction rows"),
+    ("log_build", "log: build + stage transaction / prediction rows"),
+    ("log_arrow", "log: staged rows -> Arrow tables (LogWriter)"),
     ("log_insert", "log: DuckDB INSERT (store.append)"),
-    ("log_commit", "log: concat + COMMIT"),
+    ("log_commit", "log: DuckDB BEGIN + COMMIT"),
     ("remember_ids", "duplicate-id set upkeep (_remember_ids)"),
     ("serving", "serving state + model lookup"),
-    ("other", "other: sort, decisions, result frames"),
+    ("other", "other: sort, decisions, result frame"),
 )
 
 
@@ -401,9 +472,9 @@ def _stage_breakdown(
 ) -> dict[str, Any]:
     """Re-run a measurement with timers around the scorer's pieces.
 
-    ``single=False``: ``timed`` 10k frames through `score_batch`, flushing every batch (as measured above).
-    ``single=True``: up to ``timed`` JSON-like records through `score_one`, log writes buffered, the
-    closing flush included.
+    ``single=False``: ``timed`` 10k frames through `score_batch`, log buffered in 250k-row chunks written by
+    the caller. ``single=True``: up to ``timed`` JSON-like records through `score_one`, log buffered in
+    10k-row chunks. Both write in the timed thread, and the closing flush is included.
     """
     items: list[Any]
     if single:
@@ -415,7 +486,8 @@ def _stage_breakdown(
     total = 0.0
     calls = 0
     seen_sizes: list[int] = []
-    with _fresh_platform(setup, BUFFERED_FLUSH_ROWS if single else 1) as platform:
+    writer = SMALL_BATCH_WRITER if single else VARIANTS["buffered"]
+    with _fresh_platform(setup, writer) as platform:
         scorer = platform.scorer
 
         def call(item: Any) -> None:
@@ -428,30 +500,34 @@ def _stage_breakdown(
             call(item)
         scorer.flush()
         gc.collect()
+        state = scorer.features
+        targets: list[tuple[Any, str, str]] = [
+            (score_module, "validate_record" if single else "validate", "validate"),
+            (state, "transform_one" if single else "transform_columns", "features_queries"),
+            (state, "_merge", "features_upkeep"),
+            (features_module._RowStore, "compact", "features_upkeep"),
+            (WindowIndex, "evict", "features_upkeep"),
+            (scorer, "_score_row" if single else "_score", "predict_input"),
+            (xgb.Booster, "inplace_predict", "predict_xgboost"),
+            (scorer, "_log_one" if single else "_log_batch", "log_build"),
+            (scorer._writer, "_to_arrow", "log_arrow"),
+            (platform.store, "append", "log_insert"),
+            (scorer._writer, "_write", "log_commit"),
+            (scorer, "_remember_ids", "remember_ids"),
+            (scorer, "_resolve_serving", "serving"),
+        ]
         with ExitStack() as patches:
-            for target, name, stage in (
-                (score_module, "validate", "validate"),
-                (scorer.features, "transform", "features"),
-                (scorer.features, "_remember", "remember"),
-                (scorer, "_score", "predict"),
-                (xgb.Booster, "inplace_predict", "xgboost"),
-                (scorer, "_log", "log"),
-                (scorer, "flush", "flush"),
-                (platform.store, "append", "append"),
-                (scorer, "_remember_ids", "remember_ids"),
-                (scorer, "_resolve_serving", "serving"),
-            ):
-                patches.enter_context(
-                    mock.patch.object(target, name, clock.wrap(stage, getattr(target, name)))
-                )
+            for target, name, stage in targets:
+                patches.enter_context(mock.patch.object(target, name, clock.wrap(stage, getattr(target, name))))
             deadline = time.perf_counter() + budget_s
             for item in items[warmup:]:
                 seen_sizes.append(len(scorer._seen))
-                # The same validation without the seen-id set, outside the timed call: the difference is
-                # what the duplicate-id check costs.
-                started = time.perf_counter()
-                validate([item] if single else item, limits=scorer.config.limits)
-                field_checks += time.perf_counter() - started
+                if not single:
+                    # The same validation without the seen-id set, outside the timed call: the difference
+                    # is what the duplicate-id check costs.
+                    started = time.perf_counter()
+                    validate(item, limits=scorer.config.limits)
+                    field_checks += time.perf_counter() - started
                 started = time.perf_counter()
                 call(item)
                 total += time.perf_counter() - started
@@ -462,21 +538,15 @@ def _stage_breakdown(
             scorer.flush()
             total += time.perf_counter() - started
     s = clock.seconds
-    fields = min(field_checks, s["validate"])
+    fields = min(field_checks, s["validate"]) if not single else s["validate"]
     exclusive = {
         "validate_fields": fields,
         "validate_seen": s["validate"] - fields,
-        "features_compute": s["features"] - s["remember"],
-        "features_remember": s["remember"],
-        "predict_input": s["predict"] - s["xgboost"],
-        "predict_xgboost": s["xgboost"],
-        "log_build": s["log"] - s["flush"],
-        "log_insert": s["append"],
-        "log_commit": s["flush"] - s["append"],
-        "remember_ids": s["remember_ids"],
-        "serving": s["serving"],
+        **{key: s[key] for key, _ in STAGES if key not in ("validate_fields", "validate_seen", "other")},
     }
     exclusive["other"] = total - sum(exclusive.values())
+    rows = calls * (1 if single else BIG)
+    duckdb_s = s["log_insert"] + s["log_commit"]
     return {
         "path": "score_one" if single else f"score_batch x{BIG:,}",
         "calls": calls,
@@ -484,6 +554,8 @@ def _stage_breakdown(
         "seen_ids_min": min(seen_sizes),
         "seen_ids_max": max(seen_sizes),
         "total_ms_per_call": total / calls * 1000.0,
+        # DuckDB alone (INSERT + COMMIT of both tables' rows): the rate no end-to-end number can beat.
+        "log_floor_tx_per_s": rows / duckdb_s if duckdb_s > 0 else None,
         "stages": {
             key: {
                 "label": label,
@@ -557,12 +629,15 @@ def _row(e2e: Measured, raw: Measured, label: str) -> dict[str, Any]:
     score_diff = None
     if e2e.first_scores is not None and raw.first_scores is not None:
         score_diff = float(np.max(np.abs(e2e.first_scores - raw.first_scores)))
-    return {
+    assert e2e.writer is not None
+    row: dict[str, Any] = {
         "label": label,
+        "writer": e2e.writer.label,
         "batch_size": e2e.batch_size,
         "batches": len(e2e.latencies),
         "rows": e2e.rows,
-        "flush_rows": e2e.flush_rows,
+        "flush_rows": e2e.writer.flush_rows,
+        "background_writes": e2e.writer.background,
         "e2e_tx_per_s": e2e.tx_per_s,
         "raw_tx_per_s": raw.tx_per_s,
         "e2e_over_raw": e2e.tx_per_s / raw.tx_per_s,
@@ -572,38 +647,57 @@ def _row(e2e: Measured, raw: Measured, label: str) -> dict[str, Any]:
         "raw_p50_ms": percentile_ms(raw.latencies, 50),
         "raw_p99_ms": percentile_ms(raw.latencies, 99),
         "final_flush_ms": e2e.final_flush_s * 1e3,
+        # All threads (the writer thread too), per 10k rows: the compute an e2e number costs.
+        "process_cpu_ms_per_10k": None if e2e.process_cpu_s is None else e2e.process_cpu_s / e2e.rows * 1e7,
+        "raw_ms_per_10k": raw.total_s / raw.rows * 1e7,
         "seen_ids_at_end": e2e.seen_ids_at_end,
         "baseline_max_score_diff": score_diff,
     }
+    if e2e.thread_cpu:
+        row["thread_cpu_p50_ms"] = percentile_ms(e2e.thread_cpu, 50)
+        row["thread_cpu_p99_ms"] = percentile_ms(e2e.thread_cpu, 99)
+    return row
 
 
 def _aims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    big, single = rows[f"batch_{BIG}"], rows["score_one"]
+    big = max((row for key, row in rows.items() if key.startswith(f"batch_{BIG}")), key=lambda r: r["e2e_tx_per_s"])
+    single = rows["score_one"]
     return [
         {"aim": "10k batches: e2e / raw predict throughput", "target": f">= {AIM_RATIO_10K:.0%}",
-         "measured": f"{big['e2e_over_raw']:.1%}", "met": big["e2e_over_raw"] >= AIM_RATIO_10K},
+         "measured": f"{big['e2e_over_raw']:.1%} ({big['writer']})", "met": big["e2e_over_raw"] >= AIM_RATIO_10K},
         {"aim": "10k batches: e2e throughput", "target": f">= {AIM_TPS_10K:,.0f} tx/s",
-         "measured": f"{big['e2e_tx_per_s']:,.0f} tx/s", "met": big["e2e_tx_per_s"] >= AIM_TPS_10K},
+         "measured": f"{big['e2e_tx_per_s']:,.0f} tx/s ({big['writer']})", "met": big["e2e_tx_per_s"] >= AIM_TPS_10K},
         {"aim": "single transaction (score_one) p99", "target": f"<= {AIM_SINGLE_P99_MS:g} ms",
-         "measured": f"{single['e2e_p99_ms']:.2f} ms", "met": single["e2e_p99_ms"] <= AIM_SINGLE_P99_MS},
+         "measured": f"{single['e2e_p99_ms']:.2f} ms (thread CPU p99 {single['thread_cpu_p99_ms']:.2f} ms)",
+         "met": single["e2e_p99_ms"] <= AIM_SINGLE_P99_MS},
     ]  # fmt: skip
 
 
 def _print_tables(result: dict[str, Any], console: Console) -> None:
-    table = Table(title="Scoring: end-to-end (e2e) vs raw inplace_predict on the same rows, same run")
-    for name in ("path", "calls", "e2e tx/s", "raw tx/s", "e2e/raw", "e2e p50 ms", "e2e p99 ms", "raw p50 ms",
-                 "raw p99 ms", "log flush", "seen ids"):  # fmt: skip
-        table.add_column(name, justify="left" if name in ("path", "log flush") else "right")
+    table = Table(
+        title="Scoring: end-to-end (e2e) vs raw inplace_predict on the same rows, same run",
+        caption="log: 'every call' = written by each scoring call; 'Nk, caller' = N rows buffered, written by the "
+        "scoring call; 'Nk, thread' = by a writer thread. Every row is in DuckDB when the clock stops (the last "
+        "flush is timed). CPU ms/10k: all threads of the process.",
+    )
+    for name in ("path", "log", "calls", "e2e tx/s", "raw tx/s", "e2e/raw", "e2e p50 ms", "e2e p99 ms",
+                 "raw p50 ms", "raw p99 ms", "last flush ms", "CPU ms/10k"):  # fmt: skip
+        table.add_column(name, justify="left" if name in ("path", "log") else "right")
     for row in result["throughput"].values():
-        flush = (
-            "every batch" if row["flush_rows"] == 1 else f"buffered (+{row['final_flush_ms']:.0f} ms at end)"
-        )
+        cpu = row["process_cpu_ms_per_10k"]
         table.add_row(
-            row["label"], f"{row['batches']:,}", f"{row['e2e_tx_per_s']:,.0f}", f"{row['raw_tx_per_s']:,.0f}",
-            f"{row['e2e_over_raw']:.2%}", f"{row['e2e_p50_ms']:.3f}", f"{row['e2e_p99_ms']:.3f}",
-            f"{row['raw_p50_ms']:.3f}", f"{row['raw_p99_ms']:.3f}", flush, f"{row['seen_ids_at_end']:,}",
+            row["label"], row["writer"], f"{row['batches']:,}", f"{row['e2e_tx_per_s']:,.0f}",
+            f"{row['raw_tx_per_s']:,.0f}", f"{row['e2e_over_raw']:.2%}", f"{row['e2e_p50_ms']:.3f}",
+            f"{row['e2e_p99_ms']:.3f}", f"{row['raw_p50_ms']:.3f}", f"{row['raw_p99_ms']:.3f}",
+            f"{row['final_flush_ms']:.0f}", "" if cpu is None else f"{cpu:,.0f}",
         )  # fmt: skip
     console.print(table)
+    for key, row in result["throughput"].items():
+        if "thread_cpu_p99_ms" in row:
+            console.print(
+                f"  {key}: calling thread's CPU time p50 {row['thread_cpu_p50_ms']:.3f} ms, p99 "
+                f"{row['thread_cpu_p99_ms']:.3f} ms (wall p99 {row['e2e_p99_ms']:.3f} ms)"
+            )
     diffs = [row["baseline_max_score_diff"] for row in result["throughput"].values()]
     worst = max((d for d in diffs if d is not None), default=float("nan"))
     verdict = (
@@ -614,7 +708,7 @@ def _print_tables(result: dict[str, Any], console: Console) -> None:
     )
 
     big, one = result["stages"]["batch"], result["stages"]["single"]
-    stages = Table(title="Where the time goes (instrumented re-runs; exclusive time per call)")
+    stages = Table(title="Where the time goes (instrumented re-runs, log written by the caller; exclusive time per call)")
     stages.add_column("stage")
     for path in (big, one):
         stages.add_column(f"{path['path']}\nms / call", justify="right")
@@ -623,21 +717,21 @@ def _print_tables(result: dict[str, Any], console: Console) -> None:
         cells = [big["stages"][key]["label"]]
         for path in (big, one):
             stage = path["stages"][key]
-            cells += [f"{stage['ms_per_call']:.2f}", f"{stage['share']:.1%}"]
+            cells += [f"{stage['ms_per_call']:.3f}", f"{stage['share']:.1%}"]
         stages.add_row(*cells)
     stages.add_row(
-        "total",
-        f"{big['total_ms_per_call']:.1f}",
-        "100%",
-        f"{one['total_ms_per_call']:.2f}",
-        "100%",
-        style="bold",
+        "total", f"{big['total_ms_per_call']:.1f}", "100%", f"{one['total_ms_per_call']:.3f}", "100%", style="bold"
     )
     console.print(stages)
     console.print(
         f"  {big['calls']} batches (seen ids {big['seen_ids_min']:,}-{big['seen_ids_max']:,}); "
         f"{one['calls']:,} score_one calls (seen ids {one['seen_ids_min']:,}-{one['seen_ids_max']:,})"
     )
+    if big["log_floor_tx_per_s"]:
+        console.print(
+            f"  log floor: DuckDB alone (INSERT + COMMIT of the 41 logged columns per transaction) ingests "
+            f"{big['log_floor_tx_per_s']:,.0f} tx/s in 250k-row chunks"
+        )
 
     probe = result["duplicate_check"]
     seen = Table(title="Duplicate-id check: validate() against N seen ids")
@@ -693,27 +787,29 @@ def run(options: BenchOptions) -> dict[str, Any]:
         progress.step("setup: simulate, train and register a champion, precompute model input")
         setup = _setup(plan, Path(scratch), console)
         rows: dict[str, dict[str, Any]] = {}
-        for size in BATCH_SIZES:
+        for variant in plan.big_variants:
+            writer = VARIANTS[variant]
+            progress.step(f"end-to-end: score_batch, batches of {BIG:,} ({writer.label})")
+            e2e = _measure_batches(setup, BIG, plan.big_batches, plan.warmup_batches[BIG], writer, math.inf)
+            raw = _measure_raw(setup, BIG, plan.warmup_batches[BIG] * BIG, len(e2e.latencies))
+            key = f"batch_{BIG}" if variant == "every_batch" else f"batch_{BIG}_{variant}"
+            rows[key] = _row(e2e, raw, f"score_batch x{BIG:,}")
+        for size in (100, 1):
             warmup = plan.warmup_batches[size]
-            if size == BIG:
-                timed, flush_rows, budget = plan.big_batches, 1, math.inf
-            else:
-                timed, flush_rows, budget = plan.max_batches[size], BUFFERED_FLUSH_ROWS, plan.budget_s
-            flushing = "every batch" if flush_rows == 1 else f"every {flush_rows:,} rows"
-            progress.step(f"end-to-end: score_batch, batches of {size:,} (log flushed {flushing})")
-            e2e = _measure_batches(setup, size, timed, warmup, flush_rows, budget)
+            progress.step(f"end-to-end: score_batch, batches of {size:,} ({SMALL_BATCH_WRITER.label})")
+            e2e = _measure_batches(setup, size, plan.max_batches[size], warmup, SMALL_BATCH_WRITER, plan.budget_s)
             raw = _measure_raw(setup, size, warmup * size, len(e2e.latencies))
             rows[f"batch_{size}"] = _row(e2e, raw, f"score_batch x{size:,}")
-        progress.step("end-to-end: score_one on JSON-like records (log buffered)")
         warmup = plan.warmup_batches[1]
-        single = _measure_single(setup, plan.single_calls, warmup, plan.budget_s)
-        raw = _measure_raw(setup, 1, warmup, len(single.latencies))
-        rows["score_one"] = _row(single, raw, "score_one")
+        for key, writer in SINGLE_WRITERS.items():
+            progress.step(f"end-to-end: score_one on JSON-like records ({writer.label})")
+            single = _measure_single(setup, plan.single_calls, warmup, plan.budget_s, writer)
+            raw = _measure_raw(setup, 1, warmup, len(single.latencies))
+            rows[key] = _row(single, raw, "score_one")
         progress.step("stage breakdown: 10k batches")
         big_stages = _stage_breakdown(
-            setup, single=False, timed=rows[f"batch_{BIG}"]["batches"], warmup=plan.warmup_batches[BIG],
-            budget_s=math.inf,
-        )  # fmt: skip
+            setup, single=False, timed=plan.big_batches, warmup=plan.warmup_batches[BIG], budget_s=math.inf
+        )
         progress.step("stage breakdown: score_one")
         single_stages = _stage_breakdown(
             setup, single=True, timed=plan.single_calls, warmup=warmup, budget_s=plan.breakdown_budget_s

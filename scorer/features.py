@@ -12,11 +12,12 @@ The 15 features are the Fraud Detection Handbook's (chapter 3.4):
 Optional encodings of the extra payload fields (``is_online``, ``is_high_risk_mcc``) are NaN when the field
 is absent, which XGBoost treats as missing.
 
-Both paths run the same vectorised kernel (`_kernel`) so they agree exactly:
-`compute_features` runs it over a whole history, `FeatureState.transform` runs it over the retained
-tail of the history plus the new batch. Amounts are summed as integers (1/10,000 of a unit) so a window's
-sum does not depend on how much earlier history sat in the same array; that is what makes the streaming
-path equal the batch path to the last bit rather than only to rounding.
+`compute_features` runs a vectorised kernel (`_kernel`) over a whole history; `FeatureState` keeps the
+retained history in sorted window indexes (`scorer.window_index`) and answers the same windows with binary
+searches, running the kernel only over the rows not indexed yet. Window sums are integers (amounts in
+1/10,000 of a unit, fraud counts), so a window's sum does not depend on how it was split between the paths'
+pieces; that is what makes the streaming path equal the batch path to the last bit rather than only to
+rounding.
 
 Ties in time are broken by arrival order (a stable sort), the same rule the handbook's pandas rolling
 windows follow. Windows are evaluated at millisecond resolution.
@@ -24,6 +25,7 @@ windows follow. Windows are evaluated at millisecond resolution.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from scorer import columns as C
+from scorer.window_index import Window, WindowIndex, prefix_sums
 
 MS_PER_DAY = 86_400_000
 # Amounts are summed in 1/10,000 units: exact for every ISO 4217 currency and far from int64 overflow for
@@ -95,7 +98,7 @@ def compute_features(tx: pd.DataFrame, config: FeatureConfig = DEFAULT_CONFIG) -
 
 @dataclass
 class _History:
-    """Column arrays the kernel needs; the streaming state keeps one of these."""
+    """Column arrays of a batch or a history: the kernel's input and `FeatureState`'s unit of arrival."""
 
     transaction_id: np.ndarray
     ts_ms: np.ndarray  # int64 milliseconds since the epoch
@@ -134,65 +137,22 @@ class _History:
             mcc=tx[C.MCC].to_numpy() if C.MCC in tx else None,
         )
 
-    def head(self, n: int) -> _History:
-        """The first n rows as views (no copy)."""
-        return self.take(slice(0, n))
-
-    def write(self, at: int, rows: _History) -> None:
-        """Overwrite rows [at, at + len(rows)) in place (the arrays must already be long enough)."""
-        stop = at + len(rows)
-        for name in ("transaction_id", "ts_ms", "customer_id", "terminal_id", "amount", "amount_units", "label"):
-            target = getattr(self, name)
-            source = getattr(rows, name)
-            if target.dtype != source.dtype and target.dtype != object:
-                setattr(self, name, target.astype(object))
-                target = getattr(self, name)
-            target[at:stop] = source
-        for name in ("channel", "mcc"):
-            target, source = getattr(self, name), getattr(rows, name)
-            if target is None and source is None:
-                continue
-            if target is None:
-                target = np.full(len(self), None, dtype=object)
-                setattr(self, name, target)
-            target[at:stop] = source if source is not None else None
-
-    def take(self, mask: np.ndarray | slice) -> _History:
-        return _History(
-            transaction_id=self.transaction_id[mask],
-            ts_ms=self.ts_ms[mask],
-            customer_id=self.customer_id[mask],
-            terminal_id=self.terminal_id[mask],
-            amount=self.amount[mask],
-            amount_units=self.amount_units[mask],
-            label=self.label[mask],
-            channel=None if self.channel is None else self.channel[mask],
-            mcc=None if self.mcc is None else self.mcc[mask],
-        )
-
     @staticmethod
-    def concat(parts: Sequence[_History]) -> _History:
+    def window_rows(parts: Sequence[_History]) -> _History:
+        """The columns `_kernel` reads, concatenated (the others are left empty)."""
+
         def join(name: str) -> np.ndarray:
             return np.concatenate([getattr(p, name) for p in parts])
 
-        def join_optional(name: str) -> np.ndarray | None:
-            arrays = [getattr(p, name) for p in parts]
-            if all(a is None for a in arrays):
-                return None
-            return np.concatenate(
-                [a if a is not None else np.full(len(p), None, dtype=object) for a, p in zip(arrays, parts, strict=True)]
-            )
-
+        empty = np.empty(0)
         return _History(
-            transaction_id=join("transaction_id"),
+            transaction_id=empty,
             ts_ms=join("ts_ms"),
             customer_id=join("customer_id"),
             terminal_id=join("terminal_id"),
-            amount=join("amount"),
+            amount=empty,
             amount_units=join("amount_units"),
             label=join("label"),
-            channel=join_optional("channel"),
-            mcc=join_optional("mcc"),
         )
 
 
@@ -211,7 +171,6 @@ def _to_epoch_ms(timestamps: pd.Series) -> np.ndarray:
 
 
 # A window is (t - lookback, t - lag]: customers use lag 0, terminals lag = the label delay.
-Window = tuple[int, int]  # (lookback_ms, lag_ms)
 
 
 def _customer_windows(config: FeatureConfig) -> list[Window]:
@@ -252,32 +211,20 @@ class _EntityWindows:
     `np.searchsorted` calls.
     """
 
-    def __init__(
-        self,
-        entity: np.ndarray,
-        ts_ms: np.ndarray,
-        max_lookback_ms: int,
-        *,
-        dense: bool = False,
-        hint: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, entity: np.ndarray, ts_ms: np.ndarray, max_lookback_ms: int, *, dense: bool = False) -> None:
         """Index rows by (entity, time).
 
         Args:
             dense: ``entity`` already holds small non-negative int codes (`FeatureState` encodes ids on
                 arrival); they are used as they are, sparing a hash of every row.
-            hint: a permutation of the rows that is already nearly sorted by key, and lists rows with equal
-                keys in arrival order (see `FeatureState._rebuild`). Sorting ``key[hint]`` (a few sorted
-                runs: timsort merges them in O(n)) then gives exactly the stable order of ``key``.
         """
         if dense:
-            self.entities: pd.Index | None = None
             codes = entity.astype(np.int64, copy=False)
             n_entities = int(codes.max()) + 1 if len(codes) else 0
         else:
-            self.entities = pd.Index(pd.unique(entity))
-            codes = self.entities.get_indexer(entity).astype(np.int64)
-            n_entities = len(self.entities)
+            entities = pd.Index(pd.unique(entity))
+            codes = entities.get_indexer(entity).astype(np.int64)
+            n_entities = len(entities)
         self.t0 = int(ts_ms.min()) if len(ts_ms) else 0
         self.span = (int(ts_ms.max()) - self.t0) if len(ts_ms) else 0
         self.max_lookback = max_lookback_ms
@@ -286,25 +233,11 @@ class _EntityWindows:
         if (n_entities + 1) * self.stride >= np.iinfo(np.int64).max:
             raise OverflowError("too many entities x too long a time span for one feature pass")
         key = codes * self.stride + (ts_ms - self.t0)
-        if hint is None:
-            self.order = np.argsort(key, kind="stable")
-        else:
-            self.order = hint[np.argsort(key[hint], kind="stable")]
+        self.order = np.argsort(key, kind="stable")
         self.key = key[self.order]
 
     def sorted(self, values: np.ndarray) -> np.ndarray:
         return values[self.order]
-
-    def query_keys(self, entity: np.ndarray, ts_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keys of query rows (time clamped so a window can never reach a neighbour's keys) and a known mask."""
-        if self.entities is None:
-            # Dense codes need no lookup: an entity without indexed rows (one first seen since, code >=
-            # n_entities, is clamped to n_entities) gets keys whose windows hold no row, so it counts 0.
-            codes = np.minimum(entity.astype(np.int64, copy=False), self.n_entities)
-        else:
-            codes = self.entities.get_indexer(entity).astype(np.int64)
-        rel = np.clip(ts_ms - self.t0, -1, self.span + self.max_lookback)
-        return codes * self.stride + rel, codes >= 0
 
     def bounds(self, keys: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Sorted positions [start, end) of the rows with time in (t - lookback, t - lag]."""
@@ -312,13 +245,6 @@ class _EntityWindows:
         end = np.searchsorted(self.key, keys - lag, side="right")
         start = np.searchsorted(self.key, keys - lookback, side="right")
         return start, end
-
-
-def _prefix(values: np.ndarray) -> np.ndarray:
-    """Cumulative sum with a leading 0 so sum(values[a:b]) == prefix[b] - prefix[a]."""
-    out = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(values, out=out[1:])
-    return out
 
 
 def _fraud_units(label: np.ndarray) -> np.ndarray:
@@ -340,7 +266,7 @@ def _kernel(history: _History, out_rows: np.ndarray, config: FeatureConfig, *, d
     customers = _EntityWindows(history.customer_id, history.ts_ms, max(w[0] for w in customer_windows), dense=dense)
     rank = np.empty(len(history), dtype=np.int64)
     rank[customers.order] = np.arange(len(history))
-    amount_prefix = _prefix(customers.sorted(history.amount_units))
+    amount_prefix = prefix_sums(customers.sorted(history.amount_units))
     keys = customers.key[rank[out_positions]]
     end = rank[out_positions] + 1  # the current transaction is inside its own customer window
     for i, (lookback, _) in enumerate(customer_windows):
@@ -350,7 +276,7 @@ def _kernel(history: _History, out_rows: np.ndarray, config: FeatureConfig, *, d
 
     terminals = _EntityWindows(history.terminal_id, history.ts_ms, max(w[0] for w in terminal_windows), dense=dense)
     rank[terminals.order] = np.arange(len(history))
-    fraud_prefix = _prefix(terminals.sorted(_fraud_units(history.label)))
+    fraud_prefix = prefix_sums(terminals.sorted(_fraud_units(history.label)))
     keys = terminals.key[rank[out_positions]]
     for i, window in enumerate(terminal_windows):
         # A terminal window ends a whole label delay before t, so ties at t cannot matter here.
@@ -362,123 +288,194 @@ def _kernel(history: _History, out_rows: np.ndarray, config: FeatureConfig, *, d
 
 def _finish(history: _History, out_rows: np.ndarray, aggregates: _Aggregates, config: FeatureConfig) -> pd.DataFrame:
     """Turn window aggregates into the model's feature frame (column order = ``config.columns``)."""
-    columns: dict[str, np.ndarray] = {}
+    matrix = _feature_matrix(history, out_rows, aggregates, config)
+    return pd.DataFrame(dict(zip(config.columns, matrix, strict=True)))
+
+
+def _feature_matrix(
+    history: _History, out_rows: np.ndarray | slice, aggregates: _Aggregates, config: FeatureConfig
+) -> np.ndarray:
+    """Window aggregates -> a (features, rows) float64 matrix, features in ``config.columns`` order.
+
+    Feature-major, so each feature is one contiguous array: a frame, an Arrow table or a log row takes it
+    without a copy, and the model input is one transpose away.
+    """
     out_ts = history.ts_ms[out_rows]
-    columns["amount"] = history.amount[out_rows]
+    matrix = np.empty((len(config.columns), len(out_ts)), dtype=np.float64)
+    matrix[0] = history.amount[out_rows]
     # Timestamps are naive local times (as in the handbook): weekday and hour are read as given.
     days = out_ts // MS_PER_DAY
-    columns["is_weekend"] = (((days + 3) % 7) >= 5).astype(np.float64)  # 1970-01-01 was a Thursday
-    columns["is_night"] = (((out_ts % MS_PER_DAY) // 3_600_000) <= 6).astype(np.float64)
-    for i, n in enumerate(config.windows_days):
+    matrix[1] = ((days + 3) % 7) >= 5  # 1970-01-01 was a Thursday
+    matrix[2] = ((out_ts % MS_PER_DAY) // 3_600_000) <= 6
+    row = 3
+    for i in range(len(config.windows_days)):
         count = aggregates.customer_count[i]
-        columns[f"customer_tx_count_{n}d"] = count.astype(np.float64)
-        columns[f"customer_avg_amount_{n}d"] = aggregates.customer_units[i] / count / AMOUNT_UNITS
-    for i, n in enumerate(config.windows_days):
+        matrix[row] = count
+        matrix[row + 1] = aggregates.customer_units[i] / count / AMOUNT_UNITS
+        row += 2
+    for i in range(len(config.windows_days)):
         count = aggregates.terminal_count[i]
-        columns[f"terminal_tx_count_{n}d"] = count.astype(np.float64)
-        columns[f"terminal_risk_{n}d"] = np.divide(
-            aggregates.terminal_frauds[i], count, out=np.zeros(len(count)), where=count > 0
-        )
+        matrix[row] = count
+        matrix[row + 1] = 0.0  # an empty window has no risk
+        np.divide(aggregates.terminal_frauds[i], count, out=matrix[row + 1], where=count > 0)
+        row += 2
     if config.extra_features:
-        columns.update(_extra_features(history, out_rows))
-    return pd.DataFrame({name: columns[name] for name in config.columns})
+        channel = None if history.channel is None else history.channel[out_rows]
+        mcc = None if history.mcc is None else history.mcc[out_rows]
+        matrix[row], matrix[row + 1] = _extra_features(channel, mcc, len(out_ts))
+    return matrix
 
 
-def _extra_features(history: _History, out_rows: np.ndarray) -> dict[str, np.ndarray]:
-    n = int(out_rows.sum())
-    extras = {name: np.full(n, np.nan) for name in EXTRA_FEATURE_COLUMNS}
-    if history.channel is not None:
-        channel = pd.Series(history.channel[out_rows], dtype=object)
-        extras["is_online"] = np.where(channel.isna(), np.nan, (channel == "online").astype(np.float64))
-    if history.mcc is not None:
-        mcc = pd.Series(history.mcc[out_rows], dtype=object)
-        extras["is_high_risk_mcc"] = np.where(
-            mcc.isna(), np.nan, mcc.astype(str).isin(HIGH_RISK_MCCS).astype(np.float64)
-        )
-    return extras
+def _extra_features(channel: np.ndarray | None, mcc: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``is_online`` and ``is_high_risk_mcc``: NaN where the field is absent or null (XGBoost's missing)."""
+    online, risky = np.full(n, np.nan), np.full(n, np.nan)
+    if channel is not None:
+        values = np.asarray(channel, dtype=object)
+        present = ~pd.isna(values)
+        online[present] = values[present] == "online"
+    if mcc is not None:
+        values = np.asarray(mcc, dtype=object)
+        present = ~pd.isna(values)
+        codes = values[present]
+        # str(): an integer code 5967 is the same merchant category as the text "5967".
+        risky[present] = np.fromiter((str(v) in HIGH_RISK_MCCS for v in codes), dtype=bool, count=len(codes))
+    return online, risky
 
 
-def _isin(values: np.ndarray, lookup: np.ndarray) -> np.ndarray:
-    return pd.Index(pd.unique(lookup)).get_indexer(values) >= 0
+def _extra_feature_values(channel: object, mcc: object) -> tuple[float, float]:
+    """`_extra_features` for one transaction (validated fields are text or None; NaN also means absent)."""
+    online = math.nan if _absent(channel) else float(channel == "online")
+    risky = math.nan if _absent(mcc) else float(str(mcc) in HIGH_RISK_MCCS)
+    return online, risky
 
 
-class _OldRowsIndex:
-    """Sorted indexes over the older retained rows, so a batch's windows over them are searchsorted calls.
+def _absent(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
-    Ids are `FeatureState`'s dense int codes. ``hints`` (customer order, terminal order): nearly sorted
-    permutations from the previous index, see `FeatureState._rebuild`.
+
+class _RowStore:
+    """The retained transactions in arrival order, with spare capacity (appends are amortised O(rows)).
+
+    Row ids are positions here; `FeatureState`'s window indexes refer to rows by id.
     """
 
-    def __init__(
-        self, rows: _History, config: FeatureConfig, hints: tuple[np.ndarray, np.ndarray] | None = None
-    ) -> None:
-        self.config = config
-        self.customer_windows, self.terminal_windows = _customer_windows(config), _terminal_windows(config)
-        customer_hint, terminal_hint = hints if hints is not None else (None, None)
-        self.customers = _EntityWindows(
-            rows.customer_id, rows.ts_ms, max(w[0] for w in self.customer_windows), dense=True, hint=customer_hint
-        )
-        self.amount_prefix = _prefix(self.customers.sorted(rows.amount_units))
-        self.terminals = _EntityWindows(
-            rows.terminal_id, rows.ts_ms, max(w[0] for w in self.terminal_windows), dense=True, hint=terminal_hint
-        )
-        self.refresh_labels(rows.label)
+    _COLUMNS = (
+        ("transaction_id", object),
+        ("ts_ms", np.int64),
+        ("customer", np.int64),
+        ("terminal", np.int64),
+        ("units", np.int64),
+        ("label", np.float64),
+    )
 
-    def refresh_labels(self, label: np.ndarray) -> None:
-        self.fraud_prefix = _prefix(self.terminals.sorted(_fraud_units(label)))
+    def __init__(self) -> None:
+        self.size = 0
+        self.transaction_id = np.empty(0, dtype=object)
+        self.ts_ms = np.empty(0, dtype=np.int64)
+        self.customer = np.empty(0, dtype=np.int64)  # dense entity codes
+        self.terminal = np.empty(0, dtype=np.int64)
+        self.units = np.empty(0, dtype=np.int64)  # amount in 1/AMOUNT_UNITS
+        self.label = np.empty(0, dtype=np.float64)  # 1, 0 or NaN (unknown)
 
-    def aggregates(self, batch: _History) -> _Aggregates:
-        aggregates = _Aggregates(len(batch), self.config)
-        # Query in key order: searchsorted with sorted needles walks the index forwards (about 4x faster
-        # than random probes into ~400k keys); results are written back to batch order.
-        keys, known = self.customers.query_keys(batch.customer_id, batch.ts_ms)
-        order = np.argsort(keys)
-        keys, known = keys[order], known[order]
-        for i, window in enumerate(self.customer_windows):
-            start, stop = self.customers.bounds(keys, window)
-            aggregates.customer_count[i, order] = np.where(known, stop - start, 0)
-            aggregates.customer_units[i, order] = np.where(known, self.amount_prefix[stop] - self.amount_prefix[start], 0)
-        keys, known = self.terminals.query_keys(batch.terminal_id, batch.ts_ms)
-        order = np.argsort(keys)
-        keys, known = keys[order], known[order]
-        for i, window in enumerate(self.terminal_windows):
-            start, stop = self.terminals.bounds(keys, window)
-            aggregates.terminal_count[i, order] = np.where(known, stop - start, 0)
-            aggregates.terminal_frauds[i, order] = np.where(known, self.fraud_prefix[stop] - self.fraud_prefix[start], 0)
-        return aggregates
+    def append(self, rows: _History) -> int:
+        """Append encoded rows (customer and terminal ids are codes); returns the first new row id."""
+        start = self.size
+        self._reserve(start + len(rows))
+        stop = start + len(rows)
+        self.transaction_id[start:stop] = rows.transaction_id
+        self.ts_ms[start:stop] = rows.ts_ms
+        self.customer[start:stop] = rows.customer_id
+        self.terminal[start:stop] = rows.terminal_id
+        self.units[start:stop] = rows.amount_units
+        self.label[start:stop] = rows.label
+        self.size = stop
+        return start
+
+    def append_one(self, transaction_id: str, ts_ms: int, customer: int, terminal: int, units: int) -> None:
+        """Append one unlabelled row (the single-transaction path)."""
+        at = self.size
+        self._reserve(at + 1)
+        self.transaction_id[at] = transaction_id
+        self.ts_ms[at] = ts_ms
+        self.customer[at] = customer
+        self.terminal[at] = terminal
+        self.units[at] = units
+        self.label[at] = np.nan
+        self.size = at + 1
+
+    def view(self, start: int, stop: int | None = None) -> _History:
+        """Rows [start, stop) as the kernel's input (views, no copy)."""
+        part = slice(start, self.size if stop is None else stop)
+        return _History(
+            transaction_id=self.transaction_id[part],
+            ts_ms=self.ts_ms[part],
+            customer_id=self.customer[part],
+            terminal_id=self.terminal[part],
+            amount=np.empty(0),  # the kernel reads amount_units; amounts as given are not kept
+            amount_units=self.units[part],
+            label=self.label[part],
+        )
+
+    def compact(self, keep: np.ndarray) -> np.ndarray:
+        """Keep only the rows flagged in ``keep`` (length `size`); returns old id -> new id (-1: dropped)."""
+        new_ids = np.cumsum(keep) - 1
+        for name, _ in self._COLUMNS:
+            setattr(self, name, getattr(self, name)[: self.size][keep])
+        self.size = int(keep.sum())
+        return np.where(keep, new_ids, -1)
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= len(self.ts_ms):
+            return
+        capacity = max(needed, 2 * len(self.ts_ms), 1024)
+        for name, dtype in self._COLUMNS:
+            grown = np.empty(capacity, dtype=dtype)
+            grown[: self.size] = getattr(self, name)[: self.size]
+            setattr(self, name, grown)
 
 
 class FeatureState:
     """Streaming features: keeps just enough history to compute every window for the next batch.
 
-    Feed batches in time order with `transform`; feed labels as they arrive with `add_labels`. The result
-    equals `compute_features` over the concatenated history (a test holds it to 1e-9; in practice it is
-    bit-identical because window sums are integers). Ids are kept as text, the scorer's canonical form, so
-    a history read with integer ids and validated live traffic name the same customers and terminals.
+    Feed batches in time order with `transform` (or `transform_columns`, or one transaction with
+    `transform_one`); feed labels as they arrive with `add_labels`. The result equals `compute_features`
+    over the concatenated history (bit for bit: window sums are integers). Ids are kept as text, the
+    scorer's canonical form, so a history read with integer ids and validated live traffic name the same
+    customers and terminals.
 
-    Retained rows are split in two, like a log-structured merge: *old* rows carry sorted indexes (rebuilt
-    now and then by merging the previous order with the sorted recent rows, O(n)), *recent* rows (appended since the last rebuild) are few and scanned with the
-    batch. A batch costs O(batch + recent + batch x log old), so one transaction stays cheap however much
-    history is retained, and large batches stay vectorised.
+    Retained rows sit in a row store in arrival order, and in two `WindowIndex` es (customers, terminals)
+    sorted by (entity, time). Rows that arrived since the last merge (the *tail*, at most
+    ``min_recent_rows``) are not indexed yet: a batch's windows over them are computed by the batch kernel
+    (`_kernel`) and a single transaction's by a scan of the tail. A large batch is merged first and then
+    read from the indexes alone. So a batch costs O(batch x log history) plus an O(history) memory move
+    per merge, and one transaction O(log history + tail).
     """
 
     def __init__(self, config: FeatureConfig = DEFAULT_CONFIG, *, min_recent_rows: int = 4096) -> None:
         self.config = config
-        self.min_recent_rows = min_recent_rows
-        self._old: _History | None = None
-        self._index: _OldRowsIndex | None = None
-        self._recent: _History | None = None  # with spare capacity; rows [0, _recent_size) are real
-        self._recent_size = 0
+        self.min_recent_rows = max(int(min_recent_rows), 1)
+        self._customer_windows = _customer_windows(config)
+        self._terminal_windows = _terminal_windows(config)
+        # Room for a month (at least) of new rows before a key layout must be redone.
+        headroom = max(config.retention_days, 30) * MS_PER_DAY
+        self._customers = WindowIndex(max(w[0] for w in self._customer_windows), headroom)
+        # Terminal windows sum fraud labels, which arrive later: that index keeps row ids to re-read them.
+        self._terminals = WindowIndex(max(w[0] for w in self._terminal_windows), headroom, track_rows=True)
+        self._rows = _RowStore()
+        self._indexed = 0  # rows [0, _indexed) are in both indexes; the rest is the tail
+        self._labels_changed = False
         self._latest_ms: int | None = None
         # Customers and terminals become small integers when they arrive: every later window lookup then
-        # hashes and sorts integers, not id strings (the streaming path's largest cost otherwise).
-        # (Customers and terminals share the code space, which is harmless: each has its own index.)
+        # compares integers, not id strings. (They share the code space, which is harmless: each kind has
+        # its own index.)
         self._codes: dict[object, int] = {}
 
     @property
     def rows(self) -> int:
         """Retained transactions."""
-        return (0 if self._old is None else len(self._old)) + self._recent_size
+        return self._rows.size
+
+    # -- public API -------------------------------------------------------------------------------
 
     def transform(self, batch: pd.DataFrame, *, remember: bool = True) -> pd.DataFrame:
         """Features for a batch, using the carried history; then (by default) remember the batch.
@@ -487,52 +484,240 @@ class FeatureState:
             batch: canonical transactions, in time order after what was seen before.
             remember: add the batch to the state. Pass False to score without learning (dry runs).
         """
-        new = self._encoded(batch)
-        recent = self._recent_rows()
-        if recent is not None and len(recent):
-            recent = recent.take(_isin(recent.customer_id, new.customer_id) | _isin(recent.terminal_id, new.terminal_id))
-            combined = _History.concat([recent, new])
-            out_rows = np.zeros(len(combined), dtype=bool)
-            out_rows[len(recent) :] = True
-        else:
-            combined, out_rows = new, np.ones(len(new), dtype=bool)
-        aggregates = _kernel(combined, out_rows, self.config, dense=True)
-        if self._index is not None:
-            aggregates.add(self._index.aggregates(new))
-        features = _finish(new, np.ones(len(new), dtype=bool), aggregates, self.config).set_axis(batch.index)
-        if remember:
-            self._remember(new)
-        return features
+        matrix = self._features(self._encoded(batch), remember)
+        return pd.DataFrame(dict(zip(self.config.columns, matrix, strict=True)), index=batch.index)
+
+    def transform_columns(
+        self,
+        *,
+        transaction_id: np.ndarray,
+        timestamp: np.ndarray,
+        customer_id: np.ndarray,
+        terminal_id: np.ndarray,
+        amount: np.ndarray,
+        channel: np.ndarray | None = None,
+        mcc: np.ndarray | None = None,
+        remember: bool = True,
+    ) -> np.ndarray:
+        """`transform` on validated columns (ids as text, ``timestamp`` datetime64); no frame is built.
+
+        Returns:
+            A (features, rows) float64 matrix, features in ``config.columns`` order.
+        """
+        amount = np.asarray(amount, dtype=np.float64)
+        rows = _History(
+            transaction_id=np.asarray(transaction_id, dtype=object),
+            ts_ms=np.asarray(timestamp).astype("datetime64[ms]").astype(np.int64),
+            customer_id=self._encode(np.asarray(customer_id, dtype=object)),
+            terminal_id=self._encode(np.asarray(terminal_id, dtype=object)),
+            amount=amount,
+            amount_units=np.rint(amount * AMOUNT_UNITS).astype(np.int64),
+            label=np.full(len(amount), np.nan),
+            channel=None if channel is None else np.asarray(channel, dtype=object),
+            mcc=None if mcc is None else np.asarray(mcc, dtype=object),
+        )
+        return self._features(rows, remember)
+
+    def transform_one(
+        self,
+        transaction_id: str,
+        ts_ms: int,
+        customer_id: str,
+        terminal_id: str,
+        amount: float,
+        channel: object = None,
+        mcc: object = None,
+    ) -> list[float]:
+        """Features of one transaction (validated fields), then remember it; equals a one-row `transform`.
+
+        Plain Python over the few rows that matter: two binary searches in each index and a scan of the
+        tail for this customer and terminal, instead of the vectorised batch machinery's fixed costs.
+
+        Args:
+            ts_ms: The timestamp in milliseconds since the epoch (naive local time, like the batch path).
+        """
+        self._sync_labels()
+        customer, terminal = self._code(customer_id), self._code(terminal_id)
+        units = int(np.rint(amount * AMOUNT_UNITS))  # numpy's rounding, as the batch path
+        k = len(self.config.windows_days)
+        c_count, c_units, t_count, t_frauds = [1] * k, [units] * k, [0] * k, [0] * k  # the row itself
+        for i, (lookback, lag) in enumerate(self._terminal_windows):
+            if lag == 0 and lookback > 0:  # a window ending at t holds the row itself (no label yet)
+                t_count[i] = 1
+        self._index_counts(self._customers, customer, ts_ms, self._customer_windows, c_count, c_units)
+        self._index_counts(self._terminals, terminal, ts_ms, self._terminal_windows, t_count, t_frauds)
+        rows, lo = self._rows, self._indexed
+        if rows.size > lo:
+            for at in (np.flatnonzero(rows.customer[lo : rows.size] == customer) + lo).tolist():
+                when = int(rows.ts_ms[at])
+                if when > ts_ms:  # arrived earlier but happened later: after this row in (time, arrival) order
+                    continue
+                for i, (lookback, _) in enumerate(self._customer_windows):
+                    if when > ts_ms - lookback:
+                        c_count[i] += 1
+                        c_units[i] += int(rows.units[at])
+            for at in (np.flatnonzero(rows.terminal[lo : rows.size] == terminal) + lo).tolist():
+                when = int(rows.ts_ms[at])
+                label = float(rows.label[at])
+                for i, (lookback, lag) in enumerate(self._terminal_windows):
+                    if ts_ms - lookback < when <= ts_ms - lag:
+                        t_count[i] += 1
+                        t_frauds[i] += 0 if math.isnan(label) else int(label)
+        rows.append_one(transaction_id, ts_ms, customer, terminal, units)
+        self._after_append(ts_ms)
+        days = ts_ms // MS_PER_DAY
+        values = [float(amount), float((days + 3) % 7 >= 5), float((ts_ms % MS_PER_DAY) // 3_600_000 <= 6)]
+        for i in range(k):
+            values += [float(c_count[i]), float(c_units[i]) / float(c_count[i]) / AMOUNT_UNITS]
+        for i in range(k):
+            values += [float(t_count[i]), float(t_frauds[i]) / float(t_count[i]) if t_count[i] > 0 else 0.0]
+        if self.config.extra_features:
+            values += _extra_feature_values(channel, mcc)
+        return values
 
     def observe(self, history: pd.DataFrame) -> None:
         """Remember transactions without computing features (rebuilding state after a restart)."""
-        self._remember(self._encoded(history))
+        new = self._encoded(history)
+        if len(new) == 0:
+            return
+        self._sync_labels()
+        self._rows.append(new)
+        self._merge()
+        self._after_append(int(new.ts_ms.max()))
 
     def add_labels(self, transaction_ids: Sequence[object] | np.ndarray, labels: Sequence[float] | np.ndarray) -> int:
         """Record labels that arrived; returns how many retained transactions were labelled."""
         ids = pd.Index(_as_text(pd.Series(np.asarray(transaction_ids))))
         values = np.asarray(labels, dtype=np.float64)
-        found = 0
-        if self._old is not None and self._index is not None:
-            position = ids.get_indexer(self._old.transaction_id)
-            hit = position >= 0
-            if hit.any():
-                self._old.label[hit] = values[position[hit]]
-                self._index.refresh_labels(self._old.label)
-                found += int(hit.sum())
-        recent = self._recent_rows()
-        if recent is not None:
-            position = ids.get_indexer(recent.transaction_id)
-            hit = np.flatnonzero(position >= 0)
-            assert self._recent is not None
-            self._recent.label[hit] = values[position[hit]]
-            found += len(hit)
-        return found
+        rows = self._rows
+        position = ids.get_indexer(rows.transaction_id[: rows.size])
+        hit = np.flatnonzero(position >= 0)
+        if len(hit):
+            rows.label[hit] = values[position[hit]]
+            self._labels_changed = True
+        return len(hit)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _features(self, new: _History, remember: bool) -> np.ndarray:
+        n = len(new)
+        if n == 0:
+            return np.empty((len(self.config.columns), 0))
+        self._sync_labels()
+        tail = self._rows.size - self._indexed
+        if remember and tail + n >= self.min_recent_rows:
+            # Large enough to merge first: every window is then read from the indexes alone.
+            self._rows.append(new)
+            customer_ranks = self._merge()[-n:]
+            aggregates = self._indexed_aggregates(new, customer_ranks)
+        else:
+            aggregates = self._unindexed_aggregates(new)
+            if remember:
+                self._rows.append(new)
+        if remember:
+            self._after_append(int(new.ts_ms.max()))
+        return _feature_matrix(new, slice(None), aggregates, self.config)
+
+    def _indexed_aggregates(self, new: _History, customer_ranks: np.ndarray) -> _Aggregates:
+        """Aggregates of rows just merged: their own ranks end their customer windows (ties by arrival)."""
+        aggregates = _Aggregates(len(new), self.config)
+        # Queries in key order: the searches then walk the index forwards (several times faster than
+        # random probes into ~400k keys); results are written back in batch order.
+        order = np.argsort(customer_ranks)
+        ranks = customer_ranks[order]
+        counts, sums = self._customers.window_sums(
+            self._customers.key[ranks], self._customer_windows, ends=ranks + 1
+        )
+        aggregates.customer_count[:, order], aggregates.customer_units[:, order] = counts, sums
+        self._terminal_aggregates(new, aggregates)
+        return aggregates
+
+    def _unindexed_aggregates(self, new: _History) -> _Aggregates:
+        """Aggregates of rows not merged: the indexes (all earlier arrivals) plus the tail and the batch."""
+        aggregates = _Aggregates(len(new), self.config)
+        customers = self._customers
+        keys = customers.query_keys(new.customer_id, new.ts_ms)
+        order = np.argsort(keys)
+        # Every indexed row arrived earlier, so ties at t count: lag-0 windows end at a search too.
+        counts, sums = customers.window_sums(keys[order], self._customer_windows)
+        aggregates.customer_count[:, order], aggregates.customer_units[:, order] = counts, sums
+        self._terminal_aggregates(new, aggregates)
+        tail = self._rows.view(self._indexed)
+        combined = _History.window_rows([tail, new]) if len(tail) else new
+        out_rows = np.zeros(len(combined), dtype=bool)
+        out_rows[len(tail) :] = True
+        aggregates.add(_kernel(combined, out_rows, self.config, dense=True))
+        return aggregates
+
+    def _terminal_aggregates(self, new: _History, aggregates: _Aggregates) -> None:
+        """Add the terminal windows over the indexed rows (windows end a label delay back: no ties at t)."""
+        terminals = self._terminals
+        keys = terminals.query_keys(new.terminal_id, new.ts_ms)
+        order = np.argsort(keys)
+        counts, frauds = terminals.window_sums(keys[order], self._terminal_windows)
+        aggregates.terminal_count[:, order] += counts
+        aggregates.terminal_frauds[:, order] += frauds
+
+    @staticmethod
+    def _index_counts(
+        index: WindowIndex, code: int, ts_ms: int, windows: list[Window], counts: list[int], sums: list[int]
+    ) -> None:
+        """Add one query row's windows over an index's rows (all earlier arrivals) to ``counts``/``sums``."""
+        if not len(index):
+            return
+        key = index.query_key(code, ts_ms)
+        needles = [key - lookback for lookback, _ in windows] + [key - lag for _, lag in windows]
+        found = index.search(np.array(needles, dtype=np.int64)).tolist()
+        prefix = index.prefix
+        k = len(windows)
+        for i in range(k):
+            start, stop = found[i], found[k + i]
+            counts[i] += stop - start
+            sums[i] += int(prefix[stop]) - int(prefix[start])
+
+    def _merge(self) -> np.ndarray:
+        """Index the tail; returns the tail rows' ranks in the customer index (in arrival order)."""
+        rows, lo = self._rows, self._indexed
+        if rows.size == lo:
+            return np.empty(0, dtype=np.int64)
+        size = rows.size
+        ts = rows.ts_ms[lo:size]
+        ranks = self._customers.merge(rows.customer[lo:size], ts, rows.units[lo:size])
+        ids = np.arange(lo, size, dtype=np.int64)
+        self._terminals.merge(rows.terminal[lo:size], ts, _fraud_units(rows.label[lo:size]), ids)
+        self._indexed = size
+        return ranks
+
+    def _after_append(self, latest_ms: int) -> None:
+        """Merge a full tail, and drop rows no window can reach any more."""
+        self._latest_ms = latest_ms if self._latest_ms is None else max(self._latest_ms, latest_ms)
+        if self._rows.size - self._indexed >= self.min_recent_rows:
+            self._merge()
+        if self._indexed != self._rows.size:
+            return  # evict only with an empty tail (the indexes then hold every row)
+        # A day of slack beyond the longest window so rows arriving a little late still see their history.
+        horizon = self._latest_ms - (self.config.retention_days + 1) * MS_PER_DAY
+        rows = self._rows
+        expired = rows.ts_ms[: rows.size] <= horizon
+        if int(expired.sum()) < max(self.min_recent_rows, rows.size // 4):
+            return  # evicting costs O(rows): do it in bulk
+        new_ids = rows.compact(~expired)
+        self._customers.evict(horizon)
+        self._terminals.evict(horizon, new_ids)
+        self._indexed = rows.size
+
+    def _sync_labels(self) -> None:
+        """Labels changed since the terminal index summed them: re-read its fraud counts."""
+        if self._labels_changed:
+            self._terminals.set_values(_fraud_units(self._rows.label[: self._rows.size]))
+            self._labels_changed = False
 
     def _encoded(self, frame: pd.DataFrame) -> _History:
         rows = _History.from_frame(frame, ids_as_text=True)
         rows.customer_id = self._encode(rows.customer_id)
         rows.terminal_id = self._encode(rows.terminal_id)
+        if C.TRANSACTION_ID not in frame:  # no ids to label by: keep positions, never matched as text
+            rows.transaction_id = np.full(len(rows), None, dtype=object)
         return rows
 
     def _encode(self, ids: np.ndarray) -> np.ndarray:
@@ -549,77 +734,8 @@ class FeatureState:
             codes[new] = [self._codes[value] for value in ids[new]]
         return codes
 
-    def _recent_rows(self) -> _History | None:
-        return None if self._recent is None else self._recent.head(self._recent_size)
-
-    def _remember(self, new: _History) -> None:
-        if len(new) == 0:
-            return
-        latest = int(new.ts_ms.max())
-        self._latest_ms = latest if self._latest_ms is None else max(self._latest_ms, latest)
-        self._append_recent(new)
-        old_rows = 0 if self._old is None else len(self._old)
-        if self._recent_size >= max(self.min_recent_rows, old_rows // 8):
-            self._rebuild()
-
-    def _append_recent(self, new: _History) -> None:
-        """Append into spare capacity (amortised O(batch)), growing by doubling."""
-        needed = self._recent_size + len(new)
-        if self._recent is None:
-            self._recent = _pad(new, max(len(new), self.min_recent_rows))
-        elif needed > len(self._recent):
-            grown = _History.concat([self._recent.head(self._recent_size), new])
-            self._recent = _pad(grown, needed)
-        else:
-            self._recent.write(self._recent_size, new)
-        self._recent_size = needed
-
-    def _rebuild(self) -> None:
-        """Fold recent rows into the old rows, drop what no window can reach, and re-index."""
-        parts = [p for p in (self._old, self._recent_rows()) if p is not None]
-        merged = _History.concat(parts)
-        assert self._latest_ms is not None
-        # A day of slack beyond the longest window so rows arriving a little late still see their history.
-        horizon = self._latest_ms - (self.config.retention_days + 1) * MS_PER_DAY
-        keep = merged.ts_ms > horizon
-        hints = self._sort_hints(keep)
-        self._old = merged.take(keep)
-        self._index = _OldRowsIndex(self._old, self.config, hints) if len(self._old) else None
-        self._recent, self._recent_size = None, 0
-
-    def _sort_hints(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Nearly sorted orders for the new index, so a rebuild merges sorted runs instead of sorting ~400k keys.
-
-        The old index's order (kept rows, renumbered) followed by the recent rows sorted on their own: two
-        sorted runs, because dropping rows and changing ``t0``/``stride`` keep (entity, time) order. Equal
-        keys appear in arrival order (old rows arrived before recent ones; each run lists ties by arrival),
-        which is what makes the merged order the stable sort of the whole.
-        """
-        if self._old is None or self._index is None:
-            return None
-        n_old = len(self._old)
-        position = np.cumsum(keep) - 1  # new position of each kept merged row
-        recent = self._recent_rows()
-        recent_rows = 0 if recent is None else len(recent)
-        hints = []
-        for windows, ids in ((self._index.customers, "customer_id"), (self._index.terminals, "terminal_id")):
-            old_order = windows.order[keep[windows.order]]
-            if recent_rows:
-                assert recent is not None
-                rel = recent.ts_ms - int(recent.ts_ms.min())
-                recent_key = getattr(recent, ids) * (int(rel.max()) + 1) + rel  # (entity, time) order
-                recent_order = n_old + np.argsort(recent_key, kind="stable")
-                recent_order = recent_order[keep[recent_order]]
-                order = np.concatenate([old_order, recent_order])
-            else:
-                order = old_order
-            hints.append(position[order])
-        return hints[0], hints[1]
-
-
-def _pad(history: _History, extra: int) -> _History:
-    """A copy of ``history`` with ``extra`` rows of spare capacity at the end."""
-    if extra <= 0 or len(history) == 0:
-        return _History.concat([history])
-    filler = history.take(np.zeros(extra, dtype=np.int64))
-    return _History.concat([history, filler])
+    def _code(self, value: str) -> int:
+        code = self._codes.get(value)
+        if code is None:
+            code = self._codes[value] = len(self._codes)
+        return code

@@ -9,13 +9,20 @@ spending suddenly jumps above its own habit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
 
 BASE_SCORE = 0.01
+# Feature name -> values: a feature frame, or the scorer's arrays (no frame is built to run the rules).
+Features: TypeAlias = pd.DataFrame | Mapping[str, np.ndarray]
+
+
+def _values(features: Features, name: str) -> np.ndarray:
+    return np.asarray(features[name], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,7 @@ class Rule:
     name: str
     description: str
     reads: tuple[str, ...]
-    condition: Callable[[pd.DataFrame], np.ndarray]
+    condition: Callable[[Features], np.ndarray]
     score: float
 
 
@@ -34,22 +41,22 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         "large_amount",
         "amount above 220: rare for genuine cards, common for fraud",
         ("amount",),
-        lambda f: f["amount"].to_numpy() > 220.0,
+        lambda f: _values(f, "amount") > 220.0,
         0.9,
     ),
     Rule(
         "risky_terminal",
         "the terminal had confirmed fraud in its last labelled week (at least 2 transactions seen)",
         ("terminal_risk_7d", "terminal_tx_count_7d"),
-        lambda f: (f["terminal_risk_7d"].to_numpy() >= 0.3) & (f["terminal_tx_count_7d"].to_numpy() >= 2),
+        lambda f: (_values(f, "terminal_risk_7d") >= 0.3) & (_values(f, "terminal_tx_count_7d") >= 2),
         0.8,
     ),
     Rule(
         "spending_spike",
         "today's average amount is over 3x the card's 30-day average, with some history",
         ("customer_avg_amount_1d", "customer_avg_amount_30d", "customer_tx_count_30d"),
-        lambda f: (f["customer_avg_amount_1d"].to_numpy() > 3.0 * f["customer_avg_amount_30d"].to_numpy())
-        & (f["customer_tx_count_30d"].to_numpy() >= 5),
+        lambda f: (_values(f, "customer_avg_amount_1d") > 3.0 * _values(f, "customer_avg_amount_30d"))
+        & (_values(f, "customer_tx_count_30d") >= 5),
         0.6,
     ),
 )
@@ -61,9 +68,9 @@ class RuleScores:
     fired: np.ndarray  # name of the highest rule that fired per row, or "" when none did
 
 
-def score_with_rules(features: pd.DataFrame, rules: tuple[Rule, ...] = DEFAULT_RULES) -> RuleScores:
-    """Score a feature frame with the rules (vectorised); NaN inputs never fire a rule."""
-    n = len(features)
+def score_with_rules(features: Features, rules: tuple[Rule, ...] = DEFAULT_RULES) -> RuleScores:
+    """Score features (a frame or name -> array) with the rules (vectorised); NaN inputs never fire a rule."""
+    n = len(features) if isinstance(features, pd.DataFrame) else len(next(iter(features.values()), ()))
     scores = np.full(n, BASE_SCORE)
     fired = np.full(n, "", dtype=object)
     for rule in sorted(rules, key=lambda r: r.score):

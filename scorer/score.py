@@ -9,7 +9,15 @@ One `Scorer` serves a workspace. `score_batch` is the vectorised path (files, th
   champion exists, or when the champion's artifact fails its integrity check (recorded in the audit log);
 - quarantined features are imputed from their serving-state values before the model sees them (the logged
   features stay as computed, so the monitor keeps seeing the broken feature);
-- log rows can be buffered (``flush_rows``): DuckDB takes a batch of rows far faster than single rows.
+- log rows go through a `store.LogWriter`: buffered (``flush_rows``), written in large chunks, optionally
+  by a writer thread (``background_writes``); `flush` is the barrier after which every row is in the
+  store. What a hard kill can lose is spelled out in `store.log_writer`.
+
+`score_one` does not run the batch machinery for one row: `validate_record` checks the record in plain
+Python, `FeatureState.transform_one` reads its windows with a few binary searches, the model predicts one
+``(1, n)`` float32 row, and the log rows are staged as tuples. It gives exactly what ``score_batch([record])``
+gives (tests/test_score_one.py holds the two to each other); records it does not recognise, and any call
+while fault-injection hooks are installed, take the batch path itself.
 
 Scoring is a pure function of (batch, feature state, serving state, model) apart from the logging, which is
 what lets the same code run inside Spark ``mapInPandas`` or Ray ``map_batches`` (DESIGN 10).
@@ -24,10 +32,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from scorer import columns as C
@@ -36,11 +45,24 @@ from scorer.features import FeatureConfig, FeatureState
 from scorer.registry import LoadedModel, ModelRegistry
 from scorer.rules import score_with_rules
 from scorer.serving import ServingState, ServingStateStore
-from scorer.validate import ScoringLimits, ValidationResult, validate
-from store import Store
+from scorer.validate import ScoringLimits, validate
+from scorer.validate_record import DeadRecord, ValidRecord, validate_record
+from store import LogWriter, Store
 
 DECISIONS = ("approve", "review", "decline")
 LOGGED_FEATURES = FeatureConfig(extra_features=True).columns
+_FEATURE_INDEX: Final = {name: i for i, name in enumerate(LOGGED_FEATURES)}
+_DECISION_TEXT: Final = np.array(DECISIONS, dtype=object)
+
+# Log row layouts of the single-transaction path (tuples in this order; see `Scorer._log_one`).
+_TRANSACTION_ROW: Final = (*C.INPUT_COLUMNS, "batch_id", "received_at")
+_PREDICTION_ROW: Final = (
+    C.TRANSACTION_ID, C.TIMESTAMP, "score", "decision", "model_version", "serving_state_version", "used_fallback",
+    "fallback_reason", "latency_ms", "model_ms", "batch_id", "scored_at", *LOGGED_FEATURES,
+)  # fmt: skip
+_DEAD_LETTER_ROW: Final = (
+    "dead_letter_id", "received_at", "batch_id", "source", C.TRANSACTION_ID, "reason", "field", "payload",
+)  # fmt: skip
 
 
 class ScorerConfig(BaseModel):
@@ -49,6 +71,14 @@ class ScorerConfig(BaseModel):
     limits: ScoringLimits = Field(default_factory=ScoringLimits)
     label_delay_days: int = Field(7, ge=1, description="label delay the terminal features are shifted by")
     flush_rows: int = Field(1, ge=1, description="buffer this many log rows before writing (1 = every batch)")
+    background_writes: bool = Field(
+        False,
+        description="write full log chunks on a writer thread instead of in the scoring call; flush() still "
+        "waits for every row (see store.log_writer for what a hard kill can lose)",
+    )
+    max_queued_chunks: int = Field(
+        2, ge=1, description="background writes: sealed log chunks that may wait before scoring calls block"
+    )
     seen_ids_capacity: int = Field(2_000_000, ge=0, description="recent transaction ids kept for duplicate checks")
 
 
@@ -80,11 +110,15 @@ class ScorerHooks:
 
     They model what breaks *outside* this code in production: an upstream feature job shipping nulls or
     constants (``features``), or a slow host (``extra_latency_ms``). Empty by default; production code never
-    sets them. Each hook sees the batch's transactions so it can decide by time or by row.
+    sets them. Each hook sees the batch's transactions so it can decide by time or by row. While any hook is
+    installed `Scorer.score_one` takes the batch path, so hooks see single transactions as one-row frames.
     """
 
     features: list[Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]] = field(default_factory=list)
     extra_latency_ms: list[Callable[[pd.DataFrame], np.ndarray]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.features or self.extra_latency_ms)
 
 
 @dataclass
@@ -94,17 +128,6 @@ class _Serving:
     state: ServingState
     model: LoadedModel | None
     fallback_reason: str | None
-
-
-@dataclass
-class _LogBuffer:
-    frames: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
-    rows: int = 0
-
-    def add(self, table: str, frame: pd.DataFrame) -> None:
-        if len(frame):
-            self.frames.setdefault(table, []).append(frame)
-            self.rows += len(frame)
 
 
 class Scorer:
@@ -128,11 +151,18 @@ class Scorer:
         self.hooks = ScorerHooks()
         self._last_model_ms = 0.0
         self._model: LoadedModel | None = None
+        self._model_columns: tuple[LoadedModel | None, np.ndarray] = (None, np.empty(0, dtype=np.int64))
         self._failed: dict[int, str] = {}  # champion version -> why it could not load (until state changes)
         self._failed_state_version: int | None = None
         self._seen: set[str] = set()
-        self._seen_order: deque[str] = deque()
-        self._buffer = _LogBuffer()
+        self._seen_order: deque[list[str]] = deque()  # ids in arrival order, in the chunks they came in
+        self._seen_count = 0
+        self._writer = LogWriter(
+            store,
+            flush_rows=self.config.flush_rows,
+            background=self.config.background_writes,
+            max_queued_chunks=self.config.max_queued_chunks,
+        )
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -150,65 +180,91 @@ class Scorer:
         batch_id = uuid.uuid4().hex[:16]
         checked = validate(records, limits=self.config.limits, seen_ids=self._seen)
         serving = self._resolve_serving()
-        valid = checked.valid.sort_values(C.TIMESTAMP, kind="stable") if len(checked.valid) > 1 else checked.valid
-        features = self.features.transform(valid) if len(valid) else pd.DataFrame(columns=LOGGED_FEATURES)
-        for hook in self.hooks.features:
-            features = hook(valid, features)
-        scores, fired = self._score(features, serving)
+        rows, positions = checked.columns, checked.positions
+        times = rows[C.TIMESTAMP]
+        if len(times) > 1 and not bool((times[1:] >= times[:-1]).all()):  # scored in time order
+            order = np.argsort(times, kind="stable")
+            rows, positions = {name: values[order] for name, values in rows.items()}, positions[order]
+        matrix = self.features.transform_columns(
+            transaction_id=rows[C.TRANSACTION_ID], timestamp=rows[C.TIMESTAMP], customer_id=rows[C.CUSTOMER_ID],
+            terminal_id=rows[C.TERMINAL_ID], amount=rows[C.AMOUNT], channel=rows[C.CHANNEL], mcc=rows[C.MCC],
+        )  # fmt: skip
+        valid: pd.DataFrame | None = None
+        if self.hooks:
+            valid = pd.DataFrame(rows, index=positions)
+            matrix = self._apply_feature_hooks(valid, matrix)
+        scores, fired = self._score(matrix, serving)
         state = serving.state
-        decisions = np.where(
-            scores >= state.threshold, "decline", np.where(scores >= state.review_threshold, "review", "approve")
-        )
+        decision_codes = np.where(scores >= state.threshold, 2, np.where(scores >= state.review_threshold, 1, 0))
+        n = len(positions)
         # Per-row latency: the batch's wall time shared over its rows (a one-row batch is a request's latency).
-        latency_ms = np.full(len(valid), (time.perf_counter() - started) * 1000.0 / max(len(valid), 1))
+        latency_ms = np.full(n, (time.perf_counter() - started) * 1000.0 / max(n, 1))
         for extra in self.hooks.extra_latency_ms:
+            assert valid is not None
             latency_ms = latency_ms + extra(valid)
         model_version = None if serving.model is None else serving.model.version
-        fallback_reason = serving.fallback_reason
+        self._remember_ids(rows[C.TRANSACTION_ID])
+        self._log_batch(batch_id, source, rows, matrix, scores, decision_codes, latency_ms, serving, checked.dead)
         predictions = pd.DataFrame(
             {
-                C.TRANSACTION_ID: valid[C.TRANSACTION_ID].to_numpy(),
-                C.TIMESTAMP: valid[C.TIMESTAMP].to_numpy(),
+                C.TRANSACTION_ID: rows[C.TRANSACTION_ID],
+                C.TIMESTAMP: rows[C.TIMESTAMP],
                 "score": scores,
-                "decision": decisions,
-                "model_version": pd.array([model_version] * len(valid), dtype="Int64"),
-                "serving_state_version": state.version,
-                "used_fallback": serving.model is None,
-                "fallback_reason": fallback_reason,
+                "decision": _DECISION_TEXT[decision_codes],
+                "model_version": pd.array([model_version] * n, dtype="Int64"),
+                "serving_state_version": np.full(n, state.version),
+                "used_fallback": np.full(n, serving.model is None),
+                "fallback_reason": np.full(n, serving.fallback_reason, dtype=object),
                 "rule": fired,
                 "latency_ms": latency_ms,
-                "model_ms": self._last_model_ms,
-            },
-            index=valid.index,
+                "model_ms": np.full(n, self._last_model_ms),
+            }
         )
-        self._remember_ids(valid[C.TRANSACTION_ID])
-        self._log(batch_id, source, valid, features, predictions, checked)
         return ScoreResult(
             batch_id=batch_id,
             rows_in=checked.rows_in,
-            predictions=predictions.reset_index(drop=True),
+            predictions=predictions,
             dead_letters=checked.dead,
             serving_state_version=state.version,
             model_version=model_version,
             used_fallback=serving.model is None,
-            fallback_reason=fallback_reason,
+            fallback_reason=serving.fallback_reason,
         )
 
     def score_one(self, record: Mapping[str, Any], *, source: str = "api") -> dict[str, Any]:
-        """Score one transaction; returns its decision or, if it was dead-lettered, the reason."""
-        result = self.score_batch([record], source=source)
-        if result.scored:
-            row = result.predictions.iloc[0]
-            return {
-                C.TRANSACTION_ID: row[C.TRANSACTION_ID],
-                "score": float(row["score"]),
-                "decision": row["decision"],
-                "model_version": result.model_version,
-                "used_fallback": result.used_fallback,
-                "latency_ms": float(row["latency_ms"]),
-            }
-        dead = result.dead_letters.iloc[0]
-        return {C.TRANSACTION_ID: dead[C.TRANSACTION_ID], "error": dead["reason"], "field": dead["field"]}
+        """Score one transaction; returns its decision or, if it was dead-lettered, the reason.
+
+        Exactly ``score_batch([record])``, without its per-batch costs (see the module docstring).
+        """
+        if self.hooks:
+            return self._score_one_as_batch(record, source)
+        started = time.perf_counter()
+        checked = validate_record(record, limits=self.config.limits, seen_ids=self._seen)
+        if checked is None:  # a shape `validate_record` leaves to the vectorised validator
+            return self._score_one_as_batch(record, source)
+        batch_id = uuid.uuid4().hex[:16]
+        serving = self._resolve_serving()
+        if isinstance(checked, DeadRecord):
+            self._log_dead_one(batch_id, source, checked)
+            return {C.TRANSACTION_ID: checked.transaction_id, "error": checked.reason, "field": checked.field}
+        features = self.features.transform_one(
+            checked.transaction_id, checked.timestamp_ns // 1_000_000, checked.customer_id, checked.terminal_id,
+            checked.amount, checked.channel, checked.mcc,
+        )  # fmt: skip
+        score = self._score_row(features, serving)
+        state = serving.state
+        decision = DECISIONS[2 if score >= state.threshold else 1 if score >= state.review_threshold else 0]
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self._remember_ids([checked.transaction_id])
+        self._log_one(batch_id, checked, features, score, decision, latency_ms, serving)
+        return {
+            C.TRANSACTION_ID: checked.transaction_id,
+            "score": score,
+            "decision": decision,
+            "model_version": None if serving.model is None else serving.model.version,
+            "used_fallback": serving.model is None,
+            "latency_ms": latency_ms,
+        }
 
     def add_labels(self, labels: pd.DataFrame) -> int:
         """Record labels that arrived (``transaction_id``, ``is_fraud``, ``label_time``); feeds terminal risk."""
@@ -224,8 +280,7 @@ class Scorer:
                 "received_at": np.datetime64(self.clock()),
             }
         )
-        self._buffer.add("labels", frame)
-        self._maybe_flush()
+        self._writer.append({"labels": frame})
         self.features.add_labels(frame[C.TRANSACTION_ID].to_numpy(), frame[C.LABEL].to_numpy())
         return len(frame)
 
@@ -243,24 +298,16 @@ class Scorer:
             [since.to_pydatetime()],
         )
         self.features.observe(history)
-        self._remember_ids(history[C.TRANSACTION_ID])
+        self._remember_ids(history[C.TRANSACTION_ID].to_numpy(dtype=object))
         return len(history)
 
     def flush(self) -> int:
-        """Write buffered log rows; returns how many."""
-        written = 0
-        if not self._buffer.rows:
-            return 0
-        with self.store.transaction():
-            for table, frames in self._buffer.frames.items():
-                # One frame (flush_rows=1, a batch per flush) goes as it is: concat would only copy it.
-                frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-                written += self.store.append(table, frame)
-        self._buffer = _LogBuffer()
-        return written
+        """Write buffered log rows and wait until every row logged so far is in the store; returns how many."""
+        return self._writer.flush()
 
     def close(self) -> None:
-        self.flush()
+        """Flush the log and stop its writer thread (if any)."""
+        self._writer.close()
 
     def invalidate_model(self) -> None:
         """Forget the loaded model so the next batch loads (and verifies) the champion again.
@@ -287,6 +334,21 @@ class Scorer:
 
     # -- internals --------------------------------------------------------------------------------
 
+    def _score_one_as_batch(self, record: Mapping[str, Any], source: str) -> dict[str, Any]:
+        result = self.score_batch([record], source=source)
+        if result.scored:
+            row = result.predictions.iloc[0]
+            return {
+                C.TRANSACTION_ID: row[C.TRANSACTION_ID],
+                "score": float(row["score"]),
+                "decision": row["decision"],
+                "model_version": result.model_version,
+                "used_fallback": result.used_fallback,
+                "latency_ms": float(row["latency_ms"]),
+            }
+        dead = result.dead_letters.iloc[0]
+        return {C.TRANSACTION_ID: dead[C.TRANSACTION_ID], "error": dead["reason"], "field": dead["field"]}
+
     def _resolve_serving(self) -> _Serving:
         state = self.serving.current()
         if state.fallback:
@@ -309,80 +371,179 @@ class Scorer:
             return _Serving(state, None, reason)
         return _Serving(state, self._model, None)
 
-    def _score(self, features: pd.DataFrame, serving: _Serving) -> tuple[np.ndarray, np.ndarray]:
+    def _apply_feature_hooks(self, valid: pd.DataFrame, matrix: np.ndarray) -> np.ndarray:
+        """Run the feature hooks on frames; their result is aligned back to the valid rows by index."""
+        features = pd.DataFrame(dict(zip(LOGGED_FEATURES, matrix, strict=True)), index=valid.index)
+        for hook in self.hooks.features:
+            features = hook(valid, features)
+        aligned = features.reindex(index=valid.index)
+        return np.ascontiguousarray(aligned[LOGGED_FEATURES].to_numpy(dtype=np.float64).T)
+
+    def _score(self, matrix: np.ndarray, serving: _Serving) -> tuple[np.ndarray, np.ndarray]:
         started = time.perf_counter()
-        scores, fired = self._predict(features, serving)
+        scores, fired = self._predict(matrix, serving)
         # The model's own time per row, logged apart from the batch latency: a slow model hides inside
         # fixed per-batch costs otherwise (the monitor's model-latency check reads it).
-        self._last_model_ms = (time.perf_counter() - started) * 1000.0 / max(len(features), 1)
+        self._last_model_ms = (time.perf_counter() - started) * 1000.0 / max(matrix.shape[1], 1)
         return scores, fired
 
-    def _predict(self, features: pd.DataFrame, serving: _Serving) -> tuple[np.ndarray, np.ndarray]:
-        if len(features) == 0:
+    def _predict(self, matrix: np.ndarray, serving: _Serving) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and fired rules for a (features, rows) matrix, quarantined features imputed."""
+        n = matrix.shape[1]
+        if n == 0:
             return np.empty(0), np.empty(0, dtype=object)
-        quarantined = serving.state.quarantined_features
-        model_input = features.assign(**dict(quarantined.items())) if quarantined else features
+        quarantined = {
+            _FEATURE_INDEX[name]: value
+            for name, value in serving.state.quarantined_features.items()
+            if name in _FEATURE_INDEX
+        }
         if serving.model is None:
-            rules = score_with_rules(model_input)
+            features = dict(zip(LOGGED_FEATURES, matrix, strict=True))
+            for i, value in quarantined.items():
+                features[LOGGED_FEATURES[i]] = np.full(n, value, dtype=np.float64)
+            rules = score_with_rules(features)
             return rules.scores, rules.fired
-        columns = serving.model.metadata.feature_columns
-        matrix = model_input[columns].to_numpy(dtype=np.float32)
-        scores = np.asarray(serving.model.booster.inplace_predict(matrix), dtype=np.float64)
-        return scores, np.full(len(scores), "", dtype=object)
+        model_input = np.empty((n, len(self._columns_of(serving.model))), dtype=np.float32)
+        for j, i in enumerate(self._columns_of(serving.model)):
+            model_input[:, j] = quarantined[i] if i in quarantined else matrix[i]
+        scores = np.asarray(serving.model.booster.inplace_predict(model_input), dtype=np.float64)
+        return scores, np.full(n, "", dtype=object)
 
-    def _log(
+    def _score_row(self, features: list[float], serving: _Serving) -> float:
+        """`_predict` for one transaction's features (the same float32 input, the same rules)."""
+        started = time.perf_counter()
+        quarantined = serving.state.quarantined_features
+        if quarantined:
+            features = list(features)
+            for name, value in quarantined.items():
+                if name in _FEATURE_INDEX:
+                    features[_FEATURE_INDEX[name]] = float(value)
+        if serving.model is None:
+            rules = score_with_rules({name: np.array([value]) for name, value in zip(LOGGED_FEATURES, features, strict=True)})
+            score = float(rules.scores[0])
+        else:
+            row = np.array([[features[i] for i in self._columns_of(serving.model).tolist()]], dtype=np.float32)
+            score = float(serving.model.booster.inplace_predict(row)[0])
+        self._last_model_ms = (time.perf_counter() - started) * 1000.0
+        return score
+
+    def _columns_of(self, model: LoadedModel) -> np.ndarray:
+        """Positions of the model's feature columns among `LOGGED_FEATURES` (cached per loaded model)."""
+        cached, positions = self._model_columns
+        if cached is not model:
+            positions = np.array([_FEATURE_INDEX[name] for name in model.metadata.feature_columns], dtype=np.int64)
+            self._model_columns = (model, positions)
+        return positions
+
+    def _log_batch(
         self,
         batch_id: str,
         source: str,
-        valid: pd.DataFrame,
-        features: pd.DataFrame,
-        predictions: pd.DataFrame,
-        checked: ValidationResult,
+        rows: Mapping[str, Any],
+        matrix: np.ndarray,
+        scores: np.ndarray,
+        decision_codes: np.ndarray,
+        latency_ms: np.ndarray,
+        serving: _Serving,
+        dead: pd.DataFrame,
     ) -> None:
-        now = np.datetime64(self.clock())
-        if len(valid):
-            self._buffer.add("transactions", valid.assign(batch_id=batch_id, received_at=now))
-            if features.index.equals(predictions.index):
-                # One dict -> one frame (no drop/assign/concat copies of a 10k x 28 frame); rows line up.
-                logged = {name: predictions[name].array for name in predictions.columns if name != "rule"}
-                logged.update(batch_id=batch_id, scored_at=now)
-                logged.update({name: features[name].to_numpy() for name in LOGGED_FEATURES})
-                self._buffer.add("predictions", pd.DataFrame(logged, index=predictions.index))
-            else:  # a feature hook changed the rows: align by index as before
-                base = predictions.drop(columns=["rule"]).assign(batch_id=batch_id, scored_at=now)
-                self._buffer.add("predictions", pd.concat([base, features[LOGGED_FEATURES]], axis=1))
-        if len(checked.dead):
-            dead = checked.dead
-            self._buffer.add(
-                "dead_letters",
-                pd.DataFrame(
-                    {
-                        "dead_letter_id": [f"{batch_id}-{row}" for row in dead["row"]],
-                        "received_at": now,
-                        "batch_id": batch_id,
-                        "source": source,
-                        C.TRANSACTION_ID: dead[C.TRANSACTION_ID].to_numpy(dtype=object),
-                        "reason": dead["reason"].to_numpy(),
-                        "field": dead["field"].to_numpy(dtype=object),
-                        "payload": dead["payload"].to_numpy(),
-                    }
-                ),
+        """Stage a batch's log rows as Arrow tables (built from the arrays, no frame copies)."""
+        now = np.datetime64(self.clock(), "us")
+        n = len(scores)
+        tables: dict[str, pa.Table | pd.DataFrame] = {}
+        if n:
+            batch = pa.array([batch_id] * n, pa.string())
+            stamp = pa.array(np.full(n, now))
+            transactions = {name: _arrow_column(rows[name]) for name in C.INPUT_COLUMNS}
+            tables["transactions"] = pa.table({**transactions, "batch_id": batch, "received_at": stamp})
+            version = None if serving.model is None else serving.model.version
+            predictions: dict[str, Any] = {
+                C.TRANSACTION_ID: transactions[C.TRANSACTION_ID],
+                C.TIMESTAMP: transactions[C.TIMESTAMP],
+                "scored_at": stamp,
+                "score": scores,
+                "decision": pa.DictionaryArray.from_arrays(decision_codes.astype(np.int8), list(DECISIONS)),
+                "model_version": pa.nulls(n, pa.int32()) if version is None else np.full(n, version, np.int32),
+                "serving_state_version": np.full(n, serving.state.version, np.int32),
+                "used_fallback": np.full(n, serving.model is None),
+                "fallback_reason": pa.array([serving.fallback_reason] * n, pa.string()),
+                "latency_ms": latency_ms,
+                "model_ms": np.full(n, self._last_model_ms),
+                "batch_id": batch,
+            }
+            predictions.update(zip(LOGGED_FEATURES, matrix, strict=True))
+            tables["predictions"] = pa.table(predictions)
+        if len(dead):
+            tables["dead_letters"] = pd.DataFrame(
+                {
+                    "dead_letter_id": [f"{batch_id}-{row}" for row in dead["row"]],
+                    "received_at": now,
+                    "batch_id": batch_id,
+                    "source": source,
+                    C.TRANSACTION_ID: dead[C.TRANSACTION_ID].to_numpy(dtype=object),
+                    "reason": dead["reason"].to_numpy(),
+                    "field": dead["field"].to_numpy(dtype=object),
+                    "payload": dead["payload"].to_numpy(),
+                }
             )
-        self._maybe_flush()
+        self._writer.append(tables)
 
-    def _maybe_flush(self) -> None:
-        if self._buffer.rows >= self.config.flush_rows:
-            self.flush()
+    def _log_one(
+        self,
+        batch_id: str,
+        record: ValidRecord,
+        features: list[float],
+        score: float,
+        decision: str,
+        latency_ms: float,
+        serving: _Serving,
+    ) -> None:
+        """Stage one scored transaction's log rows as tuples (the same rows `_log_batch` writes)."""
+        now = np.datetime64(self.clock(), "us")
+        stamp = record.timestamp
+        version = None if serving.model is None else serving.model.version
+        transaction = (
+            record.transaction_id, stamp, record.customer_id, record.terminal_id, record.amount, record.channel,
+            record.merchant_name, record.mcc, record.country, batch_id, now,
+        )  # fmt: skip
+        prediction = (
+            record.transaction_id, stamp, score, decision, version, serving.state.version, serving.model is None,
+            serving.fallback_reason, latency_ms, self._last_model_ms, batch_id, now, *features,
+        )  # fmt: skip
+        self._writer.append_rows(
+            {"transactions": (_TRANSACTION_ROW, transaction), "predictions": (_PREDICTION_ROW, prediction)}
+        )
 
-    def _remember_ids(self, ids: pd.Series) -> None:
+    def _log_dead_one(self, batch_id: str, source: str, dead: DeadRecord) -> None:
+        now = np.datetime64(self.clock(), "us")
+        row = (f"{batch_id}-0", now, batch_id, source, dead.transaction_id, dead.reason, dead.field, dead.payload)
+        self._writer.append_rows({"dead_letters": (_DEAD_LETTER_ROW, row)})
+
+    def _remember_ids(self, ids: Sequence[str] | np.ndarray) -> None:
+        """Add scored ids to the duplicate-check set, forgetting the oldest beyond the capacity."""
         capacity = self.config.seen_ids_capacity
         if capacity == 0:
             return
-        values = ids.tolist()
+        values = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        if not values:
+            return
         self._seen.update(values)
-        self._seen_order.extend(values)
-        while len(self._seen_order) > capacity:
-            self._seen.discard(self._seen_order.popleft())
+        if self._seen_order and len(self._seen_order[-1]) < 4096:  # single ids: no list per transaction
+            self._seen_order[-1].extend(values)
+        else:
+            self._seen_order.append(values)
+        self._seen_count += len(values)
+        while self._seen_count > capacity:  # whole chunks at C speed; the last one cut
+            oldest = self._seen_order[0]
+            excess = self._seen_count - capacity
+            if len(oldest) <= excess:
+                self._seen_order.popleft()
+                self._seen.difference_update(oldest)
+                self._seen_count -= len(oldest)
+            else:
+                self._seen.difference_update(oldest[:excess])
+                self._seen_order[0] = oldest[excess:]
+                self._seen_count -= excess
 
     def _audit_load_failure(self, version: int, reason: str) -> None:
         self.store.append(
@@ -403,6 +564,13 @@ class Scorer:
                 }
             ),
         )
+
+
+def _arrow_column(values: Any) -> pa.Array | pa.ChunkedArray:
+    """A validated column as Arrow: text as ``string``, timestamps and numbers as they are."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return pa.array(values)
+    return pa.array(values, type=pa.string(), from_pandas=True)
 
 
 def _utc_now() -> datetime:

@@ -1,7 +1,16 @@
-"""The bottom layer: the workspace folder and the one owner of its DuckDB file."""
+"""The bottom layer: the workspace folder, the one owner of its DuckDB file, and its log writer."""
 
 from store.db import TIME_COLUMNS, Store
 from store.errors import StoreError, UnknownTableError, WorkspaceBusyError
+from store.log_writer import LogWriter
 from store.workspace import Workspace
 
-__all__ = ["TIME_COLUMNS", "Store", "StoreError", "UnknownTableError", "Workspace", "WorkspaceBusyError"]
+__all__ = [
+    "TIME_COLUMNS",
+    "LogWriter",
+    "Store",
+    "StoreError",
+    "UnknownTableError",
+    "Workspace",
+    "WorkspaceBusyError",
+]

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from store.errors import UnknownTableError, WorkspaceBusyError
 from store.schema import MIGRATIONS
@@ -65,6 +66,7 @@ class Store:
             raise
         self._lock = threading.RLock()
         self._columns: dict[str, list[str]] = {}
+        self._arrow_schemas: dict[str, pa.Schema] = {}
         self.migrate()
 
     @classmethod
@@ -113,6 +115,7 @@ class Store:
                     self._con.execute("ROLLBACK")
                     raise
             self._columns.clear()
+            self._arrow_schemas.clear()
             return self.schema_version()
 
     def schema_version(self) -> int:
@@ -140,29 +143,53 @@ class Store:
             self._columns[table] = [r[0] for r in rows]
         return self._columns[table]
 
+    def arrow_schema(self, table: str) -> pa.Schema:
+        """The Arrow types a table's columns take without a cast (cached): what `LogWriter` converts to.
+
+        Columns of a type with no plain Arrow twin (lists, for instance) are left out; an Arrow table
+        holding them is inserted as it is and DuckDB casts it.
+        """
+        if table not in self._arrow_schemas:
+            self.columns(table)  # validates the name
+            with self._lock:
+                rows = self._con.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+            fields = [pa.field(name, _ARROW_TYPES[kind]) for name, kind in rows if kind in _ARROW_TYPES]
+            self._arrow_schemas[table] = pa.schema(fields)
+        return self._arrow_schemas[table]
+
     # -- reads and writes -----------------------------------------------------------------------
 
-    def append(self, table: str, frame: pd.DataFrame) -> int:
-        """Insert a frame's rows in one statement; columns absent from the frame become NULL.
+    def append(self, table: str, frame: pd.DataFrame | pa.Table) -> int:
+        """Insert a frame's (or an Arrow table's) rows in one statement; absent columns become NULL.
+
+        Arrow tables whose columns already have the table's types (`arrow_schema`) are the cheapest input:
+        DuckDB scans them without converting Python objects and without holding the GIL.
 
         Returns the number of rows written.
         """
-        if frame.empty:
+        names = list(frame.column_names) if isinstance(frame, pa.Table) else [str(c) for c in frame.columns]
+        rows = frame.num_rows if isinstance(frame, pa.Table) else len(frame)
+        if rows == 0:
             return 0
         columns = self.columns(table)
-        unknown = set(frame.columns) - set(columns)
+        unknown = set(names) - set(columns)
         if unknown:
             raise ValueError(f"columns not in table {table}: {sorted(unknown)}")
-        present = [c for c in columns if c in frame.columns]
+        present = [c for c in columns if c in names]
         select = ", ".join(f'"{c}"' for c in present)
+        if names != present:  # the frame's own column order, or extra copies of the frame, do not matter
+            frame = frame.select(present) if isinstance(frame, pa.Table) else frame[present]
         with self._lock:
-            # frame[present] copies every column; skip it when the frame already has the table's columns.
-            self._con.register("_append_frame", frame if list(frame.columns) == present else frame[present])
+            self._con.register("_append_frame", frame)
             try:
                 self._con.execute(f'INSERT INTO "{table}" ({select}) SELECT {select} FROM _append_frame')
             finally:
                 self._con.unregister("_append_frame")
-        return len(frame)
+        return rows
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """Run a query and return its result as a frame."""
@@ -237,6 +264,17 @@ class Store:
             )
             rows = self._con.execute(f'SELECT count(*) FROM "{table}"{clause}', params).fetchone()
         return int(rows[0]) if rows else 0
+
+
+# DuckDB column type -> the Arrow type DuckDB reads without a cast.
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "DOUBLE": pa.float64(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "BOOLEAN": pa.bool_(),
+}
 
 
 def _sql_string(value: str) -> str:

@@ -77,14 +77,14 @@ def _simulated(days: int = 45) -> pd.DataFrame:
 
 def test_streaming_features_equal_batch_features_hour_by_hour() -> None:
     """Acceptance 4: the two paths agree (tolerance 1e-9) on the same data, labels arriving late."""
-    tx = _simulated()
+    tx = _simulated(days=52)  # long enough past the 38-day retention that old rows are evicted
     config = FeatureConfig(extra_features=True)
     batch = compute_features(tx, config)
     # Labels of a transaction reach the streaming state label_delay_days after it happened. Before scoring
     # hour H we deliver the labels due by the END of H: a transaction at t inside H needs the labels of
     # rows up to t - delay, and labels of later rows fall outside its window, so knowing them early is moot.
     delay = pd.Timedelta(days=config.label_delay_days)
-    state = FeatureState(config, min_recent_rows=512)  # small, so the old-rows index is rebuilt often
+    state = FeatureState(config, min_recent_rows=512)  # small, so the tail is merged into the indexes often
     parts = []
     unlabelled = tx.drop(columns=["is_fraud"])
     hours = tx["timestamp"].dt.floor("h")
@@ -143,21 +143,98 @@ def test_streaming_equals_batch_for_any_split(rows: list[tuple[int, int, int, fl
     np.testing.assert_allclose(streamed.to_numpy(), batch.to_numpy(), rtol=0, atol=1e-9)
 
 
-def test_rebuilt_indexes_equal_a_full_stable_sort() -> None:
-    """Rebuilds merge the previous order with the recent rows; the result must be the stable sort itself."""
-    tx = _simulated(days=20)
+def _assert_indexes_are_stable_sorts(state: FeatureState) -> None:
+    """Each window index lists the indexed rows in the stable sort of (entity, time), with its prefix sums."""
+    state._sync_labels()  # labels reach the terminal index lazily, before the next batch reads it
+    rows, size = state._rows, state._indexed
+    for index, codes, values in (
+        (state._customers, rows.customer[:size], rows.units[:size]),
+        (state._terminals, rows.terminal[:size], np.nan_to_num(rows.label[:size]).astype(np.int64)),
+    ):
+        key = codes * index.stride + (rows.ts_ms[:size] - index.t0)
+        order = np.argsort(key, kind="stable")
+        if index.row is not None:  # the customer index keeps no row ids: its values show the tie order
+            np.testing.assert_array_equal(index.row, order)
+        np.testing.assert_array_equal(index.key, key[order])
+        np.testing.assert_array_equal(index.values, values[order])
+        np.testing.assert_array_equal(index.prefix, np.concatenate([[0], np.cumsum(values[order])]))
+        assert rows.ts_ms[:size].max() - index.t0 <= index.capacity and rows.ts_ms[:size].min() >= index.t0
+
+
+def test_window_indexes_stay_stable_sorts_through_merges_evictions_and_relayouts() -> None:
+    """Merges insert into the sorted order; evictions and key relayouts keep it: it must be the stable sort."""
+    tx = _simulated(days=90)  # > retention (38 days) + headroom: rows are evicted and keys laid out again
     tx["timestamp"] = tx["timestamp"].dt.floor("h")  # many equal keys: ties must stay in arrival order
     state = FeatureState(min_recent_rows=256)
-    rebuilds = 0
+    layouts, evictions = set(), 0
     for start in range(0, len(tx), 700):
-        before = state._index
-        state.transform(tx.iloc[start : start + 700])
-        index = state._index
-        if index is None or index is before:
-            continue
-        rebuilds += 1
-        assert state._old is not None
-        for windows, ids in ((index.customers, state._old.customer_id), (index.terminals, state._old.terminal_id)):
-            key = ids * windows.stride + (state._old.ts_ms - windows.t0)
-            np.testing.assert_array_equal(windows.order, np.argsort(key, kind="stable"))
-    assert rebuilds > 3
+        before = state.rows
+        chunk = tx.iloc[start : start + 700]
+        state.transform(chunk.drop(columns=["is_fraud"]))
+        if start % 2100 == 0:  # labels arrive now and then: the terminal index re-reads its fraud counts
+            state.add_labels(chunk["transaction_id"].to_numpy(), chunk["is_fraud"].to_numpy())
+        evictions += state.rows < before + len(chunk)
+        layouts.add((state._customers.t0, state._customers.stride))
+        _assert_indexes_are_stable_sorts(state)
+    assert evictions >= 2 and len(layouts) > 3
+    assert state.rows < 0.6 * len(tx)  # 90 days seen, about 39 (+ up to a quarter) kept
+
+
+def _frame(rows: list[tuple[int, int, int, float, str | None, str | None]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"x{i}" for i in range(len(rows))],
+            "timestamp": pd.Timestamp("2024-03-01") + pd.to_timedelta([r[0] for r in rows], unit="min"),
+            "customer_id": [f"c{r[1]}" for r in rows],
+            "terminal_id": [f"t{r[2]}" for r in rows],
+            "amount": [r[3] for r in rows],
+            "channel": pd.array([r[4] for r in rows], dtype=object),
+            "mcc": pd.array([r[5] for r in rows], dtype=object),
+        }
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 12 * 24 * 60).map(lambda m: m - m % 30),  # minutes, on a 30-minute grid: ties
+            st.integers(0, 3),  # customer
+            st.integers(0, 3),  # terminal
+            st.floats(0, 500, allow_nan=False).map(lambda x: round(x, 2)),
+            st.sampled_from([None, "online", "card_present"]),
+            st.sampled_from([None, "5967", "5411"]),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    st.integers(1, 12),
+    st.floats(0, 1),
+)
+def test_one_transaction_path_equals_one_row_batches(
+    rows: list[tuple[int, int, int, float, str | None, str | None]], recent: int, late_share: float
+) -> None:
+    """`transform_one` (plain Python over the tail) gives exactly what a one-row `transform` gives.
+
+    Rows arrive mostly in time order with some late ones (ties and out-of-order times are where arrival
+    order matters), labels arrive along the way, and a small ``min_recent_rows`` merges the tail often.
+    """
+    rows = sorted(rows, key=lambda r: r[0])
+    late = int(len(rows) * late_share) // 4
+    rows = rows[late:] + rows[:late]  # a few rows arrive after later ones
+    frame = _frame(rows)
+    config = FeatureConfig(extra_features=True, label_delay_days=2, windows_days=(1, 3))
+    single, batch = FeatureState(config, min_recent_rows=recent), FeatureState(config, min_recent_rows=recent)
+    for i, row in enumerate(frame.itertuples(index=False)):
+        stamp = pd.Timestamp(row.timestamp)
+        one = single.transform_one(
+            row.transaction_id, stamp.value // 1_000_000, row.customer_id, row.terminal_id, row.amount,
+            row.channel, row.mcc,
+        )  # fmt: skip
+        expected = batch.transform(frame.iloc[[i]]).to_numpy()[0]
+        np.testing.assert_array_equal(np.array(one), expected)
+        if i % 5 == 4:
+            labelled = frame.iloc[i - 4 : i + 1]
+            flags = (labelled["amount"] > 250).astype(int).to_numpy()
+            assert single.add_labels(labelled["transaction_id"], flags) == batch.add_labels(labelled["transaction_id"], flags)
+    assert single.rows == batch.rows

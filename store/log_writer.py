@@ -1,0 +1,289 @@
+"""Buffered, chunked appends to the append-only log tables, optionally written by a background thread.
+
+DuckDB's cost per logged row is mostly per statement, per commit and per row group (each commit of a small
+append goes through the write-ahead log and is compressed again at the next checkpoint; an append of a
+whole row group, 122,880 rows, is compressed once and written straight to the file). So a few large writes
+cost far less than many small ones; benchmarks/README.md has the numbers. `LogWriter` collects rows, whole
+frames or Arrow tables from batch scoring and single rows from the one-transaction path, and writes them
+in chunks:
+
+- a chunk is sealed when ``flush_rows`` rows are staged (checked after each `append` / `append_rows`
+  call, so the tables one call stages always land in the same chunk), on `flush`, and on `close`;
+- each chunk is written in one transaction, one INSERT per table from one Arrow table with the table's own
+  column types: either all of a chunk's rows are in the database or none are;
+- with ``background=True`` sealed chunks are written by a writer thread (DuckDB releases the GIL while it
+  inserts, so it uses the second core); at most ``max_queued_chunks`` chunks wait for it, after which the
+  caller blocks, so memory stays bounded and a slow disk slows the caller down instead of growing a queue.
+
+Durability, i.e. what a hard kill can lose: rows are in the database once `flush` (a barrier: it returns
+when every row appended before it is committed) or `close` returns. Until then they exist only in this
+process's memory, so ``kill -9``, the OOM killer or a power cut loses the rows appended since the last
+completed write: at most ``flush_rows`` staged rows, plus in the background mode up to
+``max_queued_chunks`` sealed chunks and the one being written (each about ``flush_rows`` rows; the chunk
+being written is all-or-nothing). Callers that must not lose a row across a crash call `flush` before they
+acknowledge it. A failed write is never dropped: its chunk is kept, written again (first) by the next
+`flush`, and the error is raised to the caller at its next `append`, `append_rows` or `flush`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import pandas as pd
+import pyarrow as pa
+
+from store.db import Store
+
+Frame: TypeAlias = pd.DataFrame | pa.Table
+
+
+@dataclass
+class _Rows:
+    """Single rows staged for one table, all with the same columns (values in ``columns`` order)."""
+
+    columns: tuple[str, ...]
+    values: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+Segment: TypeAlias = pd.DataFrame | pa.Table | _Rows
+
+
+@dataclass
+class _Chunk:
+    """Rows sealed for one write: per table, segments in arrival order."""
+
+    tables: dict[str, list[Segment]]
+    rows: int
+
+
+class LogWriter:
+    """Stages log rows and writes them to the store in large chunks (see the module docstring).
+
+    Args:
+        store: The database the rows go to.
+        flush_rows: Seal a chunk once this many rows (all tables together) are staged; 1 writes every call.
+        background: Write sealed chunks on a writer thread instead of in the caller.
+        max_queued_chunks: Background mode: how many sealed chunks may wait for the writer thread.
+    """
+
+    def __init__(
+        self, store: Store, *, flush_rows: int = 1, background: bool = False, max_queued_chunks: int = 2
+    ) -> None:
+        if flush_rows < 1 or max_queued_chunks < 1:
+            raise ValueError("flush_rows and max_queued_chunks must be at least 1")
+        self.store = store
+        self.flush_rows = flush_rows
+        self.background = background
+        self._staged: dict[str, list[Segment]] = {}
+        self._staged_rows = 0
+        self._written = 0  # rows committed so far (all threads)
+        self._failed: list[_Chunk] = []  # chunks whose write failed: written again, first, by `flush`
+        self._error: BaseException | None = None  # raised to the caller once
+        self._pending = 0  # chunks handed to the writer thread and not finished yet
+        self._done = threading.Condition()
+        self._queue: queue.Queue[_Chunk | None] | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=max_queued_chunks)
+            self._thread = threading.Thread(target=self._run, name="selfheal-log-writer", daemon=True)
+            self._thread.start()
+
+    # -- staging --------------------------------------------------------------------------------
+
+    @property
+    def staged_rows(self) -> int:
+        """Rows staged and not yet sealed into a chunk."""
+        return self._staged_rows
+
+    @property
+    def written_rows(self) -> int:
+        """Rows committed to the database by this writer so far."""
+        return self._written
+
+    def append(self, frames: Mapping[str, Frame]) -> None:
+        """Stage frames (or Arrow tables), one per table; they are sealed into the same chunk."""
+        self._raise_pending_error()
+        for table, frame in frames.items():
+            rows = frame.num_rows if isinstance(frame, pa.Table) else len(frame)
+            if rows:
+                self._staged.setdefault(table, []).append(frame)
+                self._staged_rows += rows
+        self._seal_if_full()
+
+    def append_rows(self, rows: Mapping[str, tuple[tuple[str, ...], tuple[Any, ...]]]) -> None:
+        """Stage one row per table, as ``{table: (columns, values)}``; cheap enough to call per transaction.
+
+        Rows for a table that share their ``columns`` tuple are collected into one segment, converted to
+        Arrow only when their chunk is written.
+        """
+        self._raise_pending_error()
+        for table, (columns, values) in rows.items():
+            segments = self._staged.setdefault(table, [])
+            last = segments[-1] if segments else None
+            if isinstance(last, _Rows) and last.columns is columns:
+                last.values.append(values)
+            else:
+                segments.append(_Rows(columns, [values]))
+            self._staged_rows += 1
+        self._seal_if_full()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write every staged row and wait until all rows appended so far are committed.
+
+        Returns:
+            How many rows were committed between the call and its return (staged, queued and retried
+            chunks; in the background mode also chunks the writer thread finished meanwhile).
+
+        Raises:
+            Exception: A write failed; its rows stay staged for the next `flush`.
+        """
+        before = self._written
+        self._raise_pending_error()
+        chunk = self._seal()
+        if self._queue is not None:
+            if chunk is not None:
+                self._hand_over(chunk)
+            self._wait_idle()
+            self._raise_pending_error()
+        retry, self._failed = self._failed, []
+        for index, failed in enumerate(retry):
+            try:
+                self._write(failed)
+            except BaseException:
+                self._failed = retry[index:] + self._failed
+                raise
+        if self._queue is None and chunk is not None:
+            try:
+                self._write(chunk)
+            except BaseException:
+                self._failed.append(chunk)
+                raise
+        return self._written - before
+
+    def close(self) -> None:
+        """Flush, then stop the writer thread; the writer must not be used afterwards."""
+        try:
+            self.flush()
+        finally:
+            if self._queue is not None and self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._queue, self._thread = None, None
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _seal(self) -> _Chunk | None:
+        if not self._staged_rows:
+            return None
+        chunk = _Chunk(self._staged, self._staged_rows)
+        self._staged, self._staged_rows = {}, 0
+        return chunk
+
+    def _seal_if_full(self) -> None:
+        if self._staged_rows < self.flush_rows:
+            return
+        chunk = self._seal()
+        assert chunk is not None
+        if self._queue is not None:
+            self._hand_over(chunk)
+            return
+        try:
+            self._write(chunk)
+        except BaseException:
+            self._failed.append(chunk)
+            raise
+
+    def _hand_over(self, chunk: _Chunk) -> None:
+        assert self._queue is not None
+        with self._done:
+            self._pending += 1
+        self._queue.put(chunk)  # blocks while max_queued_chunks chunks wait: backpressure
+
+    def _wait_idle(self) -> None:
+        with self._done:
+            while self._pending:
+                self._done.wait()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            try:
+                self._write(chunk)
+            except BaseException as error:
+                with self._done:
+                    self._failed.append(chunk)
+                    self._error = self._error or error
+            finally:
+                with self._done:
+                    self._pending -= 1
+                    self._done.notify_all()
+
+    def _raise_pending_error(self) -> None:
+        with self._done:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _write(self, chunk: _Chunk) -> None:
+        tables = {name: self._to_arrow(name, segments) for name, segments in chunk.tables.items()}
+        with self.store.transaction():
+            for name, data in tables.items():
+                self.store.append(name, data)
+        with self._done:
+            self._written += chunk.rows
+
+    def _to_arrow(self, table: str, segments: Sequence[Segment]) -> pa.Table:
+        """One Arrow table with the database table's column types from a table's staged segments."""
+        schema = self.store.arrow_schema(table)
+        known = set(self.store.columns(table))
+        parts = [_conform(_segment_to_arrow(segment, schema), schema, known, table) for segment in segments]
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+def _segment_to_arrow(segment: Segment, schema: pa.Schema) -> pa.Table:
+    if isinstance(segment, pa.Table):
+        return segment
+    if isinstance(segment, pd.DataFrame):
+        return pa.Table.from_pandas(segment, preserve_index=False)
+    arrays = []
+    for name, values in zip(segment.columns, zip(*segment.values, strict=True), strict=True):
+        kind = schema.field(name).type if schema.get_field_index(name) >= 0 else None
+        # numpy datetime64 values only convert to their own unit; `_conform` casts them afterwards.
+        arrays.append(pa.array(values, type=None if kind is None or pa.types.is_timestamp(kind) else kind))
+    return pa.Table.from_arrays(arrays, names=list(segment.columns))
+
+
+def _conform(data: pa.Table, schema: pa.Schema, known: set[str], table: str) -> pa.Table:
+    """``data`` with every column of ``schema`` (absent ones null) in its order and types.
+
+    Segments of one table then concatenate, and DuckDB scans them without casting. Timestamps are cut to
+    microseconds (what DuckDB's TIMESTAMP holds anyway). Columns of types `Store.arrow_schema` does not
+    map are passed through as they are.
+    """
+    unknown = set(data.column_names) - known
+    if unknown:
+        raise ValueError(f"columns not in table {table}: {sorted(unknown)}")
+    arrays, names = [], []
+    for target in schema:
+        if target.name not in data.column_names:
+            arrays.append(pa.nulls(data.num_rows, target.type))
+        else:
+            column = data.column(target.name)
+            if column.type != target.type:
+                column = column.cast(target.type, safe=not pa.types.is_timestamp(target.type))
+            arrays.append(column)
+        names.append(target.name)
+    for name in data.column_names:
+        if name not in schema.names:
+            arrays.append(data.column(name))
+            names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)

@@ -1,0 +1,116 @@
+"""The log writer: chunks at thresholds, flush as a barrier, no row lost or doubled when a write fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from store import LogWriter, Store
+
+LABEL_ROW = ("transaction_id", "is_fraud", "label_time", "received_at")
+WHEN = datetime(2024, 5, 1, 12, 0)
+
+
+def _labels(start: int, n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{i}" for i in range(start, start + n)],
+            "is_fraud": np.arange(n) % 2,
+            "label_time": pd.Timestamp(WHEN),
+            "received_at": pd.Timestamp(WHEN),
+        }
+    )
+
+
+class FlakyStore(Store):
+    """A real store whose appends fail while ``failures`` > 0 (a full disk, a lock timeout)."""
+
+    failures = 0
+
+    def append(self, table: str, frame: pd.DataFrame | pa.Table) -> int:
+        written = super().append(table, frame)  # inside the writer's transaction: rolled back below
+        if self.failures:
+            self.failures -= 1
+            raise OSError("disk full")
+        return written
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FlakyStore]:
+    with FlakyStore(tmp_path / "log.duckdb") as opened:
+        yield opened
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_rows_are_written_in_chunks_at_the_threshold_and_all_of_them_by_flush(
+    store: FlakyStore, background: bool
+) -> None:
+    writer = LogWriter(store, flush_rows=100, background=background)
+    writer.append({"labels": _labels(0, 60)})
+    assert writer.staged_rows == 60
+    writer.append({"labels": _labels(60, 60)})  # 120 >= 100: sealed into a chunk
+    assert writer.staged_rows == 0
+    writer.append_rows({"labels": (LABEL_ROW, ("t120", 1, WHEN, WHEN))})
+    assert writer.flush() >= 1  # the staged row, and the chunk if the writer thread had not finished it
+    assert store.count("labels") == 121 == writer.written_rows
+    logged = store.query("SELECT * FROM labels ORDER BY transaction_id")
+    assert logged["transaction_id"].is_unique
+    assert logged.loc[logged["transaction_id"] == "t120", "is_fraud"].item() == 1
+    writer.close()
+
+
+def test_frames_arrow_tables_and_single_rows_of_one_table_land_in_one_chunk_in_order(store: FlakyStore) -> None:
+    writer = LogWriter(store, flush_rows=1_000)
+    writer.append({"labels": _labels(0, 2)})
+    writer.append_rows({"labels": (LABEL_ROW, ("t2", 0, np.datetime64(WHEN, "ns"), WHEN))})
+    writer.append_rows({"labels": (LABEL_ROW, ("t3", 1, np.datetime64(WHEN, "ns"), WHEN))})
+    writer.append({"labels": pa.Table.from_pandas(_labels(4, 2), preserve_index=False)})
+    assert store.count("labels") == 0  # below the threshold: nothing written yet
+    assert writer.flush() == 6
+    logged = store.query("SELECT * FROM labels")
+    assert logged["transaction_id"].tolist() == ["t0", "t1", "t2", "t3", "t4", "t5"]
+    assert (logged["label_time"] == pd.Timestamp(WHEN)).all()
+
+
+def test_columns_the_table_lacks_are_refused_and_the_rows_kept(store: FlakyStore) -> None:
+    writer = LogWriter(store, flush_rows=1_000)
+    writer.append({"labels": _labels(0, 3).assign(colour="red")})
+    with pytest.raises(ValueError, match="colour"):
+        writer.flush()
+    assert store.count("labels") == 0
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_failed_write_loses_no_row_and_doubles_none(store: FlakyStore, background: bool) -> None:
+    """The failed chunk's transaction rolls back; the chunk is kept and written by the next flush."""
+    writer = LogWriter(store, flush_rows=50, background=background)
+    store.failures = 1
+    if background:
+        writer.append({"labels": _labels(0, 50)})  # sealed and handed to the writer thread, which fails
+        with pytest.raises(OSError, match="disk full"):
+            writer.flush()
+    else:
+        with pytest.raises(OSError, match="disk full"):
+            writer.append({"labels": _labels(0, 50)})  # written in the caller: the error surfaces here
+    assert store.count("labels") == 0
+    writer.append({"labels": _labels(50, 10)})
+    writer.flush()
+    logged = store.query("SELECT transaction_id FROM labels")
+    assert sorted(logged["transaction_id"]) == sorted(f"t{i}" for i in range(60))
+    writer.close()
+
+
+def test_close_flushes_and_stops_the_writer_thread(store: FlakyStore) -> None:
+    writer = LogWriter(store, flush_rows=10_000, background=True)
+    writer.append({"labels": _labels(0, 5)})
+    thread = writer._thread
+    assert thread is not None and thread.is_alive()
+    writer.close()
+    assert not thread.is_alive()
+    assert store.count("labels") == 5
