@@ -29,9 +29,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from scorer import columns as C
 from scorer.window_index import Window, WindowIndex, prefix_sums
@@ -41,6 +44,8 @@ MS_PER_DAY = 86_400_000
 # any realistic window (1e7 per transaction x 1e4 x 9e7 transactions).
 AMOUNT_UNITS = 10_000
 HIGH_RISK_MCCS = frozenset({"4829", "5967", "6051", "7995", "5993"})
+_HIGH_RISK_MCCS = pa.array(sorted(HIGH_RISK_MCCS))
+_ONLINE = pa.array(["online"])
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,8 @@ class _History:
     amount: np.ndarray  # float64, as given
     amount_units: np.ndarray  # int64, amount * AMOUNT_UNITS rounded
     label: np.ndarray  # float64: 1, 0 or NaN (unknown)
-    channel: np.ndarray | None = None
-    mcc: np.ndarray | None = None
+    channel: Any = None  # text values: an object array or an Arrow-backed pandas array (as validated)
+    mcc: Any = None
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -326,20 +331,44 @@ def _feature_matrix(
     return matrix
 
 
-def _extra_features(channel: np.ndarray | None, mcc: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _extra_features(channel: Any, mcc: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``is_online`` and ``is_high_risk_mcc``: NaN where the field is absent or null (XGBoost's missing)."""
     online, risky = np.full(n, np.nan), np.full(n, np.nan)
     if channel is not None:
-        values = np.asarray(channel, dtype=object)
-        present = ~pd.isna(values)
-        online[present] = values[present] == "online"
+        flags = _text_flags(channel, _ONLINE)
+        if flags is not None:
+            online = flags
+        else:
+            values = np.asarray(channel, dtype=object)
+            present = ~pd.isna(values)
+            online[present] = values[present] == "online"
     if mcc is not None:
-        values = np.asarray(mcc, dtype=object)
-        present = ~pd.isna(values)
-        codes = values[present]
-        # str(): an integer code 5967 is the same merchant category as the text "5967".
-        risky[present] = np.fromiter((str(v) in HIGH_RISK_MCCS for v in codes), dtype=bool, count=len(codes))
+        flags = _text_flags(mcc, _HIGH_RISK_MCCS)
+        if flags is not None:
+            risky = flags
+        else:
+            values = np.asarray(mcc, dtype=object)
+            present = ~pd.isna(values)
+            codes = values[present]
+            # str(): an integer code 5967 is the same merchant category as the text "5967".
+            risky[present] = np.fromiter((str(v) in HIGH_RISK_MCCS for v in codes), dtype=bool, count=len(codes))
     return online, risky
+
+
+def _text_flags(values: Any, accepted: pa.Array) -> np.ndarray | None:
+    """1.0 where a text column's value is in ``accepted``, 0.0 where not, NaN where null; None unless text.
+
+    Validated columns are text (Arrow-backed, or Python strings and None): Arrow answers without a Python
+    loop. Anything else (integer codes in a training frame, say) is left to the general path.
+    """
+    try:
+        text = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        return None
+    flags = pc.cast(pc.is_in(text, value_set=accepted), pa.float64())
+    return pc.if_else(pc.is_null(text), np.nan, flags).to_numpy(zero_copy_only=False)
 
 
 def _extra_feature_values(channel: object, mcc: object) -> tuple[float, float]:
@@ -351,6 +380,14 @@ def _extra_feature_values(channel: object, mcc: object) -> tuple[float, float]:
 
 def _absent(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass
+class _Level:
+    """One level of `FeatureState`'s indexes: the same rows indexed by customer and by terminal."""
+
+    customers: WindowIndex
+    terminals: WindowIndex
 
 
 class _RowStore:
@@ -443,12 +480,15 @@ class FeatureState:
     scorer's canonical form, so a history read with integer ids and validated live traffic name the same
     customers and terminals.
 
-    Retained rows sit in a row store in arrival order, and in two `WindowIndex` es (customers, terminals)
-    sorted by (entity, time). Rows that arrived since the last merge (the *tail*, at most
-    ``min_recent_rows``) are not indexed yet: a batch's windows over them are computed by the batch kernel
-    (`_kernel`) and a single transaction's by a scan of the tail. A large batch is merged first and then
-    read from the indexes alone. So a batch costs O(batch x log history) plus an O(history) memory move
-    per merge, and one transaction O(log history + tail).
+    Retained rows sit in a row store in arrival order and, like a log-structured merge tree, in two levels
+    of `WindowIndex` es (customers, terminals) sorted by (entity, time): a *large* level with most of the
+    history and a *small* one with the recent rows. Rows that arrived since the last merge (the *tail*, at
+    most ``min_recent_rows``) are not indexed yet: a batch's windows over them are computed by the batch
+    kernel (`_kernel`) and a single transaction's by a scan of the tail. A large batch is merged into the
+    small level first and then read from the indexes alone; the small level is merged into the large one
+    when it reaches 16 x ``min_recent_rows`` rows. A merge moves its level's memory (O(level)), so most
+    merges move the small level only. A batch costs O(batch x log history) plus those moves, and one
+    transaction O(log history + tail).
     """
 
     def __init__(self, config: FeatureConfig = DEFAULT_CONFIG, *, min_recent_rows: int = 4096) -> None:
@@ -456,13 +496,11 @@ class FeatureState:
         self.min_recent_rows = max(int(min_recent_rows), 1)
         self._customer_windows = _customer_windows(config)
         self._terminal_windows = _terminal_windows(config)
-        # Room for a month (at least) of new rows before a key layout must be redone.
-        headroom = max(config.retention_days, 30) * MS_PER_DAY
-        self._customers = WindowIndex(max(w[0] for w in self._customer_windows), headroom)
-        # Terminal windows sum fraud labels, which arrive later: that index keeps row ids to re-read them.
-        self._terminals = WindowIndex(max(w[0] for w in self._terminal_windows), headroom, track_rows=True)
+        self.small_level_rows = 16 * self.min_recent_rows
+        self._large, self._small = self._level(), self._level()
         self._rows = _RowStore()
-        self._indexed = 0  # rows [0, _indexed) are in both indexes; the rest is the tail
+        self._promoted = 0  # rows [0, _promoted) are in the large level
+        self._indexed = 0  # rows [_promoted, _indexed) are in the small level; the rest is the tail
         self._labels_changed = False
         self._latest_ms: int | None = None
         # Customers and terminals become small integers when they arrive: every later window lookup then
@@ -474,6 +512,15 @@ class FeatureState:
     def rows(self) -> int:
         """Retained transactions."""
         return self._rows.size
+
+    def _level(self) -> _Level:
+        # Room for a month (at least) of new rows before a key layout must be redone.
+        headroom = max(self.config.retention_days, 30) * MS_PER_DAY
+        return _Level(
+            WindowIndex(max(w[0] for w in self._customer_windows), headroom),
+            # Terminal windows sum fraud labels, which arrive later: that index keeps row ids to re-read them.
+            WindowIndex(max(w[0] for w in self._terminal_windows), headroom, track_rows=True),
+        )
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -513,8 +560,8 @@ class FeatureState:
             amount=amount,
             amount_units=np.rint(amount * AMOUNT_UNITS).astype(np.int64),
             label=np.full(len(amount), np.nan),
-            channel=None if channel is None else np.asarray(channel, dtype=object),
-            mcc=None if mcc is None else np.asarray(mcc, dtype=object),
+            channel=channel,
+            mcc=mcc,
         )
         return self._features(rows, remember)
 
@@ -544,8 +591,9 @@ class FeatureState:
         for i, (lookback, lag) in enumerate(self._terminal_windows):
             if lag == 0 and lookback > 0:  # a window ending at t holds the row itself (no label yet)
                 t_count[i] = 1
-        self._index_counts(self._customers, customer, ts_ms, self._customer_windows, c_count, c_units)
-        self._index_counts(self._terminals, terminal, ts_ms, self._terminal_windows, t_count, t_frauds)
+        for level in (self._large, self._small):
+            self._index_counts(level.customers, customer, ts_ms, self._customer_windows, c_count, c_units)
+            self._index_counts(level.terminals, terminal, ts_ms, self._terminal_windows, t_count, t_frauds)
         rows, lo = self._rows, self._indexed
         if rows.size > lo:
             for at in (np.flatnonzero(rows.customer[lo : rows.size] == customer) + lo).tolist():
@@ -608,8 +656,8 @@ class FeatureState:
         if remember and tail + n >= self.min_recent_rows:
             # Large enough to merge first: every window is then read from the indexes alone.
             self._rows.append(new)
-            customer_ranks = self._merge()[-n:]
-            aggregates = self._indexed_aggregates(new, customer_ranks)
+            small_ranks = self._merge()[-n:]
+            aggregates = self._indexed_aggregates(new, small_ranks)
         else:
             aggregates = self._unindexed_aggregates(new)
             if remember:
@@ -618,29 +666,36 @@ class FeatureState:
             self._after_append(int(new.ts_ms.max()))
         return _feature_matrix(new, slice(None), aggregates, self.config)
 
-    def _indexed_aggregates(self, new: _History, customer_ranks: np.ndarray) -> _Aggregates:
-        """Aggregates of rows just merged: their own ranks end their customer windows (ties by arrival)."""
+    def _indexed_aggregates(self, new: _History, small_ranks: np.ndarray) -> _Aggregates:
+        """Aggregates of rows just merged into the small level: their own ranks there end their customer
+        windows (a later arrival with the same key is not counted); the large level's rows all came earlier."""
         aggregates = _Aggregates(len(new), self.config)
+        small = self._small.customers
         # Queries in key order: the searches then walk the index forwards (several times faster than
         # random probes into ~400k keys); results are written back in batch order.
-        order = np.argsort(customer_ranks)
-        ranks = customer_ranks[order]
-        counts, sums = self._customers.window_sums(
-            self._customers.key[ranks], self._customer_windows, ends=ranks + 1
-        )
-        aggregates.customer_count[:, order], aggregates.customer_units[:, order] = counts, sums
+        order = np.argsort(small_ranks)
+        ranks = small_ranks[order]
+        counts, sums = small.window_sums(small.key[ranks], self._customer_windows, ends=ranks + 1)
+        large = self._large.customers
+        more_counts, more_sums = large.window_sums(
+            large.query_keys(new.customer_id[order], new.ts_ms[order]), self._customer_windows
+        )  # keys from the small level's order: sorted by (entity, time) in the large level's layout too
+        aggregates.customer_count[:, order] = counts + more_counts
+        aggregates.customer_units[:, order] = sums + more_sums
         self._terminal_aggregates(new, aggregates)
         return aggregates
 
     def _unindexed_aggregates(self, new: _History) -> _Aggregates:
         """Aggregates of rows not merged: the indexes (all earlier arrivals) plus the tail and the batch."""
         aggregates = _Aggregates(len(new), self.config)
-        customers = self._customers
-        keys = customers.query_keys(new.customer_id, new.ts_ms)
-        order = np.argsort(keys)
-        # Every indexed row arrived earlier, so ties at t count: lag-0 windows end at a search too.
-        counts, sums = customers.window_sums(keys[order], self._customer_windows)
-        aggregates.customer_count[:, order], aggregates.customer_units[:, order] = counts, sums
+        for level in (self._large, self._small):
+            customers = level.customers
+            keys = customers.query_keys(new.customer_id, new.ts_ms)
+            order = np.argsort(keys)
+            # Every indexed row arrived earlier, so ties at t count: lag-0 windows end at a search too.
+            counts, sums = customers.window_sums(keys[order], self._customer_windows)
+            aggregates.customer_count[:, order] += counts
+            aggregates.customer_units[:, order] += sums
         self._terminal_aggregates(new, aggregates)
         tail = self._rows.view(self._indexed)
         combined = _History.window_rows([tail, new]) if len(tail) else new
@@ -650,13 +705,18 @@ class FeatureState:
         return aggregates
 
     def _terminal_aggregates(self, new: _History, aggregates: _Aggregates) -> None:
-        """Add the terminal windows over the indexed rows (windows end a label delay back: no ties at t)."""
-        terminals = self._terminals
-        keys = terminals.query_keys(new.terminal_id, new.ts_ms)
-        order = np.argsort(keys)
-        counts, frauds = terminals.window_sums(keys[order], self._terminal_windows)
-        aggregates.terminal_count[:, order] += counts
-        aggregates.terminal_frauds[:, order] += frauds
+        """Add the terminal windows over both levels (windows end a label delay back: no ties at t)."""
+        order: np.ndarray | None = None
+        for level in (self._large, self._small):
+            terminals = level.terminals
+            if not len(terminals):
+                continue
+            keys = terminals.query_keys(new.terminal_id, new.ts_ms)
+            if order is None:  # (entity, time) order is the same in every layout: sort once
+                order = np.argsort(keys)
+            counts, frauds = terminals.window_sums(keys[order], self._terminal_windows)
+            aggregates.terminal_count[:, order] += counts
+            aggregates.terminal_frauds[:, order] += frauds
 
     @staticmethod
     def _index_counts(
@@ -676,40 +736,55 @@ class FeatureState:
             sums[i] += int(prefix[stop]) - int(prefix[start])
 
     def _merge(self) -> np.ndarray:
-        """Index the tail; returns the tail rows' ranks in the customer index (in arrival order)."""
+        """Index the tail in the small level; returns the tail rows' ranks there (customers, arrival order)."""
         rows, lo = self._rows, self._indexed
         if rows.size == lo:
             return np.empty(0, dtype=np.int64)
         size = rows.size
         ts = rows.ts_ms[lo:size]
-        ranks = self._customers.merge(rows.customer[lo:size], ts, rows.units[lo:size])
+        ranks = self._small.customers.merge(rows.customer[lo:size], ts, rows.units[lo:size])
         ids = np.arange(lo, size, dtype=np.int64)
-        self._terminals.merge(rows.terminal[lo:size], ts, _fraud_units(rows.label[lo:size]), ids)
+        self._small.terminals.merge(rows.terminal[lo:size], ts, _fraud_units(rows.label[lo:size]), ids)
         self._indexed = size
         return ranks
 
+    def _promote(self) -> None:
+        """Merge the small level into the large one (its entries are already in key order, ties by arrival)."""
+        small, large = self._small, self._large
+        codes, ts = small.customers.entities_and_times()
+        large.customers.merge(codes, ts, small.customers.values)
+        codes, ts = small.terminals.entities_and_times()
+        large.terminals.merge(codes, ts, small.terminals.values, small.terminals.row)
+        self._small = self._level()
+        self._promoted = self._indexed
+
     def _after_append(self, latest_ms: int) -> None:
-        """Merge a full tail, and drop rows no window can reach any more."""
+        """Merge a full tail, promote a full small level, and drop rows no window can reach any more."""
         self._latest_ms = latest_ms if self._latest_ms is None else max(self._latest_ms, latest_ms)
         if self._rows.size - self._indexed >= self.min_recent_rows:
             self._merge()
-        if self._indexed != self._rows.size:
-            return  # evict only with an empty tail (the indexes then hold every row)
+        if self._indexed - self._promoted >= self.small_level_rows:
+            self._promote()
+        if self._promoted != self._rows.size:
+            return  # evict only when the large level holds every row
         # A day of slack beyond the longest window so rows arriving a little late still see their history.
         horizon = self._latest_ms - (self.config.retention_days + 1) * MS_PER_DAY
         rows = self._rows
         expired = rows.ts_ms[: rows.size] <= horizon
-        if int(expired.sum()) < max(self.min_recent_rows, rows.size // 4):
-            return  # evicting costs O(rows): do it in bulk
+        if int(expired.sum()) < max(self.min_recent_rows, rows.size // 16):
+            return  # evicting costs O(rows), like the promotion just done: do it in bulk
         new_ids = rows.compact(~expired)
-        self._customers.evict(horizon)
-        self._terminals.evict(horizon, new_ids)
-        self._indexed = rows.size
+        self._large.customers.evict(horizon)
+        self._large.terminals.evict(horizon, new_ids)
+        self._promoted = self._indexed = rows.size
 
     def _sync_labels(self) -> None:
-        """Labels changed since the terminal index summed them: re-read its fraud counts."""
+        """Labels changed since the terminal indexes summed them: re-read their fraud counts."""
         if self._labels_changed:
-            self._terminals.set_values(_fraud_units(self._rows.label[: self._rows.size]))
+            frauds = _fraud_units(self._rows.label[: self._rows.size])
+            for level in (self._large, self._small):
+                if len(level.terminals):
+                    level.terminals.set_values(frauds)
             self._labels_changed = False
 
     def _encoded(self, frame: pd.DataFrame) -> _History:

@@ -204,18 +204,27 @@ class Scorer:
             latency_ms = latency_ms + extra(valid)
         model_version = None if serving.model is None else serving.model.version
         self._remember_ids(rows[C.TRANSACTION_ID])
-        self._log_batch(batch_id, source, rows, matrix, scores, decision_codes, latency_ms, serving, checked.dead)
+        text = _BatchText(
+            transaction_id=_arrow_column(rows[C.TRANSACTION_ID]),
+            decision=pa.DictionaryArray.from_arrays(decision_codes.astype(np.int8), list(DECISIONS)).cast(pa.string()),
+            batch_id=_constant_text(batch_id, n),
+            fallback_reason=_constant_text(serving.fallback_reason, n),
+        )
+        self._log_batch(batch_id, source, rows, text, matrix, scores, latency_ms, serving, checked.dead)
+        # Text columns come from Arrow (~0.1 ms each) rather than from Python strings (~1 ms each at 10k).
         predictions = pd.DataFrame(
             {
-                C.TRANSACTION_ID: rows[C.TRANSACTION_ID],
+                C.TRANSACTION_ID: text.transaction_id.to_pandas(),
                 C.TIMESTAMP: rows[C.TIMESTAMP],
                 "score": scores,
-                "decision": _DECISION_TEXT[decision_codes],
-                "model_version": pd.array([model_version] * n, dtype="Int64"),
+                "decision": text.decision.to_pandas(),
+                "model_version": pd.arrays.IntegerArray(
+                    np.full(n, model_version or 0, dtype=np.int64), np.full(n, model_version is None)
+                ),
                 "serving_state_version": np.full(n, state.version),
                 "used_fallback": np.full(n, serving.model is None),
                 "fallback_reason": np.full(n, serving.fallback_reason, dtype=object),
-                "rule": fired,
+                "rule": _constant_text("", n).to_pandas() if serving.model is not None else fired,
                 "latency_ms": latency_ms,
                 "model_ms": np.full(n, self._last_model_ms),
             }
@@ -440,9 +449,9 @@ class Scorer:
         batch_id: str,
         source: str,
         rows: Mapping[str, Any],
+        text: _BatchText,
         matrix: np.ndarray,
         scores: np.ndarray,
-        decision_codes: np.ndarray,
         latency_ms: np.ndarray,
         serving: _Serving,
         dead: pd.DataFrame,
@@ -452,24 +461,24 @@ class Scorer:
         n = len(scores)
         tables: dict[str, pa.Table | pd.DataFrame] = {}
         if n:
-            batch = pa.array([batch_id] * n, pa.string())
             stamp = pa.array(np.full(n, now))
-            transactions = {name: _arrow_column(rows[name]) for name in C.INPUT_COLUMNS}
-            tables["transactions"] = pa.table({**transactions, "batch_id": batch, "received_at": stamp})
+            transactions = {name: _arrow_column(rows[name]) for name in C.INPUT_COLUMNS if name != C.TRANSACTION_ID}
+            transactions[C.TRANSACTION_ID] = text.transaction_id
+            tables["transactions"] = pa.table({**transactions, "batch_id": text.batch_id, "received_at": stamp})
             version = None if serving.model is None else serving.model.version
             predictions: dict[str, Any] = {
-                C.TRANSACTION_ID: transactions[C.TRANSACTION_ID],
+                C.TRANSACTION_ID: text.transaction_id,
                 C.TIMESTAMP: transactions[C.TIMESTAMP],
                 "scored_at": stamp,
                 "score": scores,
-                "decision": pa.DictionaryArray.from_arrays(decision_codes.astype(np.int8), list(DECISIONS)),
+                "decision": text.decision,
                 "model_version": pa.nulls(n, pa.int32()) if version is None else np.full(n, version, np.int32),
                 "serving_state_version": np.full(n, serving.state.version, np.int32),
                 "used_fallback": np.full(n, serving.model is None),
-                "fallback_reason": pa.array([serving.fallback_reason] * n, pa.string()),
+                "fallback_reason": text.fallback_reason,
                 "latency_ms": latency_ms,
                 "model_ms": np.full(n, self._last_model_ms),
-                "batch_id": batch,
+                "batch_id": text.batch_id,
             }
             predictions.update(zip(LOGGED_FEATURES, matrix, strict=True))
             tables["predictions"] = pa.table(predictions)
@@ -564,6 +573,23 @@ class Scorer:
                 }
             ),
         )
+
+
+@dataclass(frozen=True)
+class _BatchText:
+    """A batch's text columns as Arrow, built once for both the log and the result frame."""
+
+    transaction_id: pa.Array | pa.ChunkedArray
+    decision: pa.Array
+    batch_id: pa.Array
+    fallback_reason: pa.Array
+
+
+def _constant_text(value: str | None, n: int) -> pa.Array:
+    """``n`` copies of one text (or nulls) as Arrow, without n Python strings."""
+    if value is None:
+        return pa.nulls(n, pa.string())
+    return pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), [value]).cast(pa.string())
 
 
 def _arrow_column(values: Any) -> pa.Array | pa.ChunkedArray:

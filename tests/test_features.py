@@ -144,21 +144,30 @@ def test_streaming_equals_batch_for_any_split(rows: list[tuple[int, int, int, fl
 
 
 def _assert_indexes_are_stable_sorts(state: FeatureState) -> None:
-    """Each window index lists the indexed rows in the stable sort of (entity, time), with its prefix sums."""
-    state._sync_labels()  # labels reach the terminal index lazily, before the next batch reads it
-    rows, size = state._rows, state._indexed
-    for index, codes, values in (
-        (state._customers, rows.customer[:size], rows.units[:size]),
-        (state._terminals, rows.terminal[:size], np.nan_to_num(rows.label[:size]).astype(np.int64)),
-    ):
-        key = codes * index.stride + (rows.ts_ms[:size] - index.t0)
-        order = np.argsort(key, kind="stable")
-        if index.row is not None:  # the customer index keeps no row ids: its values show the tie order
-            np.testing.assert_array_equal(index.row, order)
-        np.testing.assert_array_equal(index.key, key[order])
-        np.testing.assert_array_equal(index.values, values[order])
-        np.testing.assert_array_equal(index.prefix, np.concatenate([[0], np.cumsum(values[order])]))
-        assert rows.ts_ms[:size].max() - index.t0 <= index.capacity and rows.ts_ms[:size].min() >= index.t0
+    """Each window index lists its rows in the stable sort of (entity, time), with its prefix sums.
+
+    The large level holds rows [0, promoted), the small one [promoted, indexed): row ids in arrival order.
+    """
+    state._sync_labels()  # labels reach the terminal indexes lazily, before the next batch reads them
+    rows = state._rows
+    for level, lo, hi in ((state._large, 0, state._promoted), (state._small, state._promoted, state._indexed)):
+        span = slice(lo, hi)
+        frauds = np.nan_to_num(rows.label[span]).astype(np.int64)
+        for index, codes, values in (
+            (level.customers, rows.customer[span], rows.units[span]),
+            (level.terminals, rows.terminal[span], frauds),
+        ):
+            assert len(index) == hi - lo
+            if hi == lo:
+                continue
+            key = codes * index.stride + (rows.ts_ms[span] - index.t0)
+            order = np.argsort(key, kind="stable")
+            if index.row is not None:  # the customer index keeps no row ids: its values show the tie order
+                np.testing.assert_array_equal(index.row, lo + order)
+            np.testing.assert_array_equal(index.key, key[order])
+            np.testing.assert_array_equal(index.values, values[order])
+            np.testing.assert_array_equal(index.prefix, np.concatenate([[0], np.cumsum(values[order])]))
+            assert rows.ts_ms[span].max() - index.t0 <= index.capacity and rows.ts_ms[span].min() >= index.t0
 
 
 def test_window_indexes_stay_stable_sorts_through_merges_evictions_and_relayouts() -> None:
@@ -174,7 +183,7 @@ def test_window_indexes_stay_stable_sorts_through_merges_evictions_and_relayouts
         if start % 2100 == 0:  # labels arrive now and then: the terminal index re-reads its fraud counts
             state.add_labels(chunk["transaction_id"].to_numpy(), chunk["is_fraud"].to_numpy())
         evictions += state.rows < before + len(chunk)
-        layouts.add((state._customers.t0, state._customers.stride))
+        layouts.add((state._large.customers.t0, state._large.customers.stride))
         _assert_indexes_are_stable_sorts(state)
     assert evictions >= 2 and len(layouts) > 3
     assert state.rows < 0.6 * len(tx)  # 90 days seen, about 39 (+ up to a quarter) kept
