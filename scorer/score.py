@@ -45,7 +45,7 @@ from scorer.features import FeatureConfig, FeatureState
 from scorer.registry import LoadedModel, ModelRegistry
 from scorer.rules import score_with_rules
 from scorer.serving import ServingState, ServingStateStore
-from scorer.validate import ScoringLimits, validate
+from scorer.validate import ScoringLimits, dead_letters_frame, empty_dead_letters, validate
 from scorer.validate_record import DeadRecord, ValidRecord, validate_record
 from store import LogWriter, Store
 
@@ -169,6 +169,9 @@ class Scorer:
     def score_batch(self, records: pd.DataFrame | Sequence[Mapping[str, Any]], *, source: str = "batch") -> ScoreResult:
         """Validate, featurise, score and log a batch.
 
+        A list of exactly one record takes the one-record path (`score_one`'s), which gives the same result
+        without the vectorised path's per-batch costs.
+
         Args:
             records: a frame or a list of JSON-like records with the canonical fields (DESIGN 5b).
             source: where the batch came from (recorded with dead letters), e.g. ``file:x.csv``, ``api``.
@@ -176,104 +179,20 @@ class Scorer:
         Returns:
             The predictions and dead letters of this batch, and what served it.
         """
-        started = time.perf_counter()
-        batch_id = uuid.uuid4().hex[:16]
-        checked = validate(records, limits=self.config.limits, seen_ids=self._seen)
-        serving = self._resolve_serving()
-        rows, positions = checked.columns, checked.positions
-        times = rows[C.TIMESTAMP]
-        if len(times) > 1 and not bool((times[1:] >= times[:-1]).all()):  # scored in time order
-            order = np.argsort(times, kind="stable")
-            rows, positions = {name: values[order] for name, values in rows.items()}, positions[order]
-        matrix = self.features.transform_columns(
-            transaction_id=rows[C.TRANSACTION_ID], timestamp=rows[C.TIMESTAMP], customer_id=rows[C.CUSTOMER_ID],
-            terminal_id=rows[C.TERMINAL_ID], amount=rows[C.AMOUNT], channel=rows[C.CHANNEL], mcc=rows[C.MCC],
-        )  # fmt: skip
-        valid: pd.DataFrame | None = None
-        if self.hooks:
-            valid = pd.DataFrame(rows, index=positions)
-            matrix = self._apply_feature_hooks(valid, matrix)
-        scores, fired = self._score(matrix, serving)
-        state = serving.state
-        decision_codes = np.where(scores >= state.threshold, 2, np.where(scores >= state.review_threshold, 1, 0))
-        n = len(positions)
-        # Per-row latency: the batch's wall time shared over its rows (a one-row batch is a request's latency).
-        latency_ms = np.full(n, (time.perf_counter() - started) * 1000.0 / max(n, 1))
-        for extra in self.hooks.extra_latency_ms:
-            assert valid is not None
-            latency_ms = latency_ms + extra(valid)
-        model_version = None if serving.model is None else serving.model.version
-        self._remember_ids(rows[C.TRANSACTION_ID])
-        text = _BatchText(
-            transaction_id=_arrow_column(rows[C.TRANSACTION_ID]),
-            decision=pa.DictionaryArray.from_arrays(decision_codes.astype(np.int8), list(DECISIONS)).cast(pa.string()),
-            batch_id=_constant_text(batch_id, n),
-            fallback_reason=_constant_text(serving.fallback_reason, n),
-        )
-        self._log_batch(batch_id, source, rows, text, matrix, scores, latency_ms, serving, checked.dead)
-        # Text columns come from Arrow (~0.1 ms each) rather than from Python strings (~1 ms each at 10k).
-        predictions = pd.DataFrame(
-            {
-                C.TRANSACTION_ID: text.transaction_id.to_pandas(),
-                C.TIMESTAMP: rows[C.TIMESTAMP],
-                "score": scores,
-                "decision": text.decision.to_pandas(),
-                "model_version": pd.arrays.IntegerArray(
-                    np.full(n, model_version or 0, dtype=np.int64), np.full(n, model_version is None)
-                ),
-                "serving_state_version": np.full(n, state.version),
-                "used_fallback": np.full(n, serving.model is None),
-                "fallback_reason": np.full(n, serving.fallback_reason, dtype=object),
-                "rule": _constant_text("", n).to_pandas() if serving.model is not None else fired,
-                "latency_ms": latency_ms,
-                "model_ms": np.full(n, self._last_model_ms),
-            }
-        )
-        return ScoreResult(
-            batch_id=batch_id,
-            rows_in=checked.rows_in,
-            predictions=predictions,
-            dead_letters=checked.dead,
-            serving_state_version=state.version,
-            model_version=model_version,
-            used_fallback=serving.model is None,
-            fallback_reason=serving.fallback_reason,
-        )
+        if not isinstance(records, pd.DataFrame) and isinstance(records, Sequence) and len(records) == 1:
+            one = self._score_record(records[0], source)
+            if one is not None:
+                return one.result()
+        return self._score_vectorised(records, source)
 
     def score_one(self, record: Mapping[str, Any], *, source: str = "api") -> dict[str, Any]:
         """Score one transaction; returns its decision or, if it was dead-lettered, the reason.
 
-        Exactly ``score_batch([record])``, without its per-batch costs (see the module docstring).
+        Exactly ``score_batch([record])``, without the vectorised path's per-batch costs (see the module
+        docstring).
         """
-        if self.hooks:
-            return self._score_one_as_batch(record, source)
-        started = time.perf_counter()
-        checked = validate_record(record, limits=self.config.limits, seen_ids=self._seen)
-        if checked is None:  # a shape `validate_record` leaves to the vectorised validator
-            return self._score_one_as_batch(record, source)
-        batch_id = uuid.uuid4().hex[:16]
-        serving = self._resolve_serving()
-        if isinstance(checked, DeadRecord):
-            self._log_dead_one(batch_id, source, checked)
-            return {C.TRANSACTION_ID: checked.transaction_id, "error": checked.reason, "field": checked.field}
-        features = self.features.transform_one(
-            checked.transaction_id, checked.timestamp_ns // 1_000_000, checked.customer_id, checked.terminal_id,
-            checked.amount, checked.channel, checked.mcc,
-        )  # fmt: skip
-        score = self._score_row(features, serving)
-        state = serving.state
-        decision = DECISIONS[2 if score >= state.threshold else 1 if score >= state.review_threshold else 0]
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        self._remember_ids([checked.transaction_id])
-        self._log_one(batch_id, checked, features, score, decision, latency_ms, serving)
-        return {
-            C.TRANSACTION_ID: checked.transaction_id,
-            "score": score,
-            "decision": decision,
-            "model_version": None if serving.model is None else serving.model.version,
-            "used_fallback": serving.model is None,
-            "latency_ms": latency_ms,
-        }
+        one = self._score_record(record, source)
+        return _answer(self._score_vectorised([record], source)) if one is None else one.answer()
 
     def add_labels(self, labels: pd.DataFrame) -> int:
         """Record labels that arrived (``transaction_id``, ``is_fraud``, ``label_time``); feeds terminal risk."""
@@ -343,20 +262,71 @@ class Scorer:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _score_one_as_batch(self, record: Mapping[str, Any], source: str) -> dict[str, Any]:
-        result = self.score_batch([record], source=source)
-        if result.scored:
-            row = result.predictions.iloc[0]
-            return {
-                C.TRANSACTION_ID: row[C.TRANSACTION_ID],
-                "score": float(row["score"]),
-                "decision": row["decision"],
-                "model_version": result.model_version,
-                "used_fallback": result.used_fallback,
-                "latency_ms": float(row["latency_ms"]),
-            }
-        dead = result.dead_letters.iloc[0]
-        return {C.TRANSACTION_ID: dead[C.TRANSACTION_ID], "error": dead["reason"], "field": dead["field"]}
+    def _score_vectorised(self, records: pd.DataFrame | Sequence[Mapping[str, Any]], source: str) -> ScoreResult:
+        """The batch path: vectorised validation, features, model and log rows (the reference semantics)."""
+        started = time.perf_counter()
+        batch_id = uuid.uuid4().hex[:16]
+        checked = validate(records, limits=self.config.limits, seen_ids=self._seen)
+        serving = self._resolve_serving()
+        rows, positions = checked.columns, checked.positions
+        times = rows[C.TIMESTAMP]
+        if len(times) > 1 and not bool((times[1:] >= times[:-1]).all()):  # scored in time order
+            order = np.argsort(times, kind="stable")
+            rows, positions = {name: values[order] for name, values in rows.items()}, positions[order]
+        matrix = self.features.transform_columns(
+            transaction_id=rows[C.TRANSACTION_ID], timestamp=rows[C.TIMESTAMP], customer_id=rows[C.CUSTOMER_ID],
+            terminal_id=rows[C.TERMINAL_ID], amount=rows[C.AMOUNT], channel=rows[C.CHANNEL], mcc=rows[C.MCC],
+        )  # fmt: skip
+        valid: pd.DataFrame | None = None
+        if self.hooks:
+            valid = pd.DataFrame(rows, index=positions)
+            matrix = self._apply_feature_hooks(valid, matrix)
+        scores, fired = self._score(matrix, serving)
+        state = serving.state
+        decision_codes = np.where(scores >= state.threshold, 2, np.where(scores >= state.review_threshold, 1, 0))
+        n = len(positions)
+        # Per-row latency: the batch's wall time shared over its rows (a one-row batch is a request's latency).
+        latency_ms = np.full(n, (time.perf_counter() - started) * 1000.0 / max(n, 1))
+        for extra in self.hooks.extra_latency_ms:
+            assert valid is not None
+            latency_ms = latency_ms + extra(valid)
+        self._remember_ids(rows[C.TRANSACTION_ID])
+        text = _BatchText.of(_arrow_column(rows[C.TRANSACTION_ID]), decision_codes, batch_id, serving)
+        self._log_batch(batch_id, source, rows, text, matrix, scores, latency_ms, serving, checked.dead)
+        predictions = _predictions_frame(
+            text, rows[C.TIMESTAMP], scores, None if serving.model is not None else fired, latency_ms,
+            self._last_model_ms, serving,
+        )  # fmt: skip
+        return _result(batch_id, checked.rows_in, predictions, checked.dead, serving)
+
+    def _score_record(self, record: Any, source: str) -> _Scored | None:
+        """The one-record path; None when the record needs the vectorised path (or hooks are installed).
+
+        Hooks see frames: while one is installed every record takes the batch path, so faults injected
+        through them act on single transactions exactly as on batches.
+        """
+        if self.hooks:
+            return None
+        started = time.perf_counter()
+        checked = validate_record(record, limits=self.config.limits, seen_ids=self._seen)
+        if checked is None:  # a shape `validate_record` leaves to the vectorised validator
+            return None
+        batch_id = uuid.uuid4().hex[:16]
+        serving = self._resolve_serving()
+        if isinstance(checked, DeadRecord):
+            self._log_dead_one(batch_id, source, checked)
+            return _Scored(batch_id, serving, dead=checked)
+        features = self.features.transform_one(
+            checked.transaction_id, checked.timestamp_ns // 1_000_000, checked.customer_id, checked.terminal_id,
+            checked.amount, checked.channel, checked.mcc,
+        )  # fmt: skip
+        score, rule = self._score_row(features, serving)
+        state = serving.state
+        decision = DECISIONS[2 if score >= state.threshold else 1 if score >= state.review_threshold else 0]
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self._remember_ids([checked.transaction_id])
+        self._log_one(batch_id, checked, features, score, decision, latency_ms, serving)
+        return _Scored(batch_id, serving, checked, None, score, rule, decision, latency_ms, self._last_model_ms)
 
     def _resolve_serving(self) -> _Serving:
         state = self.serving.current()
@@ -418,7 +388,7 @@ class Scorer:
         scores = np.asarray(serving.model.booster.inplace_predict(model_input), dtype=np.float64)
         return scores, np.full(n, "", dtype=object)
 
-    def _score_row(self, features: list[float], serving: _Serving) -> float:
+    def _score_row(self, features: list[float], serving: _Serving) -> tuple[float, str]:
         """`_predict` for one transaction's features (the same float32 input, the same rules)."""
         started = time.perf_counter()
         quarantined = serving.state.quarantined_features
@@ -427,14 +397,15 @@ class Scorer:
             for name, value in quarantined.items():
                 if name in _FEATURE_INDEX:
                     features[_FEATURE_INDEX[name]] = float(value)
+        rule = ""
         if serving.model is None:
             rules = score_with_rules({name: np.array([value]) for name, value in zip(LOGGED_FEATURES, features, strict=True)})
-            score = float(rules.scores[0])
+            score, rule = float(rules.scores[0]), str(rules.fired[0])
         else:
             row = np.array([[features[i] for i in self._columns_of(serving.model).tolist()]], dtype=np.float32)
             score = float(serving.model.booster.inplace_predict(row)[0])
         self._last_model_ms = (time.perf_counter() - started) * 1000.0
-        return score
+        return score, rule
 
     def _columns_of(self, model: LoadedModel) -> np.ndarray:
         """Positions of the model's feature columns among `LOGGED_FEATURES` (cached per loaded model)."""
@@ -575,6 +546,123 @@ class Scorer:
         )
 
 
+@dataclass
+class _Scored:
+    """What the one-record path did: a scored transaction or a dead letter."""
+
+    batch_id: str
+    serving: _Serving
+    record: ValidRecord | None = None
+    dead: DeadRecord | None = None
+    score: float = 0.0
+    rule: str = ""
+    decision: str = ""
+    latency_ms: float = 0.0
+    model_ms: float = 0.0
+
+    def answer(self) -> dict[str, Any]:
+        """`Scorer.score_one`'s answer."""
+        if self.dead is not None:
+            return {C.TRANSACTION_ID: self.dead.transaction_id, "error": self.dead.reason, "field": self.dead.field}
+        assert self.record is not None
+        model = self.serving.model
+        return {
+            C.TRANSACTION_ID: self.record.transaction_id,
+            "score": self.score,
+            "decision": self.decision,
+            "model_version": None if model is None else model.version,
+            "used_fallback": model is None,
+            "latency_ms": self.latency_ms,
+        }
+
+    def result(self) -> ScoreResult:
+        """`Scorer.score_batch`'s result for this one record, built like the vectorised path's."""
+        if self.dead is not None:
+            dead = dead_letters_frame(
+                np.zeros(1, dtype=np.int64), [self.dead.transaction_id], np.array([self.dead.reason], dtype=object),
+                np.array([self.dead.field], dtype=object), [self.dead.payload],
+            )  # fmt: skip
+            text = _BatchText.of(pa.array([], pa.string()), np.empty(0, dtype=np.int8), self.batch_id, self.serving)
+            fired = None if self.serving.model is not None else np.empty(0, dtype=object)
+            predictions = _predictions_frame(
+                text, np.empty(0, dtype="datetime64[ns]"), np.empty(0), fired, np.empty(0), self.model_ms, self.serving
+            )
+            return _result(self.batch_id, 1, predictions, dead, self.serving)
+        assert self.record is not None
+        codes = np.array([DECISIONS.index(self.decision)], dtype=np.int8)
+        text = _BatchText.of(pa.array([self.record.transaction_id], pa.string()), codes, self.batch_id, self.serving)
+        fired = None if self.serving.model is not None else np.array([self.rule], dtype=object)
+        predictions = _predictions_frame(
+            text, np.array([self.record.timestamp_ns], dtype="datetime64[ns]"), np.array([self.score]), fired,
+            np.array([self.latency_ms]), self.model_ms, self.serving,
+        )  # fmt: skip
+        return _result(self.batch_id, 1, predictions, empty_dead_letters(), self.serving)
+
+
+def _answer(result: ScoreResult) -> dict[str, Any]:
+    """`Scorer.score_one`'s answer from a one-record `ScoreResult`."""
+    if result.scored:
+        row = result.predictions.iloc[0]
+        return {
+            C.TRANSACTION_ID: row[C.TRANSACTION_ID],
+            "score": float(row["score"]),
+            "decision": row["decision"],
+            "model_version": result.model_version,
+            "used_fallback": result.used_fallback,
+            "latency_ms": float(row["latency_ms"]),
+        }
+    dead = result.dead_letters.iloc[0]
+    return {C.TRANSACTION_ID: dead[C.TRANSACTION_ID], "error": dead["reason"], "field": dead["field"]}
+
+
+def _result(
+    batch_id: str, rows_in: int, predictions: pd.DataFrame, dead: pd.DataFrame, serving: _Serving
+) -> ScoreResult:
+    return ScoreResult(
+        batch_id=batch_id,
+        rows_in=rows_in,
+        predictions=predictions,
+        dead_letters=dead,
+        serving_state_version=serving.state.version,
+        model_version=None if serving.model is None else serving.model.version,
+        used_fallback=serving.model is None,
+        fallback_reason=serving.fallback_reason,
+    )
+
+
+def _predictions_frame(
+    text: _BatchText,
+    timestamp: np.ndarray,
+    scores: np.ndarray,
+    fired: np.ndarray | None,
+    latency_ms: np.ndarray,
+    model_ms: float,
+    serving: _Serving,
+) -> pd.DataFrame:
+    """`ScoreResult.predictions` (one place, so both paths give the same dtypes).
+
+    Text columns come from Arrow (~0.1 ms each) rather than from Python strings (~1 ms each at 10k).
+    ``fired``: the rules that fired, when rules served (None: the model did).
+    """
+    n = len(scores)
+    version = None if serving.model is None else serving.model.version
+    return pd.DataFrame(
+        {
+            C.TRANSACTION_ID: text.transaction_id.to_pandas(),
+            C.TIMESTAMP: timestamp,
+            "score": scores,
+            "decision": text.decision.to_pandas(),
+            "model_version": pd.arrays.IntegerArray(np.full(n, version or 0, dtype=np.int64), np.full(n, version is None)),
+            "serving_state_version": np.full(n, serving.state.version),
+            "used_fallback": np.full(n, serving.model is None),
+            "fallback_reason": np.full(n, serving.fallback_reason, dtype=object),
+            "rule": _constant_text("", n).to_pandas() if fired is None else fired,
+            "latency_ms": latency_ms,
+            "model_ms": np.full(n, model_ms),
+        }
+    )
+
+
 @dataclass(frozen=True)
 class _BatchText:
     """A batch's text columns as Arrow, built once for both the log and the result frame."""
@@ -583,6 +671,18 @@ class _BatchText:
     decision: pa.Array
     batch_id: pa.Array
     fallback_reason: pa.Array
+
+    @classmethod
+    def of(
+        cls, transaction_id: pa.Array | pa.ChunkedArray, decision_codes: np.ndarray, batch_id: str, serving: _Serving
+    ) -> _BatchText:
+        n = len(decision_codes)
+        return cls(
+            transaction_id=transaction_id,
+            decision=pa.DictionaryArray.from_arrays(decision_codes.astype(np.int8), list(DECISIONS)).cast(pa.string()),
+            batch_id=_constant_text(batch_id, n),
+            fallback_reason=_constant_text(serving.fallback_reason, n),
+        )
 
 
 def _constant_text(value: str | None, n: int) -> pa.Array:

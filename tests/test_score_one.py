@@ -1,9 +1,12 @@
-"""`Scorer.score_one` (the scalar fast path) gives exactly what `score_batch([record])` gives.
+"""The one-record path (`score_one`, and `score_batch` of one record) gives exactly what the vectorised
+batch path gives on the same record.
 
-Two scorers start from copies of the same workspace; one scores every record with `score_one`, the other
-with a one-record `score_batch`. Answers, logged rows (features, scores, decisions, dead-letter reasons)
-and the serving path taken must be identical, through labels arriving, quarantine, fallback rules and a
-threshold change, on a seeded stream with hostile records mixed in and on hypothesis' hostile records.
+Two scorers start from copies of the same workspace; one scores every record through the public one-record
+entry points (`score_one` and `score_batch([record])`, alternately), the other through the vectorised path
+(`Scorer._score_vectorised`, the reference semantics). Answers, result frames (values and dtypes), logged
+rows (features, scores, decisions, dead-letter reasons) and the serving path taken must be identical,
+through labels arriving, quarantine, fallback rules and a threshold change, on a seeded stream with hostile
+records mixed in and on hypothesis' hostile records.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ VOLATILE = {"latency_ms", "model_ms", "batch_id", "scored_at", "received_at", "d
 
 
 class Twins:
-    """Two scorers on copies of one workspace: ``one`` answers with score_one, ``batch`` with score_batch."""
+    """Two scorers on copies of one workspace: ``one`` takes the one-record path, ``batch`` the vectorised one."""
 
     def __init__(self, small_world: SmallWorld, home: Path, config: ScorerConfig | None = None) -> None:
         self.platforms = []
@@ -43,21 +46,34 @@ class Twins:
             platform.scorer.features.observe(small_world.history)
             self.platforms.append(platform)
         self.one, self.batch = (p.scorer for p in self.platforms)
-        self.fallbacks = 0  # score_one calls that took the batch path
-        fast = self.one._score_one_as_batch
+        self.calls = 0
+        self.fallbacks = 0  # one-record calls that took the vectorised path
+        vectorised = self.one._score_vectorised
 
-        def counted(record: Any, source: str) -> dict[str, Any]:
+        def counted(records: Any, source: str) -> ScoreResult:
             self.fallbacks += 1
-            return fast(record, source)
+            return vectorised(records, source)
 
-        self.one._score_one_as_batch = counted  # type: ignore[method-assign]
+        self.one._score_vectorised = counted  # type: ignore[method-assign]
 
     def score(self, record: Any) -> None:
-        got = self.one.score_one(record)
-        expected = _as_answer(self.batch.score_batch([record], source="api"))
-        got.pop("latency_ms", None)
-        expected.pop("latency_ms", None)
-        assert got == expected, record
+        """Score ``record`` on both; `score_one` and `score_batch([record])` take turns on the fast side."""
+        self.calls += 1
+        expected = self.batch._score_vectorised([record], "api")
+        if self.calls % 2:
+            got = self.one.score_one(record)
+            want = _as_answer(expected)
+            got.pop("latency_ms", None)
+            assert got == want, record
+            return
+        result = self.one.score_batch([record], source="api")
+        assert (result.rows_in, result.serving_state_version, result.model_version, result.used_fallback) == (
+            expected.rows_in, expected.serving_state_version, expected.model_version, expected.used_fallback,
+        )  # fmt: skip
+        assert result.fallback_reason == expected.fallback_reason
+        volatile = [c for c in ("latency_ms", "model_ms") if c in result.predictions]
+        pd.testing.assert_frame_equal(result.predictions.drop(columns=volatile), expected.predictions.drop(columns=volatile))
+        pd.testing.assert_frame_equal(result.dead_letters, expected.dead_letters)
 
     def both(self, action: str, *args: Any, **kwargs: Any) -> None:
         """Apply the same change (serving state, labels) to both workspaces."""
