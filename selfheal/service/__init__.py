@@ -10,7 +10,7 @@
 | ``POST /v1/incidents/{id}/approve``, ``/deny``, ``/chat`` | token | responder hooks (503 until wired) |
 | ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json`` | open | liveness, Prometheus text, the schema |
 
-Modules: `config` (settings, the token), `discovery` (``service.json``), `engine` (the scoring thread),
+Modules: `config` (settings, the token), `discovery` (``service.json``), `engine` (the scoring worker),
 `metrics` (Prometheus text), `hooks` (the responder's seams, the scheduler), `views` (read payloads, shared
 with the CLI), `schemas` (request/response models), `auth` (the token guard), ``routes_*`` (one router
 each), `app` (`create_app`). Importing this package does not import FastAPI; the names below load lazily,

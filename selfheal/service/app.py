@@ -4,7 +4,8 @@ The service owns the workspace: it holds the `Platform` (the one DuckDB connecti
 whole life. What runs inside, and in which thread:
 
 - the event loop (uvicorn's main thread) parses requests and answers them;
-- one scoring thread (`ScoringEngine`) owns the scorer: scoring requests queue jobs for it;
+- one worker coroutine on that loop (`ScoringEngine`) owns the scorer: scoring requests queue jobs for it
+  (why on the loop and not in a thread: see `selfheal.service.engine`);
 - read and admin handlers are plain functions run in FastAPI's thread pool; the store serialises their
   queries on its lock, and actions serialise on the audit log's lock (`tools.audit.run_action`);
 - one scheduler thread runs the periodic jobs plugged in through `ServiceHooks` (none by default).
@@ -57,6 +58,7 @@ def create_app(
         platform.scorer,
         metrics,
         coalesce_max_rows=config.coalesce_max_rows,
+        batch_path_min_rows=config.batch_path_min_rows,
         max_queued_rows=config.max_queued_rows,
         flush_interval_s=config.flush_interval_s,
     )
@@ -78,7 +80,7 @@ def create_app(
             yield
         finally:
             runtime.scheduler.stop()
-            engine.stop()  # scores what is queued, then writes the log buffer: nothing accepted is lost
+            await engine.stop()  # scores what is queued, then writes the log buffer: nothing accepted is lost
 
     app = FastAPI(
         title="selfheal",

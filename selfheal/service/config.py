@@ -41,12 +41,19 @@ class ServiceConfig(BaseModel):
     coalesce_max_rows: int = Field(
         256, ge=1, description="requests waiting while a batch scores are scored together, up to this many rows"
     )
+    batch_path_min_rows: int = Field(
+        32, ge=1, description="this many waiting single transactions are scored as one batch, fewer one by one"
+    )
     max_queued_rows: int = Field(100_000, ge=1, description="rows waiting to be scored before answering 503")
     flush_interval_s: float = Field(
-        0.5, gt=0, description="buffered log rows are written at least this often (and on shutdown)"
+        0.5, gt=0, description="when traffic pauses, log rows staged longer than this are written (and at the "
+        "latest after ten intervals, and on shutdown)"
     )
     flush_rows: int = Field(
-        5_000, ge=1, description="the scorer writes its log buffer once it holds this many rows"
+        256, ge=1, description="the scorer writes a chunk of log rows once this many are staged"
+    )
+    background_writes: bool = Field(
+        True, description="write log chunks on the scorer's writer thread, so scoring goes on meanwhile"
     )
 
     @property

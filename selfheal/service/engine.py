@@ -1,19 +1,35 @@
-"""The one thread that drives the scorer inside the service, and why there is exactly one.
+"""The one place the service drives the scorer: a coroutine on the event loop, and why it is there.
 
 `Scorer` keeps state between calls (streaming feature windows, the recent-id set for duplicate checks, the
 log buffer, the loaded model) and is not thread-safe; the store underneath has one DuckDB connection. So
-every scorer call in the service goes through `ScoringEngine`:
+every scoring call in the service goes through `ScoringEngine`:
 
-- requests put a *job* (their records) on a queue and wait on a future; one worker thread takes jobs off
-  the queue and calls `Scorer.score_batch`;
-- **coalescing**: jobs that queued up while a batch was scoring are scored together in the next batch (up
-  to ``coalesce_max_rows`` rows). The worker never waits to fill a batch, so an idle service scores a lone
-  request at once; under load the scorer's fixed per-batch cost is shared instead of queued;
-- **flushing**: the scorer buffers log rows (DuckDB takes a batch far faster than single rows); the worker
-  writes the buffer at least every ``flush_interval_s``, when idle, and on `stop`. Rows scored but not yet
-  flushed are lost if the process is killed hard (``kill -9``): at most one interval of logs;
-- anything else that touches the scorer (status, warm-up, a job that invalidates the model) takes
-  `exclusive()`, the same lock the worker holds while scoring.
+- a request puts a *job* (its records) on a queue and awaits a future; one worker coroutine takes jobs
+  off the queue and calls `Scorer.score_batch`;
+- **two paths**: a transaction sent on its own goes through `Scorer.score_one` (the single-transaction
+  path, without per-batch costs); a batch request through `Scorer.score_batch` (batch semantics: rows in
+  time order, duplicates within the batch named as such);
+- **coalescing**: jobs that queued up while the scorer was busy are taken together (up to
+  ``coalesce_max_rows`` rows). Fewer than ``batch_path_min_rows`` waiting single transactions are scored
+  one by one; more, and they are scored as one batch, whose fixed cost is then shared (where the two
+  cross depends on the scorer: ~30 rows when a 1-row batch costs ~15 ms and `score_one` ~0.5 ms). The
+  worker never waits to fill a batch, so an idle service answers a lone request at once;
+- **on the event loop, not in a thread**: scoring is CPU-bound Python, and a CPU-bound thread next to the
+  event loop's thread starves it under the GIL (every socket wake-up of the loop waits for the GIL switch
+  interval, the "convoy effect"): requests then reach the queue too slowly to be coalesced, and latency
+  grows without bound at loads the scorer could carry. Run inline, a batch blocks the loop for its
+  duration; requests arriving meanwhile wait in the socket buffers, are all parsed when it ends, and the
+  worker yields to the loop until they are queued (`_gather_arrivals`) before taking the next batch. The
+  price: ``/healthz`` and every other request wait for the batch in progress (a 10,000-row batch: ~1 s);
+- **writing the log**: the scorer stages log rows and writes them in chunks (`store.LogWriter`; the
+  service turns on its writer thread, so a full chunk of ``flush_rows`` rows is written while scoring
+  goes on). A write costs a DuckDB transaction, ~10-20 ms whatever its size, so the worker forces one
+  (`Scorer.flush`, a barrier) only when traffic pauses: no request for ``_IDLE_S`` and rows staged for
+  longer than ``flush_interval_s``; at the latest after ``_MAX_STALE_INTERVALS`` intervals; and on `stop`.
+  The barrier runs off the loop, which keeps reading requests meanwhile. What a hard kill (``kill -9``)
+  loses is what is staged: under load up to a chunk or two of rows, when quiet about one interval;
+- other threads (read handlers, periodic jobs) that touch the scorer take `exclusive()`, the lock the
+  worker holds while scoring or flushing.
 
 Rows come back to their request by position: dead letters carry their row number, scored rows their
 transaction id (unique among a batch's valid rows: the validator dead-letters duplicates).
@@ -21,14 +37,13 @@ transaction id (unique among a batch's valid rows: the validator dead-letters du
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import math
-import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,6 +54,9 @@ from scorer.score import Scorer, ScoreResult
 from selfheal.service.metrics import ServiceMetrics
 
 _STOP: Final = object()
+_MAX_GATHER_YIELDS: Final = 16
+_IDLE_S: Final = 0.05  # no request for this long: traffic paused, a forced write delays nobody
+_MAX_STALE_INTERVALS: Final = 10  # under traffic that never pauses, write anyway after this many intervals
 
 
 class EngineOverloaded(Exception):
@@ -46,7 +64,7 @@ class EngineOverloaded(Exception):
 
 
 class EngineStopped(Exception):
-    """The engine is not running (shutting down)."""
+    """The engine is not running (not started yet, or shutting down)."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +85,8 @@ class JobOutcome:
     """What one request's records became, and what served them."""
 
     rows: list[RowOutcome]
-    batch_id: str
-    batch_rows: int  # rows in the scorer batch this job was part of (> len(rows) when coalesced)
+    batch_id: str | None  # the scorer's batch id (None on the single-transaction path)
+    batch_rows: int  # rows in the scorer call this job was part of (> len(rows) when coalesced)
     model_version: int | None
     serving_state_version: int
     used_fallback: bool
@@ -79,11 +97,12 @@ class JobOutcome:
 class _Job:
     records: list[Any]
     source: str
-    future: Future[JobOutcome] = field(default_factory=Future)
+    single: bool  # one transaction sent on its own (not a batch request of one)
+    future: asyncio.Future[JobOutcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class ScoringEngine:
-    """Owns the scorer while the service runs (see the module docstring)."""
+    """Owns the scorer while the service runs (see the module docstring). Start and submit on the loop."""
 
     def __init__(
         self,
@@ -91,70 +110,81 @@ class ScoringEngine:
         metrics: ServiceMetrics,
         *,
         coalesce_max_rows: int = 256,
+        batch_path_min_rows: int = 32,
         max_queued_rows: int = 100_000,
         flush_interval_s: float = 0.5,
     ) -> None:
         self.scorer = scorer
         self.metrics = metrics
         self.coalesce_max_rows = coalesce_max_rows
+        self.batch_path_min_rows = batch_path_min_rows
         self.max_queued_rows = max_queued_rows
         self.flush_interval_s = flush_interval_s
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.RLock()
+        self._queue: asyncio.Queue[Any] | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._queued_rows = 0
-        self._queued_lock = threading.Lock()
         self._last_flush = time.monotonic()
-        self._thread: threading.Thread | None = None
         self._carry: _Job | None = None
         self._accepting = False
-        self._stop_seen = False
 
-    # -- lifecycle --------------------------------------------------------------------------------
+    # -- lifecycle (on the event loop) --------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
+        """Start the worker on the running event loop."""
+        if self._worker is not None:
             return
-        self._accepting, self._stop_seen = True, False
-        self._thread = threading.Thread(target=self._run, name="selfheal-scorer", daemon=True)
-        self._thread.start()
+        self._queue = asyncio.Queue()
+        self._accepting = True
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="selfheal-scorer")
 
-    def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self) -> None:
         """Score what is queued, stop the worker, and flush the log buffer."""
-        with self._queued_lock:  # refuse new work first, so nothing can queue behind the stop signal
-            self._accepting = False
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(_STOP)
-            thread.join(timeout)
+        self._accepting = False  # on the loop, like `submit`: nothing can queue behind the stop signal
+        worker, self._worker = self._worker, None
+        if worker is not None and self._queue is not None:
+            self._queue.put_nowait(_STOP)
+            await worker
         self.flush()
 
     @property
     def running(self) -> bool:
-        return self._accepting and self._thread is not None and self._thread.is_alive()
+        return self._accepting and self._worker is not None and not self._worker.done()
 
-    # -- requests ---------------------------------------------------------------------------------
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
 
-    def submit(self, records: Sequence[Any], *, source: str = "api") -> Future[JobOutcome]:
+    # -- requests (on the event loop) ---------------------------------------------------------------
+
+    def submit(
+        self, records: Sequence[Any], *, source: str = "api", single: bool = False
+    ) -> asyncio.Future[JobOutcome]:
         """Queue records for scoring; the future resolves to their outcomes in request order.
+
+        ``single`` marks one transaction sent on its own: it may take the scorer's single-transaction path
+        (`Scorer.score_one`); a batch request always keeps batch semantics (`Scorer.score_batch`).
 
         Raises:
             EngineOverloaded: More than ``max_queued_rows`` rows are waiting already.
             EngineStopped: The engine is not running.
         """
-        job = _Job(list(records), source)
-        with self._queued_lock:  # the same lock `stop` takes: nothing is queued behind the stop signal
-            if not self.running:
-                raise EngineStopped("the scoring engine is not running")
-            if self._queued_rows > 0 and self._queued_rows + len(job.records) > self.max_queued_rows:
-                raise EngineOverloaded(f"{self._queued_rows:,} rows are waiting to be scored; retry shortly")
-            self._queued_rows += len(job.records)
-            self.metrics.queued_rows.set(self._queued_rows)
-            self._queue.put(job)
+        if not self.running or self._queue is None:
+            raise EngineStopped("the scoring engine is not running")
+        job = _Job(list(records), source, single and len(records) == 1)
+        if self._queued_rows > 0 and self._queued_rows + len(job.records) > self.max_queued_rows:
+            raise EngineOverloaded(f"{self._queued_rows:,} rows are waiting to be scored; retry shortly")
+        self._queued_rows += len(job.records)
+        self.metrics.queued_rows.set(self._queued_rows)
+        self._queue.put_nowait(job)
         return job.future
+
+    # -- from any thread ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[Scorer]:
-        """Hold the scorer while no batch runs (status reads, warm-up, model invalidation)."""
+        """Hold the scorer while no batch runs (status reads, model invalidation). Keep it short: the
+        event loop waits for this lock before its next batch."""
         with self._lock:
             yield self.scorer
 
@@ -169,63 +199,74 @@ class ScoringEngine:
         with self._lock:
             return self.scorer.status()
 
-    # -- the worker -------------------------------------------------------------------------------
+    # -- the worker ---------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
+        assert self._queue is not None
         while True:
-            job = self._next(timeout=self.flush_interval_s)
-            if job is None:  # idle: a good moment to write the log buffer
-                self._flush_if_buffered()
+            job = await self._next()
+            if job is None:  # traffic paused: a forced write now delays nobody
+                if time.monotonic() - self._last_flush >= self.flush_interval_s:
+                    await self._flush_off_loop()
                 continue
             if job is _STOP:
-                self._stop_seen = True
-            else:
-                self._score(self._coalesce(job))
-            if self._stop_seen:
-                self._drain()
-                return
-            if time.monotonic() - self._last_flush >= self.flush_interval_s:
-                self._flush_if_buffered()
+                break
+            await self._gather_arrivals()
+            jobs, stop = self._coalesce(job)
+            self._score(jobs)
+            if stop:
+                break
+            if time.monotonic() - self._last_flush >= _MAX_STALE_INTERVALS * self.flush_interval_s:
+                await self._flush_off_loop()
+        while self._carry is not None or not self._queue.empty():  # what was accepted before the stop
+            job = self._carry or self._queue.get_nowait()
+            self._carry = None
+            if job is not _STOP:
+                self._score(self._coalesce(job)[0])
 
-    def _next(self, timeout: float) -> Any:
+    async def _next(self) -> Any:
+        assert self._queue is not None
         if self._carry is not None:
             job, self._carry = self._carry, None
             return job
         try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
+            return await asyncio.wait_for(self._queue.get(), timeout=_IDLE_S)
+        except TimeoutError:
             return None
 
-    def _coalesce(self, first: _Job) -> list[_Job]:
-        """`first` plus the jobs already waiting with the same source, up to the row limit."""
+    async def _gather_arrivals(self) -> None:
+        """Let the loop parse the requests that arrived during the last batch, until the queue stops growing.
+
+        A request needs a couple of loop turns from its bytes being read to its job being queued.
+        """
+        assert self._queue is not None
+        size, still = self._queue.qsize(), 0
+        for _ in range(_MAX_GATHER_YIELDS):
+            await asyncio.sleep(0)
+            grown = self._queue.qsize()
+            still = still + 1 if grown == size else 0
+            if still >= 2:
+                return
+            size = grown
+
+    def _coalesce(self, first: _Job) -> tuple[list[_Job], bool]:
+        """`first` plus the jobs waiting with the same source, up to the row limit; and whether a stop came."""
+        assert self._queue is not None
         jobs, rows = [first], len(first.records)
-        while rows < self.coalesce_max_rows:
-            try:
-                nxt = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        while rows < self.coalesce_max_rows and not self._queue.empty():
+            nxt = self._queue.get_nowait()
             if nxt is _STOP:
-                self._stop_seen = True
-                break
+                return jobs, True
             if nxt.source != first.source or rows + len(nxt.records) > self.coalesce_max_rows:
                 self._carry = nxt
                 break
             jobs.append(nxt)
             rows += len(nxt.records)
-        return jobs
+        return jobs, False
 
-    def _drain(self) -> None:
-        """Score every job still queued (submissions stopped before the stop signal was sent)."""
-        while True:
-            if self._carry is not None:
-                job, self._carry = self._carry, None
-            else:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    return
-            if job is not _STOP:
-                self._score(self._coalesce(job))
+    async def _flush_off_loop(self) -> None:
+        """Write the log buffer in a thread; the worker (so no scoring) waits, the loop does not."""
+        await asyncio.get_running_loop().run_in_executor(None, self._flush_if_buffered)
 
     def _flush_if_buffered(self) -> None:
         try:
@@ -234,10 +275,53 @@ class ScoringEngine:
             self._last_flush = time.monotonic()
 
     def _score(self, jobs: list[_Job]) -> None:
+        rows = sum(len(job.records) for job in jobs)
+        self._queued_rows -= rows
+        self.metrics.queued_rows.set(self._queued_rows)
+        if rows < self.batch_path_min_rows and all(job.single and isinstance(job.records[0], Mapping) for job in jobs):
+            for job in jobs:
+                self._score_single(job)
+        else:
+            self._score_batch(jobs)
+
+    def _score_single(self, job: _Job) -> None:
+        """One transaction through `Scorer.score_one` (no per-batch costs)."""
+        try:
+            with self._lock:
+                answer = self.scorer.score_one(job.records[0], source=job.source)
+                # What served: the same state score_one just resolved, read under the same lock. (A change
+                # made through the API between the two reads would show the newer version; score and
+                # model version come from score_one itself.)
+                status = self.scorer.status()
+        except Exception as error:
+            if not job.future.done():
+                job.future.set_exception(error)
+            return
+        tid = _text(answer.get("transaction_id"))
+        if "error" in answer:
+            row = RowOutcome(index=0, transaction_id=tid, scored=False, field=_text(answer.get("field")),
+                             reason=str(answer["error"]))
+            self.metrics.dead_letters.inc(field=row.field or "record")
+        else:
+            row = RowOutcome(index=0, transaction_id=tid, scored=True, score=float(answer["score"]),
+                             decision=str(answer["decision"]))
+            self.metrics.decisions.inc(decision=str(row.decision))
+        self.metrics.scoring_calls.inc(path="single")
+        outcome = JobOutcome(
+            rows=[row],
+            batch_id=None,
+            batch_rows=1,
+            model_version=answer.get("model_version", status["model_version"]),
+            serving_state_version=int(status["serving_state_version"]),
+            used_fallback=bool(answer.get("used_fallback", status["fallback"])),
+            fallback_reason=status["fallback_reason"],
+        )
+        if not job.future.done():  # a client that went away cancelled its future
+            job.future.set_result(outcome)
+
+    def _score_batch(self, jobs: list[_Job]) -> None:
+        """Every job's records in one `Scorer.score_batch` call, answered job by job."""
         records = [record for job in jobs for record in job.records]
-        with self._queued_lock:
-            self._queued_rows -= len(records)
-            self.metrics.queued_rows.set(self._queued_rows)
         try:
             with self._lock:
                 result = self.scorer.score_batch(records, source=jobs[0].source)
@@ -249,10 +333,11 @@ class ScoringEngine:
             return
         self._count(result)
         for job, outcome in zip(jobs, outcomes, strict=True):
-            job.future.set_result(outcome)
+            if not job.future.done():
+                job.future.set_result(outcome)
 
     def _count(self, result: ScoreResult) -> None:
-        self.metrics.scoring_batches.inc()
+        self.metrics.scoring_calls.inc(path="batch")
         if result.scored:
             for decision, count in result.predictions["decision"].value_counts().items():
                 self.metrics.decisions.inc(float(count), decision=str(decision))

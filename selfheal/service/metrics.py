@@ -185,8 +185,10 @@ class ServiceMetrics:
         self.dead_letters = Counter(
             "selfheal_dead_letters_total", "Rows dead-lettered by the scorer, by the field that failed.", ("field",)
         )
-        self.scoring_batches = Counter(
-            "selfheal_scoring_batches_total", "Scorer batches run (coalesced requests count once)."
+        self.scoring_calls = Counter(
+            "selfheal_scorer_calls_total",
+            "Scorer calls by path: single (score_one) or batch (score_batch; coalesced requests count once).",
+            labels=("path",),
         )
         self.fallback = Gauge("selfheal_fallback_active", "1 when fallback rules serve instead of a model.")
         self.champion = Gauge("selfheal_champion_version", "Model version serving (absent under fallback).")
@@ -208,7 +210,7 @@ class ServiceMetrics:
             self.score_requests,
             self.decisions,
             self.dead_letters,
-            self.scoring_batches,
+            self.scoring_calls,
             self.fallback,
             self.champion,
             self.serving_state,

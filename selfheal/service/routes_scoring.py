@@ -19,7 +19,6 @@ definition of a valid transaction, and it records what it rejects. `TransactionI
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any, Final
@@ -67,11 +66,11 @@ async def score(request: Request) -> JSONResponse:
     if not records:
         return _answer(runtime, kind, 200, _batch_body(None, [], _ms(started)))
     try:
-        future = runtime.engine.submit(records, source="api")
+        future = runtime.engine.submit(records, source="api", single=not batch)
     except (EngineOverloaded, EngineStopped) as error:
         return _answer(runtime, kind, 503, {"detail": str(error)}, headers={"Retry-After": "1"})
     try:
-        outcome = await asyncio.wrap_future(future)
+        outcome = await future
     except ScorerError as error:
         return _answer(runtime, kind, 503, {"detail": f"the scorer failed: {error}"})
     latency_ms = _ms(started)

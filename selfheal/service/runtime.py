@@ -26,7 +26,7 @@ class ServiceRuntime:
         config: The service's settings.
         hooks: The responder's seams.
         metrics: What ``/metrics`` exposes; the responder counts its runs in ``metrics.agent_runs``.
-        engine: The thread that owns the scorer.
+        engine: The worker (on the event loop) that owns the scorer.
         runbooks_dir: Where runbooks are read from (None: ``$SELFHEAL_RUNBOOKS`` or the shipped ones).
     """
 
