@@ -688,14 +688,10 @@ class FeatureState:
     def _unindexed_aggregates(self, new: _History) -> _Aggregates:
         """Aggregates of rows not merged: the indexes (all earlier arrivals) plus the tail and the batch."""
         aggregates = _Aggregates(len(new), self.config)
-        for level in (self._large, self._small):
-            customers = level.customers
-            keys = customers.query_keys(new.customer_id, new.ts_ms)
-            order = np.argsort(keys)
-            # Every indexed row arrived earlier, so ties at t count: lag-0 windows end at a search too.
-            counts, sums = customers.window_sums(keys[order], self._customer_windows)
-            aggregates.customer_count[:, order] += counts
-            aggregates.customer_units[:, order] += sums
+        # Every indexed row arrived earlier, so ties at t count: lag-0 windows end at a search too.
+        found = self._level_sums("customers", new.customer_id, new.ts_ms, self._customer_windows)
+        if found is not None:
+            aggregates.customer_count[:], aggregates.customer_units[:] = found
         self._terminal_aggregates(new, aggregates)
         tail = self._rows.view(self._indexed)
         combined = _History.window_rows([tail, new]) if len(tail) else new
@@ -706,17 +702,34 @@ class FeatureState:
 
     def _terminal_aggregates(self, new: _History, aggregates: _Aggregates) -> None:
         """Add the terminal windows over both levels (windows end a label delay back: no ties at t)."""
+        found = self._level_sums("terminals", new.terminal_id, new.ts_ms, self._terminal_windows)
+        if found is not None:
+            aggregates.terminal_count += found[0]
+            aggregates.terminal_frauds += found[1]
+
+    def _level_sums(
+        self, kind: str, codes: np.ndarray, ts_ms: np.ndarray, windows: list[Window]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Window counts and sums over both levels' indexes, in the rows' order (None: both empty)."""
+        indexes = [getattr(level, kind) for level in (self._large, self._small)]
+        indexes = [index for index in indexes if len(index)]
+        if not indexes:
+            return None
         order: np.ndarray | None = None
-        for level in (self._large, self._small):
-            terminals = level.terminals
-            if not len(terminals):
-                continue
-            keys = terminals.query_keys(new.terminal_id, new.ts_ms)
+        counts = sums = np.empty(0)
+        for index in indexes:
+            keys = index.query_keys(codes, ts_ms)
             if order is None:  # (entity, time) order is the same in every layout: sort once
                 order = np.argsort(keys)
-            counts, frauds = terminals.window_sums(keys[order], self._terminal_windows)
-            aggregates.terminal_count[:, order] += counts
-            aggregates.terminal_frauds[:, order] += frauds
+                counts, sums = index.window_sums(keys[order], windows)
+            else:
+                more_counts, more_sums = index.window_sums(keys[order], windows)
+                counts, sums = counts + more_counts, sums + more_sums
+        assert order is not None
+        # One scatter back to the rows' order (a fancy-indexed ``+=`` per level would gather and scatter).
+        out_counts, out_sums = np.empty_like(counts), np.empty_like(sums)
+        out_counts[:, order], out_sums[:, order] = counts, sums
+        return out_counts, out_sums
 
     @staticmethod
     def _index_counts(

@@ -162,6 +162,8 @@ class Scorer:
             flush_rows=self.config.flush_rows,
             background=self.config.background_writes,
             max_queued_chunks=self.config.max_queued_chunks,
+            # A writer thread shares two cores with the scoring thread: DuckDB gets one, not both.
+            duckdb_threads=1 if self.config.background_writes else None,
         )
 
     # -- public API -------------------------------------------------------------------------------

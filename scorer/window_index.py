@@ -100,21 +100,18 @@ class WindowIndex:
         self.prefix = prefix_sums(self.values)
 
     def evict(self, horizon_ms: int, new_ids: np.ndarray | None = None) -> None:
-        """Drop the entries with time <= ``horizon_ms``; ``new_ids`` renumbers the kept row ids."""
-        codes, ts = self.entities_and_times()
-        keep = ts > horizon_ms
+        """Drop the entries with time <= ``horizon_ms``; ``new_ids`` renumbers the kept row ids.
+
+        The key layout stays (the kept keys still fit it), so no key is recomputed.
+        """
+        keep = self.key % self.stride > horizon_ms - self.t0
+        self.key = self.key[keep]
         self.values = self.values[keep]
         self.prefix = prefix_sums(self.values)
         if self.row is not None:
             assert new_ids is not None, "this index tracks row ids: evicting renumbers them"
             self.row = new_ids[self.row[keep]]
-        codes, ts = codes[keep], ts[keep]
-        if len(ts):
-            self.top_code = int(codes[-1])
-            self._layout(int(ts.min()), int(ts.max()), self.top_code)
-            self.key = codes * self.stride + (ts - self.t0)
-        else:
-            self.key = np.empty(0, dtype=np.int64)
+        if not len(self.key):
             self.capacity, self.top_code = -1, -1
 
     # -- reads -------------------------------------------------------------------------------------

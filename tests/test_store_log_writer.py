@@ -114,3 +114,19 @@ def test_close_flushes_and_stops_the_writer_thread(store: FlakyStore) -> None:
     writer.close()
     assert not thread.is_alive()
     assert store.count("labels") == 5
+
+
+def test_a_background_write_runs_duckdb_on_the_threads_asked_and_restores_the_setting(store: FlakyStore) -> None:
+    before = store.scalar("SELECT current_setting('threads')")
+    seen: list[int] = []
+    append = store.append
+
+    def spy(table: str, frame: pd.DataFrame | pa.Table) -> int:
+        seen.append(int(store.scalar("SELECT current_setting('threads')")))
+        return append(table, frame)
+
+    store.append = spy  # type: ignore[method-assign]
+    writer = LogWriter(store, flush_rows=10, background=True, duckdb_threads=1)
+    writer.append({"labels": _labels(0, 10)})
+    writer.close()
+    assert seen == [1] and store.scalar("SELECT current_setting('threads')") == before
