@@ -60,6 +60,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "inplace_predict, batches of 1/100/10k; single-transaction p50/p99; stage breakdowns",
     ),
     Benchmark(
+        name="http",
+        module="benchmarks.http_scoring",
+        summary="selfheal serve as a process, driven from another: single-transaction p50/p99 sequential and "
+        "open-loop at 200 req/s, batch throughput over HTTP, vs in-process score_one/score_batch",
+    ),
+    Benchmark(
         name="drift",
         module="benchmarks.drift",
         summary="drift check, 20 numeric features, 1M x 1M, vs Evidently DataDriftPreset (own venv): time, "

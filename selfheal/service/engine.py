@@ -55,8 +55,10 @@ from selfheal.service.metrics import ServiceMetrics
 
 _STOP: Final = object()
 _MAX_GATHER_YIELDS: Final = 16
-_IDLE_S: Final = 0.05  # no request for this long: traffic paused, a forced write delays nobody
-_MAX_STALE_INTERVALS: Final = 10  # under traffic that never pauses, write anyway after this many intervals
+_IDLE_S: Final = 0.25  # no request for this long: traffic paused, a forced write delays (almost) nobody
+# Under traffic that never pauses, write anyway after this many intervals. Rarely needed: under load the
+# scorer writes a chunk whenever `flush_rows` rows are staged, without stopping scoring.
+_MAX_STALE_INTERVALS: Final = 60
 
 
 class EngineOverloaded(Exception):
@@ -213,7 +215,7 @@ class ScoringEngine:
                 break
             await self._gather_arrivals()
             jobs, stop = self._coalesce(job)
-            self._score(jobs)
+            await self._score(jobs)
             if stop:
                 break
             if time.monotonic() - self._last_flush >= _MAX_STALE_INTERVALS * self.flush_interval_s:
@@ -222,7 +224,7 @@ class ScoringEngine:
             job = self._carry or self._queue.get_nowait()
             self._carry = None
             if job is not _STOP:
-                self._score(self._coalesce(job)[0])
+                await self._score(self._coalesce(job)[0])
 
     async def _next(self) -> Any:
         assert self._queue is not None
@@ -274,13 +276,14 @@ class ScoringEngine:
         except Exception:
             self._last_flush = time.monotonic()
 
-    def _score(self, jobs: list[_Job]) -> None:
+    async def _score(self, jobs: list[_Job]) -> None:
         rows = sum(len(job.records) for job in jobs)
         self._queued_rows -= rows
         self.metrics.queued_rows.set(self._queued_rows)
         if rows < self.batch_path_min_rows and all(job.single and isinstance(job.records[0], Mapping) for job in jobs):
             for job in jobs:
                 self._score_single(job)
+                await asyncio.sleep(0)  # its answer goes out before the next one is scored
         else:
             self._score_batch(jobs)
 
