@@ -5,7 +5,7 @@ log buffer, the loaded model) and is not thread-safe; the store underneath has o
 every scoring call in the service goes through `ScoringEngine`:
 
 - a request puts a *job* (its records) on a queue and awaits a future; one worker coroutine takes jobs
-  off the queue and calls `Scorer.score_batch`;
+  off the queue and calls the scorer;
 - **two paths**: a transaction sent on its own goes through `Scorer.score_one` (the single-transaction
   path, without per-batch costs); a batch request through `Scorer.score_batch` (batch semantics: rows in
   time order, duplicates within the batch named as such);
@@ -23,7 +23,7 @@ every scoring call in the service goes through `ScoringEngine`:
   price: ``/healthz`` and every other request wait for the batch in progress (a 10,000-row batch: ~1 s);
 - **writing the log**: the scorer stages log rows and writes them in chunks (`store.LogWriter`; the
   service turns on its writer thread, so a full chunk of ``flush_rows`` rows is written while scoring
-  goes on). A write costs a DuckDB transaction, ~10-20 ms whatever its size, so the worker forces one
+  goes on). A write costs a DuckDB transaction, 10-60 ms whatever its size, so the worker forces one
   (`Scorer.flush`, a barrier) only when traffic pauses: no request for ``_IDLE_S`` and rows staged for
   longer than ``flush_interval_s``; at the latest after ``_MAX_STALE_INTERVALS`` intervals; and on `stop`.
   The barrier runs off the loop, which keeps reading requests meanwhile. What a hard kill (``kill -9``)
@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import math
 import threading
 import time
@@ -52,6 +53,8 @@ import pandas as pd
 
 from scorer.score import Scorer, ScoreResult
 from selfheal.service.metrics import ServiceMetrics
+
+logger = logging.getLogger(__name__)
 
 _STOP: Final = object()
 _MAX_GATHER_YIELDS: Final = 16
