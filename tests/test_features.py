@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scorer.features import FEATURE_COLUMNS, FeatureConfig, FeatureState, compute_features
+from scorer.feature_state import FeatureState
+from scorer.features import FEATURE_COLUMNS, FeatureConfig, compute_features
 from scorer.simulate import Simulator, WorldConfig
 
 
