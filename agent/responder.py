@@ -27,6 +27,7 @@ from agent.context import AgentRuntime
 from agent.graph import build_graph
 from agent.state import Planner
 from scorer.serving import as_naive_utc
+from store import where_equal
 from tools.audit import canonical_json
 
 RunStatus = Literal["done", "waiting_approval", "waiting_data", "running"]
@@ -151,14 +152,7 @@ class Responder:
 
     def runs(self, *, incident_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """Rows of ``agent_runs`` (JSON columns decoded), oldest first."""
-        where, params = [], []
-        if incident_id is not None:
-            where.append("incident_id = ?")
-            params.append(incident_id)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, params = where_equal(incident_id=incident_id, status=status)
         frame = self.runtime.store.query(f"SELECT * FROM agent_runs{clause} ORDER BY started_at, attempt", params)
         rows = frame.to_dict("records")
         for row in rows:

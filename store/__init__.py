@@ -1,6 +1,6 @@
 """The bottom layer: the workspace folder, the one owner of its DuckDB file, and its log writer."""
 
-from store.db import TIME_COLUMNS, Store
+from store.db import TIME_COLUMNS, Store, where_equal
 from store.errors import StoreError, UnknownTableError, WorkspaceBusyError
 from store.log_writer import LogWriter
 from store.workspace import Workspace
@@ -13,4 +13,5 @@ __all__ = [
     "UnknownTableError",
     "Workspace",
     "WorkspaceBusyError",
+    "where_equal",
 ]

@@ -285,6 +285,14 @@ class Store:
         return int(rows[0]) if rows else 0
 
 
+def where_equal(**columns: Any) -> tuple[str, list[Any]]:
+    """``(" WHERE a = ? AND b = ?", [a, b])`` for the keyword columns whose value is not None ("" and []
+    when none is): the optional filters of a read method. Column names come from code, values are bound."""
+    chosen = {name: value for name, value in columns.items() if value is not None}
+    clause = " WHERE " + " AND ".join(f'"{name}" = ?' for name in chosen) if chosen else ""
+    return clause, list(chosen.values())
+
+
 # DuckDB column type -> the Arrow type DuckDB reads without a cast.
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),

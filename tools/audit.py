@@ -37,7 +37,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict
 
 from scorer.serving import as_naive_utc
-from store import Store
+from store import Store, where_equal
 from tools.context import ToolContext
 from tools.errors import ToolRefused
 
@@ -221,14 +221,7 @@ class ActionLog:
 
     def rows(self, *, incident_id: str | None = None, action: str | None = None) -> list[AuditRecord]:
         """Rows in the order they were written, optionally for one incident and/or action."""
-        where, params = [], []
-        if incident_id is not None:
-            where.append("incident_id = ?")
-            params.append(incident_id)
-        if action is not None:
-            where.append("action = ?")
-            params.append(action)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, params = where_equal(incident_id=incident_id, action=action)
         return [_record(row) for row in self.store.execute(f"{_SELECT}{clause} ORDER BY rowid", params)]
 
 

@@ -15,13 +15,13 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import pandas as pd
 from pydantic import BaseModel
 
 from scorer.serving import utc_now
-from store import Store
+from store import Store, where_equal
 from tools.pagers.base import Delivery, Page, Pager
 
 logger = logging.getLogger(__name__)
@@ -74,14 +74,7 @@ class OutboxPager:
 
     def rows(self, *, incident_id: str | None = None, page_id: str | None = None) -> list[OutboxRow]:
         """Outbox rows in the order they were recorded, optionally for one incident or page."""
-        where, params = [], []
-        if incident_id is not None:
-            where.append("incident_id = ?")
-            params.append(incident_id)
-        if page_id is not None:
-            where.append("page_id = ?")
-            params.append(page_id)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, params = where_equal(incident_id=incident_id, page_id=page_id)
         return self._select(f"SELECT * FROM pages{clause} ORDER BY recorded_at, rowid", params)
 
     def failed_deliveries(self) -> list[OutboxRow]:
@@ -94,7 +87,7 @@ class OutboxPager:
             [self.name],
         )
 
-    def _select(self, sql: str, params: list[str]) -> list[OutboxRow]:
+    def _select(self, sql: str, params: list[Any]) -> list[OutboxRow]:
         frame = self.store.query(sql, params)
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         return [OutboxRow.model_validate({str(k): v for k, v in record.items()}) for record in records]
