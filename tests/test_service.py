@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import socket
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from scorer.score import Scorer
 from scorer.simulate import LABEL_COLUMNS
 from selfheal.app import Platform
 from selfheal.cli_serve import _listen
@@ -312,6 +315,37 @@ def test_coalescing_stops_at_the_row_limit_and_stopping_scores_what_was_accepted
     assert [o.batch_rows for o in outcomes] == [3, 3, 1, 3]
     assert outcomes[0].batch_id == outcomes[1].batch_id != outcomes[2].batch_id != outcomes[3].batch_id
     assert platform.store.count("predictions") == 7
+
+
+def test_a_failed_forced_log_write_is_logged_and_the_engine_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    class FailingOnce:
+        """A scorer whose first log write fails (a full disk, a locked file)."""
+
+        def __init__(self) -> None:
+            self.flushes = 0
+            self.failed = threading.Event()
+
+        def flush(self) -> int:
+            self.flushes += 1
+            if self.flushes == 1:
+                self.failed.set()
+                raise RuntimeError("disk full")
+            return 0
+
+    scorer = FailingOnce()
+
+    async def main() -> None:
+        engine = ScoringEngine(cast(Scorer, scorer), ServiceMetrics(), flush_interval_s=0.01)
+        engine.start()
+        # Idle, the worker forces a write; wait (on a thread, not the loop) until it has been tried.
+        assert await asyncio.get_running_loop().run_in_executor(None, scorer.failed.wait, 60)
+        await engine.stop()  # the failure did not stop the worker; stopping writes again
+
+    with caplog.at_level(logging.ERROR, logger="selfheal.service.engine"):
+        asyncio.run(main())
+    [failure] = [r for r in caplog.records if "forced scoring-log write failed" in r.getMessage()]
+    assert failure.exc_info is not None and str(failure.exc_info[1]) == "disk full"
+    assert scorer.flushes >= 2
 
 
 def test_canonical_ids_match_what_the_validator_stores(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:

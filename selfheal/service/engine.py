@@ -271,12 +271,15 @@ class ScoringEngine:
 
     async def _flush_off_loop(self) -> None:
         """Write the log buffer in a thread; the worker (so no scoring) waits, the loop does not."""
-        await asyncio.get_running_loop().run_in_executor(None, self._flush_if_buffered)
+        await asyncio.get_running_loop().run_in_executor(None, self._forced_flush)
 
-    def _flush_if_buffered(self) -> None:
+    def _forced_flush(self) -> None:
+        """`flush`, logging a failure instead of raising it: the log writer keeps the rows that failed and
+        writes them again at the next flush, so scoring goes on; the next forced write waits an interval."""
         try:
             self.flush()
         except Exception:
+            logger.exception("forced scoring-log write failed; its rows are kept and written at the next flush")
             self._last_flush = time.monotonic()
 
     async def _score(self, jobs: list[_Job]) -> None:
