@@ -453,7 +453,8 @@ def test_responder_hooks_receive_who_decided_and_why(platform: Platform) -> None
         approved = client.post("/v1/incidents/7/approve", json={"note": "checked", "action": 0}, headers=headers)
         assert approved.status_code == 200 and approved.json() == {"status": "resumed", "decision": "approve"}
         assert client.post(f"/v1/incidents/{incident}/deny", json={"note": "twice"}, headers=headers).status_code == 409
-        assert client.post("/v1/incidents/INC-8/approve", json={}, headers=headers).status_code == 404
+        unknown = client.post("/v1/incidents/INC-8/approve", json={}, headers=headers)
+        assert unknown.status_code == 404 and unknown.json() == {"detail": "no incident 'INC-8'"}
         answer = client.post(f"/v1/incidents/{incident}/chat", json={"message": "why?"}, headers=headers)
         assert answer.json() == {"answer": "INC-7: because"}
         assert client.get("/v1/incidents/inc-7/steps").json() == [{"n": 1, "incident": "INC-7"}]

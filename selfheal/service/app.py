@@ -20,13 +20,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from selfheal.app import Platform
+from selfheal.service import views
 from selfheal.service.auth import TokenGuard
 from selfheal.service.config import TOKEN_ENV, TOKEN_FILE, ServiceConfig
 from selfheal.service.engine import ScoringEngine
-from selfheal.service.hooks import Scheduler, ServiceHooks
+from selfheal.service.hooks import ResponderUnavailable, Scheduler, ServiceHooks
 from selfheal.service.metrics import ServiceMetrics
 from selfheal.service.routes_admin import router as admin_router
 from selfheal.service.routes_health import router as health_router
@@ -97,6 +99,9 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime = runtime
+    # Every route answers these two the same way, so they are answered here and not in each handler.
+    app.add_exception_handler(views.NotFound, _not_found)
+    app.add_exception_handler(ResponderUnavailable, _responder_unavailable)
     app.include_router(scoring_router)
     app.include_router(read_router)
     app.include_router(admin_router)
@@ -108,3 +113,11 @@ def create_app(
         hint=f"the token is ${TOKEN_ENV} or the workspace's {TOKEN_FILE} file",
     )
     return app
+
+
+async def _not_found(_request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": str(error)})
+
+
+async def _responder_unavailable(_request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": str(error)})

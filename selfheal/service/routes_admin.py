@@ -10,7 +10,8 @@ approval is ``human`` (a person made the call). So they are validated, idempoten
 audit log exactly like the responder's actions.
 
 Approve, deny and chat call the responder's hooks (`ServiceHooks`); until the responder is wired they
-answer **503 "responder not available"**.
+answer **503 "responder not available"** (the app turns `ResponderUnavailable` into 503 and
+`views.NotFound`, e.g. an unknown incident, into 404: see `selfheal.service.app`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from monitor.incidents import IncidentManager
 from selfheal.service import views
 from selfheal.service.auth import bearer_scheme, token_matches
-from selfheal.service.hooks import ChatMessage, Decision, ResponderUnavailable
+from selfheal.service.hooks import ChatMessage, Decision
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import ActionOut, ChatIn, DecisionIn, Problem, PromoteIn, RollbackIn
 from tools import ToolContext, ToolRefused, ToolRetry, call_tool
@@ -70,9 +71,7 @@ Actor = Annotated[str, Depends(actor_of)]
 def _context(runtime: ServiceRuntime, actor: str, reason: str, incident_id: str | None) -> ToolContext:
     platform = runtime.platform
     clock = platform.serving.clock
-    incident = None
-    if incident_id is not None:
-        incident = _existing_incident(runtime, incident_id)
+    incident = None if incident_id is None else views.existing_incident(platform, incident_id)
     return ToolContext(
         store=platform.store,
         registry=platform.registry,
@@ -85,15 +84,6 @@ def _context(runtime: ServiceRuntime, actor: str, reason: str, incident_id: str 
         reason=reason,
         approval="human",
     )
-
-
-def _existing_incident(runtime: ServiceRuntime, incident_id: str) -> str:
-    try:
-        key = views.normalise_incident_id(incident_id)
-        IncidentManager(runtime.platform.store).get(key)
-    except (views.NotFound, KeyError) as error:
-        raise HTTPException(status_code=404, detail=f"no incident {incident_id!r}") from error
-    return key
 
 
 def _run(name: str, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -124,11 +114,8 @@ def rollback(runtime: Runtime, actor: Actor, body: RollbackIn) -> dict[str, Any]
 
 
 def _decide(runtime: ServiceRuntime, actor: str, incident_id: str, body: DecisionIn, decision: str) -> dict[str, Any]:
-    try:
-        hook = runtime.hooks.require_decide()
-    except ResponderUnavailable as error:
-        raise HTTPException(status_code=503, detail=str(error)) from error
-    key = _existing_incident(runtime, incident_id)
+    hook = runtime.hooks.require_decide()
+    key = views.existing_incident(runtime.platform, incident_id)
     request = Decision(incident_id=key, decision="approve" if decision == "approve" else "deny", actor=actor,
                        note=body.note, action=body.action)
     return _call_hook(lambda: hook(request))
@@ -151,11 +138,8 @@ def deny(runtime: Runtime, actor: Actor, incident_id: str, body: DecisionIn) -> 
              responses=RESPONDER_ERRORS)
 def chat(runtime: Runtime, actor: Actor, incident_id: str, body: ChatIn) -> dict[str, Any]:
     """Send a chat message (503 until the responder is wired: `ServiceHooks.chat`)."""
-    try:
-        hook = runtime.hooks.require_chat()
-    except ResponderUnavailable as error:
-        raise HTTPException(status_code=503, detail=str(error)) from error
-    key = _existing_incident(runtime, incident_id)
+    hook = runtime.hooks.require_chat()
+    key = views.existing_incident(runtime.platform, incident_id)
     message = ChatMessage(incident_id=key, actor=actor, message=body.message)
     return _call_hook(lambda: hook(message))
 

@@ -2,7 +2,9 @@
 
 Open without a token (the service binds to loopback by default). Each route is a thin wrapper over a
 function in `selfheal.service.views`, which the CLI also uses when no service runs. Handlers are plain
-functions: FastAPI runs them in its thread pool, and the store serialises their queries.
+functions: FastAPI runs them in its thread pool, and the store serialises their queries. The app answers
+`views.NotFound` with 404 and `ResponderUnavailable` with 503 (`selfheal.service.app`), so handlers let
+those propagate.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
 from selfheal.service import views
-from selfheal.service.hooks import ResponderUnavailable
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import Problem
 from tools.runbooks import RunbookError
@@ -21,10 +22,6 @@ from tools.runbooks import RunbookError
 router = APIRouter(prefix="/v1", tags=["read"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
-
-
-def _not_found(error: views.NotFound) -> HTTPException:
-    return HTTPException(status_code=404, detail=str(error))
 
 
 @router.get("/incidents", summary="List incidents, oldest first (without evidence)")
@@ -38,10 +35,7 @@ def list_incidents(
 
 @router.get("/incidents/{incident_id}", summary="One incident: evidence and timeline", responses=NOT_FOUND)
 def get_incident(runtime: Runtime, incident_id: str) -> dict[str, Any]:
-    try:
-        return views.incident_detail(runtime.platform, incident_id)
-    except views.NotFound as error:
-        raise _not_found(error) from error
+    return views.incident_detail(runtime.platform, incident_id)
 
 
 @router.get(
@@ -50,30 +44,22 @@ def get_incident(runtime: Runtime, incident_id: str) -> dict[str, Any]:
     responses={**NOT_FOUND, 503: {"model": Problem, "description": "no responder wired into this service"}},
 )
 def get_steps(runtime: Runtime, incident_id: str) -> list[dict[str, Any]]:
+    key = views.normalise_incident_id(incident_id)
+    steps = runtime.hooks.require_steps()
     try:
-        key = views.normalise_incident_id(incident_id)
-        steps = runtime.hooks.require_steps()
         return steps(key)
-    except ResponderUnavailable as error:
-        raise HTTPException(status_code=503, detail=str(error)) from error
-    except (views.NotFound, KeyError) as error:
+    except KeyError as error:  # the hook's "no such incident" (see `ServiceHooks`)
         raise HTTPException(status_code=404, detail=str(error).strip("'\"")) from error
 
 
 @router.get("/incidents/{incident_id}/actions", summary="Actions taken or refused for an incident", responses=NOT_FOUND)
 def get_incident_actions(runtime: Runtime, incident_id: str) -> list[dict[str, Any]]:
-    try:
-        return views.incident_actions(runtime.platform, incident_id)
-    except views.NotFound as error:
-        raise _not_found(error) from error
+    return views.incident_actions(runtime.platform, incident_id)
 
 
 @router.get("/incidents/{incident_id}/pages", summary="Pages sent for an incident, with deliveries", responses=NOT_FOUND)
 def get_incident_pages(runtime: Runtime, incident_id: str) -> list[dict[str, Any]]:
-    try:
-        return views.incident_pages(runtime.platform, incident_id)
-    except views.NotFound as error:
-        raise _not_found(error) from error
+    return views.incident_pages(runtime.platform, incident_id)
 
 
 @router.get(
@@ -87,10 +73,7 @@ def get_report(
     incident_id: str,
     format: Annotated[views.ReportFormat, Query(description="md or html")] = "md",
 ) -> FileResponse:
-    try:
-        path = views.report_path(runtime.platform, incident_id, format)
-    except views.NotFound as error:
-        raise _not_found(error) from error
+    path = views.report_path(runtime.platform, incident_id, format)
     media = "text/html; charset=utf-8" if format == "html" else "text/markdown; charset=utf-8"
     return FileResponse(path, media_type=media)
 
@@ -101,10 +84,7 @@ def list_actions(
     incident_id: Annotated[str | None, Query()] = None,
     action: Annotated[str | None, Query(description="e.g. rollback_model")] = None,
 ) -> list[dict[str, Any]]:
-    try:
-        key = views.normalise_incident_id(incident_id) if incident_id else None
-    except views.NotFound as error:
-        raise _not_found(error) from error
+    key = views.normalise_incident_id(incident_id) if incident_id else None
     return views.actions(runtime.platform, incident_id=key, action=action)
 
 
@@ -120,10 +100,7 @@ def list_models(runtime: Runtime) -> dict[str, Any]:
 
 @router.get("/models/{version}", summary="One model's metadata and integrity check", responses=NOT_FOUND)
 def get_model(runtime: Runtime, version: int) -> dict[str, Any]:
-    try:
-        return views.model_detail(runtime.platform, version)
-    except views.NotFound as error:
-        raise _not_found(error) from error
+    return views.model_detail(runtime.platform, version)
 
 
 @router.get("/serving", summary="What serves now: champion or fallback, thresholds, quarantined features")
@@ -150,8 +127,6 @@ def list_runbooks(runtime: Runtime) -> list[dict[str, Any]]:
 def get_runbook(runtime: Runtime, runbook_id: str) -> dict[str, Any]:
     try:
         return views.runbook_detail(runtime.runbooks_dir, runbook_id)
-    except views.NotFound as error:
-        raise _not_found(error) from error
     except RunbookError as error:
         raise HTTPException(status_code=500, detail=f"runbooks do not parse: {error}") from error
 

@@ -43,6 +43,20 @@ def normalise_incident_id(incident_id: str) -> str:
     return f"INC-{int(match.group(1))}"
 
 
+def existing_incident(platform: Platform, incident_id: str) -> str:
+    """The normalised id of an incident that exists (``7`` -> ``INC-7``).
+
+    Raises:
+        NotFound: Not an incident id, or no such incident.
+    """
+    key = normalise_incident_id(incident_id)
+    try:
+        IncidentManager(platform.store).get(key)
+    except KeyError as error:
+        raise NotFound(f"no incident {incident_id!r}") from error
+    return key
+
+
 def jsonable(value: Any) -> Any:
     """``value`` with NaN/inf as None, so strict JSON encoders accept it."""
     if isinstance(value, float):
@@ -81,13 +95,13 @@ def incident_detail(platform: Platform, incident_id: str) -> dict[str, Any]:
 
 def incident_actions(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
     """Audit-log rows for one incident (applied and refused actions), in the order they were written."""
-    key = _existing_incident(platform, incident_id)
+    key = existing_incident(platform, incident_id)
     return actions(platform, incident_id=key)
 
 
 def incident_pages(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
     """Outbox rows (pages and delivery results) for one incident."""
-    key = _existing_incident(platform, incident_id)
+    key = existing_incident(platform, incident_id)
     return pages(platform, incident_id=key)
 
 
@@ -202,15 +216,6 @@ def dead_letters(platform: Platform, limit: int = 100) -> list[dict[str, Any]]:
     )
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
     return [jsonable({str(k): (str(v) if k == "received_at" else v) for k, v in r.items()}) for r in records]
-
-
-def _existing_incident(platform: Platform, incident_id: str) -> str:
-    key = normalise_incident_id(incident_id)
-    try:
-        IncidentManager(platform.store).get(key)
-    except KeyError as error:
-        raise NotFound(f"no incident {incident_id!r}") from error
-    return key
 
 
 def _json_or_text(text: Any) -> Any:
