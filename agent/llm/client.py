@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import httpx
@@ -99,6 +100,8 @@ class LLMClient:
             one with a test transport. The caller keeps ownership: `close()` leaves it open.
         exchanges: A `Recorder` to record every exchange, or a `Replayer` to answer from recordings with
             no HTTP call at all.
+        sleep: How to wait between attempts (as `tools.pagers.transport.post_json` takes it): tests pass a
+            recorder to see the waits asked for without spending them.
     """
 
     def __init__(
@@ -107,9 +110,11 @@ class LLMClient:
         *,
         http_client: httpx.Client | httpx2.Client | None = None,
         exchanges: ExchangeLog | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.exchanges = exchanges
+        self._sleep = sleep
         self.usage = LLMUsage()
         self._usage_lock = threading.Lock()
         self._owns_http_client = http_client is None
@@ -280,6 +285,7 @@ class LLMClient:
             wait=wait,
             retry=_retry_if_transient,
             before_sleep=note_retry,
+            sleep=self._sleep,
         )
 
 
