@@ -231,6 +231,16 @@ def _champion_without_profile(ctx: ToolContext) -> None:
     ctx.registry.promote(_copy_of_champion(ctx, reference_profile=None), actor="test", reason="setup")
 
 
+def test_quarantine_with_a_given_value_needs_no_reference_mean(ctx: ToolContext) -> None:
+    _champion_without_profile(ctx)
+
+    result = _call(ctx, "quarantine_feature", {"feature": FEATURE, "value": 0.5})
+
+    assert result["imputed_value"] == 0.5 and result["imputed_from"] == "given"
+    assert result["reference_mean"] is None
+    assert ctx.serving.current().quarantined_features == {FEATURE: 0.5}
+
+
 REFUSALS: list[tuple[str, dict[str, Any], Callable[[ToolContext], None], str]] = [
     ("rollback_model", {"to_version": 1}, _nothing, "v1 is already the champion"),
     ("rollback_model", {"to_version": 9}, _nothing, "no model v9; registered: v1..v1"),

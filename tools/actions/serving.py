@@ -286,4 +286,4 @@ def _reference_mean(ctx: ToolContext, champion: int | None, feature: str, *, req
             f"cannot quarantine {feature!r}: model v{champion}'s reference profile has no mean for it "
             "(nothing safe to impute); consider the fallback rules instead"
         )
-    return float(mean)
+    return None
