@@ -656,12 +656,22 @@ def test_token_comes_from_the_environment_or_a_private_file(tmp_path: Path) -> N
     assert generated.value not in repr(config)
 
 
-def test_discovery_ignores_missing_and_stale_service_files(tmp_path: Path) -> None:
+def test_discovery_ignores_missing_and_stale_service_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[httpx.Client] = []
+
+    class CountedClient(httpx.Client):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(httpx, "Client", CountedClient)
     workspace = Workspace(tmp_path / "ws").ensure()
     assert read_record(workspace) is None and discover_service(workspace.home) is None
+    assert opened == []  # no service file: no HTTP client at all
     write_record(workspace, "http://127.0.0.1:1", "test")
     assert read_record(workspace) is not None  # this process is alive...
     assert discover_service(workspace.home) is None  # ...but nothing answers at that URL
+    assert len(opened) == 1 and opened[0].is_closed  # the probe went through the one client, now closed
     stale = json.loads(service_file(workspace).read_text()) | {"pid": 2**22 + 12345}
     service_file(workspace).write_text(json.dumps(stale))
     assert read_record(workspace) is None
