@@ -9,7 +9,6 @@ markdown links, a prompt injection), as merchant names or model output could be.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import shutil
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,12 +37,9 @@ from agent.report import (
     render_markdown,
     write_report,
 )
-from evals.faults import make_fault
-from evals.live import LiveWorld, SimClock
-from monitor.runner import Monitor
 from selfheal.app import Platform
-from store import Workspace
-from tests.conftest import HISTORY_DAYS, SmallWorld
+from tests.conftest import SmallWorld
+from tests.incident_worlds import feature_outage
 from tools.context import ToolContext
 from tools.registry import call_tool
 
@@ -79,26 +74,18 @@ class Reported:
 
 @pytest.fixture(scope="module")
 def reported(small_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reported]:
-    home = tmp_path_factory.mktemp("report") / "workspace"
-    shutil.copytree(small_world.template, home)
-    start = (pd.Timestamp(small_world.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)).to_pydatetime()
-    clock = SimClock(start)
-    platform = Platform(Workspace(home), clock=clock)
-    platform.scorer.features.observe(small_world.history)
-    monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
-    fault = make_fault("feature_nulls", {"features": [FEATURE], "rate": 1.0}, start + FAULT[0] * HOUR, start + FAULT[1] * HOUR)
-    live = LiveWorld(
-        platform, small_world.simulator, clock=clock, start_day=HISTORY_DAYS, days=1, faults=[fault],
-        history=small_world.history, on_hour=lambda end, report: monitor.run_hour(end - HOUR),
+    world = feature_outage(
+        small_world, tmp_path_factory.mktemp("report") / "workspace", feature=FEATURE, outage=FAULT, days=1
     )
+    platform, monitor, start = world.platform, world.monitor, world.live_start
     results: dict[str, dict[str, Any]] = {}
     incident_id = ""
-    for hour, _ in enumerate(itertools.islice(live.hours(), HOURS), start=1):
+    for hour in world.play(HOURS):
         if hour == ACT_AFTER:
             incident_id = next(i.incident_id for i in monitor.incidents.list() if i.kind == "data_quality")
             ctx = ToolContext(
                 store=platform.store, registry=platform.registry, serving=platform.serving,
-                incidents=monitor.incidents, clock=clock, scorer=platform.scorer, monitor=monitor,
+                incidents=monitor.incidents, clock=world.clock, scorer=platform.scorer, monitor=monitor,
                 incident_id=incident_id, reason="terminal_risk_7d arrives null", approval="auto",
             )
             results["quarantine_feature"] = call_tool("quarantine_feature", ctx, {"feature": FEATURE}).data
