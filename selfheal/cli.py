@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import pandas as pd
 import typer
@@ -19,6 +20,11 @@ from selfheal.cli_agent import register as register_agent_commands
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
 from store import TIME_COLUMNS, StoreError
+
+if TYPE_CHECKING:
+    from selfheal.client import ServiceClient
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="selfheal",
@@ -369,6 +375,24 @@ def monitor_run(
             out.print(f"  {change.incident_id} {change.change}: {change.kind} on {change.subject}")
 
 
+def _read_workspace(
+    home: Path | None, *, from_service: Callable[[ServiceClient], T], from_file: Callable[[Any], T]
+) -> T:
+    """A read command's data: asked of the service that owns the workspace if one runs (it holds the
+    DuckDB file, which this process then cannot open), else read from the file; both give the same JSON."""
+    from selfheal.client import discover_service
+
+    client = discover_service(home)
+    if client is not None:
+        with client:
+            return from_service(client)
+    platform = _platform(home)
+    try:
+        return from_file(platform)
+    finally:
+        platform.close()
+
+
 @incidents_app.command("list")
 def incidents_list(
     status: Annotated[str | None, typer.Option(help="Only incidents with this status.")] = None,
@@ -379,19 +403,12 @@ def incidents_list(
 
     Example: selfheal incidents list --status open
     """
-    from selfheal.client import discover_service
     from selfheal.service import views
 
-    client = discover_service(home)
-    if client is not None:
-        with client:
-            incidents = client.incidents(status)
-    else:
-        platform = _platform(home)
-        try:
-            incidents = views.incident_list(platform, status)
-        finally:
-            platform.close()
+    incidents = _read_workspace(
+        home, from_service=lambda client: client.incidents(status),
+        from_file=lambda platform: views.incident_list(platform, status),
+    )
     if as_json:
         out.print_json(json.dumps(incidents))
         return
@@ -414,22 +431,18 @@ def incidents_show(
 
     Example: selfheal incidents show INC-7 --json
     """
-    from selfheal.client import ServiceError, discover_service
+    from selfheal.client import ServiceError
     from selfheal.service import views
 
-    client = discover_service(home)
     try:
-        if client is not None:
-            with client:
-                payload = client.incident(incident_id)
-        else:
-            platform = _platform(home)
-            try:
-                payload = views.incident_detail(platform, incident_id)
-            finally:
-                platform.close()
-    except (views.NotFound, ServiceError) as error:
-        raise _fail(str(error.detail if isinstance(error, ServiceError) else error)) from error
+        payload = _read_workspace(
+            home, from_service=lambda client: client.incident(incident_id),
+            from_file=lambda platform: views.incident_detail(platform, incident_id),
+        )
+    except ServiceError as error:
+        raise _fail(str(error.detail)) from error
+    except views.NotFound as error:
+        raise _fail(str(error)) from error
     if as_json:
         out.print_json(json.dumps(payload, default=str))
         return

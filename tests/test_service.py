@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import stat
 import threading
@@ -21,12 +22,15 @@ import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from scorer.score import Scorer
 from scorer.simulate import LABEL_COLUMNS
 from selfheal.app import Platform
+from selfheal.cli import app as cli_app
 from selfheal.cli_serve import _listen
 from selfheal.client import ServiceClient, discover_service
+from selfheal.service import views
 from selfheal.service.app import create_app
 from selfheal.service.config import TOKEN_ENV, ServiceConfig, resolve_token, token_path
 from selfheal.service.discovery import read_record, remove_record, service_file, write_record
@@ -680,6 +684,23 @@ def test_discovery_ignores_missing_and_stale_service_files(tmp_path: Path, monke
     write_record(workspace, "http://127.0.0.1:1", "test")
     remove_record(workspace)
     assert not service_file(workspace).exists()
+
+
+def test_cli_reads_the_workspace_file_when_no_service_runs(small_world: SmallWorld, tmp_path: Path) -> None:
+    home = tmp_path / "workspace"
+    shutil.copytree(small_world.template, home)
+    with Platform(Workspace(home)) as platform:
+        open_incident(platform, 3)
+        expected = views.incident_detail(platform, "INC-3")
+    runner = CliRunner()
+    listed = runner.invoke(cli_app, ["incidents", "list", "--json", "--home", str(home)])
+    assert listed.exit_code == 0, listed.output
+    assert [i["incident_id"] for i in json.loads(listed.stdout)] == ["INC-3"]
+    shown = runner.invoke(cli_app, ["incidents", "show", "3", "--json", "--home", str(home)])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout) == expected  # the document the API serves
+    missing = runner.invoke(cli_app, ["incidents", "show", "INC-9", "--home", str(home)])
+    assert missing.exit_code == 1 and "no incident 'INC-9'" in missing.output
 
 
 def test_client_speaks_the_api(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:
