@@ -22,9 +22,9 @@ from evals.faults.base import (
     FaultFamily,
     IncidentKind,
     RootCause,
+    affected_rows,
     register_fault,
 )
-from scorer import columns as C
 from scorer.score import LOGGED_FEATURES
 
 # Who ships config and models in these stories: an automated pipeline, not a person and not the agent.
@@ -65,8 +65,7 @@ class _FeatureHookFault(ServingFault):
         rng = ctx.rng
 
         def hook(transactions: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-            draws = rng.random(len(transactions))
-            rows = self.in_window(transactions[C.TIMESTAMP]) & (draws < self.rate)
+            rows = affected_rows(self, transactions, rng, self.rate)
             if not rows.any():
                 return features
             broken = features.copy()
@@ -167,9 +166,7 @@ class Latency(ServingFault):
         rng = ctx.rng
 
         def hook(transactions: pd.DataFrame) -> np.ndarray:
-            draws = rng.random(len(transactions))
-            rows = self.in_window(transactions[C.TIMESTAMP]) & (draws < self.share)
-            return np.where(rows, self.extra_ms, 0.0)
+            return np.where(affected_rows(self, transactions, rng, self.share), self.extra_ms, 0.0)
 
         self._hook = hook
         ctx.platform.scorer.hooks.extra_latency_ms.append(hook)
