@@ -198,24 +198,30 @@ def build_report_data(
     metric = found if isinstance(found, MetricSeries) else None
     if isinstance(found, str):
         missing["metric"] = found
-    during = _summed(store, incident.model_version, span[0], span[1])
     drift: list[FeatureDrift] = []
+    scores: ScoreDistribution | None = None
     if incident.model_version is None:
         missing["drift"] = missing["scores"] = "no model served (fallback rules): there is no reference profile"
     elif profile is None:
         missing["drift"] = missing["scores"] = f"model v{incident.model_version} has no reference profile"
-    elif during is None:
-        missing["drift"] = missing["scores"] = (
-            f"the monitor stored no hourly windows for model v{incident.model_version} during the incident"
-        )
     else:
-        drift = _drift(profile, during, set(incident.features))
-        if not drift:
-            missing["drift"] = "no monitored feature had rows during the incident"
-    after = _summed(store, incident.model_version, span[1], view[1]) if span[1] < view[1] else None
-    scores = _scores(profile, during, after) if profile is not None and during is not None else None
-    if scores is None and "scores" not in missing:
-        missing["scores"] = "no scores were counted during the incident"
+        # One read of the stored hourly windows from the first breached hour to the end of the view.
+        first_hour, last_hour = (_ts(pd.Timestamp(at).floor("h")) for at in span)
+        windows = load_windows(store, first_hour, view[1], incident.model_version)
+        during = [w for w in windows if w.end <= span[1]]
+        after = [w for w in windows if w.start >= last_hour]
+        if not during:
+            missing["drift"] = missing["scores"] = (
+                f"the monitor stored no hourly windows for model v{incident.model_version} during the incident"
+            )
+        else:
+            summed = sum_windows(during)
+            drift = _drift(profile, summed, set(incident.features))
+            if not drift:
+                missing["drift"] = "no monitored feature had rows during the incident"
+            scores = _scores(profile, summed, sum_windows(after) if after else None)
+            if scores is None:
+                missing["scores"] = "no scores were counted during the incident"
     plan = [p for p in _seq((state or {}).get("plan")) if isinstance(p, Mapping)]
     pages = [
         {"page_id": r.page_id, "at": r.recorded_at, "channel": r.channel, "status": r.status, "severity": r.severity,
@@ -343,11 +349,6 @@ def _phases(points: Sequence[MetricPoint], span: tuple[datetime, datetime]) -> l
         out.append(PhaseStats(phase, len(values), float(np.mean(finite)) if finite else math.nan,
                               max(finite) if finite else math.nan))
     return out
-
-
-def _summed(store: Store, version: int | None, start: datetime, end: datetime) -> WindowCounts | None:
-    windows = load_windows(store, pd.Timestamp(start).floor("h").to_pydatetime(), end, version)
-    return sum_windows(windows) if windows else None
 
 
 def _drift(profile: ReferenceProfile, window: WindowCounts, implicated: set[str]) -> list[FeatureDrift]:
