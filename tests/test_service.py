@@ -536,11 +536,13 @@ def test_healthz_says_what_serves(service: tuple[TestClient, Platform]) -> None:
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["workspace"] == str(platform.workspace.home)
     assert health["model_version"] == 1 and health["fallback"] is False and health["pid"] == os.getpid()
+    assert health["queued_rows"] == 0  # idle: nothing waits for the scorer
 
 
 def test_metrics_count_what_was_scored(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:
     client, platform = service
     open_incident(platform, 1)
+    open_incident(platform, 2, status="resolved")  # not active: not counted
     records = live_records(small_world, 4)
     for record in records[:2]:
         client.post("/v1/score", json=record)

@@ -103,10 +103,6 @@ class Gauge(_Metric):
         with self._lock:
             self._values[key] = float(value)
 
-    def value_or(self, default: float, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), default)
-
     def replace(self, values: Iterable[tuple[Mapping[str, str], float]]) -> None:
         """Set every labelled value at once (label sets absent from ``values`` disappear)."""
         fresh = {self._key(labels): float(value) for labels, value in values}

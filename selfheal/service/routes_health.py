@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from monitor.incidents import ACTIVE_STATUSES
+from monitor.incidents import ACTIVE_STATUSES, IncidentManager
 from selfheal.service.metrics import CONTENT_TYPE
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import Health
@@ -28,7 +29,7 @@ def healthz(runtime: Runtime) -> dict[str, Any]:
         "model_version": None if state.fallback else state.champion_version,
         "fallback": state.fallback or state.champion_version is None,
         "serving_state_version": state.version,
-        "queued_rows": int(runtime.metrics.queued_rows.value_or(0.0)),
+        "queued_rows": runtime.engine.queued_rows,
         "responder": runtime.hooks.decide is not None,
     }
 
@@ -44,11 +45,6 @@ def metrics(runtime: Runtime) -> PlainTextResponse:
     else:
         m.champion.set(float(status["model_version"]))
     m.serving_state.set(float(status["serving_state_version"]))
-    rows = runtime.platform.store.execute(
-        f"SELECT status, count(*) FROM incidents WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)}) "
-        "GROUP BY status",
-        list(ACTIVE_STATUSES),
-    )
-    counts = {str(status): int(n) for status, n in rows}
+    counts = Counter(i.status for i in IncidentManager(runtime.platform.store).list(active_only=True))
     m.open_incidents.replace([({"status": s}, float(counts.get(s, 0))) for s in ACTIVE_STATUSES])
     return PlainTextResponse(m.render(), media_type=CONTENT_TYPE)
