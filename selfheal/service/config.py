@@ -47,7 +47,7 @@ class ServiceConfig(BaseModel):
     max_queued_rows: int = Field(100_000, ge=1, description="rows waiting to be scored before answering 503")
     flush_interval_s: float = Field(
         0.5, gt=0, description="when traffic pauses, log rows staged longer than this are written (and at the "
-        "latest after ten intervals, and on shutdown)"
+        "latest after 60 intervals under unbroken traffic, and on shutdown)"
     )
     flush_rows: int = Field(
         256, ge=1, description="the scorer writes a chunk of log rows once this many are staged"
