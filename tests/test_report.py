@@ -27,16 +27,9 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 import tools.actions  # noqa: F401  (registers the action tools)
-from agent.report import (
-    Code,
-    ReportData,
-    _md_cell,
-    build_report_data,
-    md_text,
-    render_html,
-    render_markdown,
-    write_report,
-)
+from agent.report import ReportData, build_report_data, md_text, render_html, render_markdown, write_report
+from agent.report.document import Code
+from agent.report.render import _md_cell
 from selfheal.app import Platform
 from tests.conftest import SmallWorld
 from tests.incident_worlds import feature_outage

@@ -1,4 +1,4 @@
-"""The incident report: written when an incident closes, as markdown and as one self-contained HTML file.
+"""What a report shows, gathered once from the store and the responder's state; rendering reads only this.
 
 `build_report_data` gathers what happened from the store (the incident and its timeline, the monitor's
 stored windows and findings, the audit log, the pager outbox) and, when there is one, from the
@@ -6,32 +6,20 @@ responder's graph state (steps, diagnosis, plan, verification, page decision). I
 monitor does not: per-feature drift and the score distribution are the monitor's stored hourly counts
 added up with `monitor.counts.sum_windows` and compared with the model's `ReferenceProfile` through
 `monitor.checks.numeric_pair` / `categorical_pair` and `monitor.stats.evaluate`.
-
-`render_markdown` and `render_html` turn the same `ReportData` into text through one small document
-model (`agent.charts` draws the SVG), so both formats always say the same thing. Everything that comes
-from incident data or from the agent (titles, notes, merchant names, model output) is untrusted: the
-HTML escapes it and forbids every fetch with a Content-Security-Policy, the markdown escapes it or
-quotes it as code, so it reads as data and never as markup, links or instructions.
-
-Output is deterministic for the same store, state and ``now`` (only the generated-at line moves).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from agent import charts
 from monitor.checks import NULL_RATE_FLOOR, categorical_pair, numeric_pair
 from monitor.counts import SCORE_SUBJECT, WindowCounts, load_windows, sum_windows
 from monitor.incidents import Incident
@@ -46,28 +34,19 @@ from tools.pagers import OutboxPager
 
 __all__ = [
     "FeatureDrift",
+    "MetricPoint",
     "MetricSeries",
+    "PhaseStats",
     "ReportData",
-    "ReportPaths",
     "ScoreDistribution",
     "TimelineEntry",
     "build_report_data",
-    "render_html",
-    "render_markdown",
-    "write_report",
 ]
 
 HOUR = timedelta(hours=1)
 MIN_CONTEXT, MAX_CONTEXT = timedelta(hours=6), timedelta(hours=24)  # before/after shown around the span
 MONITOR_EVENTS = frozenset({"opened", "breach", "reopened", "cleared", "folded"})
 TEXT_LIMIT = 240
-_INCIDENT_ID = re.compile(r"^INC-\d+$")
-
-
-@dataclass(frozen=True)
-class ReportPaths:
-    markdown: Path
-    html: Path
 
 
 @dataclass(frozen=True)
@@ -160,6 +139,7 @@ class ReportData:
     @property
     def tool_calls(self) -> int:
         return sum(1 for s in self.steps if s.get("kind") == "tool")
+
 
 
 # -- gathering ------------------------------------------------------------------------------------
@@ -444,330 +424,5 @@ def _cut(text: str, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# -- writing --------------------------------------------------------------------------------------
-
-
-def write_report(
-    store: Store,
-    registry: ModelRegistry,
-    incident_id: str,
-    state: Mapping[str, Any] | None,
-    out_dir: Path,
-    *,
-    now: datetime,
-) -> ReportPaths:
-    """Write ``<out_dir>/INC-n.md`` and ``<out_dir>/INC-n.html`` (normally the workspace's reports dir).
-
-    Args:
-        store: The workspace database.
-        registry: The model registry (reference profiles live in model metadata).
-        incident_id: The incident, e.g. "INC-7".
-        state: The responder's graph state (plain dicts), or None to report from the store alone.
-        out_dir: Where to write; created if missing.
-        now: The generated-at time (platform clock), the only thing that differs between two runs.
-
-    Raises:
-        KeyError: There is no such incident.
-    """
-    data = build_report_data(store, registry, incident_id, state, now=now)
-    name = data.incident.incident_id
-    if not _INCIDENT_ID.match(name):  # the file name comes from the store: never let it leave out_dir
-        raise ValueError(f"refusing to write a report named {name!r}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = ReportPaths(markdown=out_dir / f"{name}.md", html=out_dir / f"{name}.html")
-    paths.markdown.write_text(render_markdown(data), encoding="utf-8")
-    paths.html.write_text(render_html(data), encoding="utf-8")
-    return paths
-
-
-# -- rendering: one small document model, two renderers -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Code:
-    """Text quoted verbatim (JSON arguments, model output): a code span or block, never markup."""
-
-    text: str
-
-
-Cell = str | Code
-DATE = "%Y-%m-%d %H:%M"
-CHART_TITLES = {
-    "timeline": "Timeline",
-    "metric": "Key metric before / during / after",
-    "drift": "Per-feature drift during the incident (PSI)",
-    "scores": "Score distribution: reference vs during / after the incident",
-}
-
-
-@dataclass(frozen=True)
-class Table:
-    headers: tuple[str, ...]
-    rows: list[list[Cell]]
-
-
-@dataclass(frozen=True)
-class Para:
-    text: str
-
-
-@dataclass(frozen=True)
-class Figure:
-    chart: str
-    svg: str
-    missing: str | None = None  # why the chart has no data
-
-
-Block = Table | Para | Code | Figure
-
-
-def _when(value: datetime | None) -> str:
-    return "–" if value is None else f"{value:{DATE}}"
-
-
-def _compact(value: Any, limit: int = 160) -> Code:
-    return Code(_cut(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False), limit))
-
-
-def _document(data: ReportData) -> list[tuple[str, list[Block]]]:
-    inc, state = data.incident, data.state or {}
-    diagnosis, verification, decision = _map(state, "diagnosis"), _map(state, "verification"), _map(state, "page_decision")
-    no_state = data.state is None
-    absent = Para("No agent state was given: this part of the report comes from the store alone.")
-    duration = data.span[1] - data.span[0]
-    overview = Table(("field", "value"), [
-        ["kind", inc.kind], ["subject", inc.subject], ["severity", inc.severity], ["status", inc.status],
-        ["model version", str(inc.model_version)], ["dedup key", Code(inc.dedup_key)],
-        ["first breach", _when(inc.first_breach_at)], ["opened", _when(inc.opened_at)], ["closed", _when(inc.closed_at)],
-        ["incident span", f"{_when(data.span[0])} → {_when(data.span[1])} ({duration.total_seconds() / 3600:.1f} h)"],
-        ["root cause", str(inc.root_cause or diagnosis.get("root_cause") or "not named")],
-        ["outcome", str(state.get("outcome") or "–")],
-        ["verification", str(verification.get("status") or "–")],
-        ["paged", "–" if not decision else f"{'yes' if decision.get('page') else 'no'} ({decision.get('rule', '')})"],
-        ["agent steps / tool calls", f"{len(data.steps)} / {data.tool_calls}"],
-        ["generated at", _when(data.generated_at)],
-    ])
-    summary = state.get("summary") or inc.summary
-    evidence: list[list[Cell]] = [[str(k), _compact(v)] for k, v in sorted(inc.evidence.items())]
-    return [
-        ("Overview", [Para(inc.title), overview]),
-        ("Summary", [Code(str(summary)) if summary else Para("No summary was written.")]),
-        ("Evidence", [Table(("key", "value"), evidence)]),
-        ("Timeline", [_figure(data, "timeline"), Table(("time", "source", "event", "detail"), [
-            [_when(e.at) + (f" … {_when(e.until)} (×{e.count})" if e.count > 1 else ""), e.source, e.event, e.text]
-            for e in data.timeline])]),
-        ("Key metric", _metric_blocks(data)),
-        ("Per-feature drift", _drift_blocks(data)),
-        ("Score distribution", _score_blocks(data)),
-        ("Diagnosis", [absent] if no_state else [
-            Table(("field", "value"), [[k, str(diagnosis.get(k, "–"))] for k in
-                                       ("root_cause", "runbook_id", "confidence", "abstained", "planner", "reason")]),
-            Table(("#", "evidence"), [[str(i + 1), str(e)] for i, e in enumerate(_seq(diagnosis.get("evidence")))]),
-        ]),
-        ("Agent steps and tool calls", [absent] if no_state else [
-            Para(f"{len(data.steps)} steps, {data.tool_calls} tool calls."),
-            Table(("#", "node", "kind", "name", "arguments", "ok", "output"), [
-                [str(s.get("n", "")), str(s.get("node", "")), str(s.get("kind", "")), str(s.get("name", "")),
-                 _compact(s.get("args", {})), str(s.get("ok", "")), Code(_cut(str(s.get("error") or s.get("output") or "")))]
-                for s in data.steps]),
-        ]),
-        ("Actions", [Table(("audit id", "time", "actor", "action", "arguments", "result", "approval", "plan", "why", "inverse"), [
-            [Code(str(a["audit_id"] or "–")), _when(a["at"]), str(a["actor"] or "–"), str(a["action"]), _compact(a["args"]),
-             str(a["status"] or "not run") + (f": {a['message']}" if a["message"] else ""), str(a["approval"] or "–"),
-             str(a["plan_status"] or "–"), _cut(str(a["why"] or a["reason"] or "–")), _compact(a["inverse"])]
-            for a in data.actions]) if data.actions else Para("No actions were taken.")]),
-        ("Verification", [absent] if no_state else [
-            Table(("field", "value"), [[k, str(verification.get(k, "–"))] for k in
-                                       ("status", "check", "since", "until", "attempts", "reason")]),
-            Table(("subject", "value", "threshold", "breached"), [
-                [str(f.get("subject", "")), _num(f.get("value")), _num(f.get("threshold")), str(f.get("breached", ""))]
-                for f in _seq(verification.get("findings")) if isinstance(f, Mapping)]),
-        ]),
-        ("Paging", [
-            absent if no_state else Table(("field", "value"), [[k, str(decision.get(k, "–"))] for k in
-                                                                ("page", "rule", "reason", "severity", "page_id")]),
-            Table(("page id", "time", "channel", "status", "severity", "summary"), [
-                [Code(p["page_id"]), _when(p["at"]), str(p["channel"]),
-                 str(p["status"]) + (f": {p['error']}" if p["error"] else ""), str(p["severity"]), _cut(str(p["summary"]))]
-                for p in data.pages]) if data.pages else Para("No page was sent."),
-        ]),
-        ("Limits", [absent] if no_state else [
-            Para("Degraded: " + ("; ".join(str(d) for d in _seq(state.get("degraded"))) or "no")),
-            Table(("usage", "value"), [[str(k), _num(v)] for k, v in sorted(_map(state, "usage").items())]),
-        ]),
-    ]
-
-
-def _map(state: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    """A record of the state, or empty when absent or not a record (the state is data, not a contract)."""
-    value = state.get(key)
-    return value if isinstance(value, Mapping) else {}
-
-
 def _seq(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
-
-
-def _figure(data: ReportData, chart: str) -> Figure:
-    title = CHART_TITLES[chart]
-    if chart in data.missing:
-        return Figure(chart, charts.no_data(chart, title, data.missing[chart]), data.missing[chart])
-    start, end = data.view
-    if chart == "timeline":
-        lanes = ["monitor", "action", "page"]
-        lanes += sorted({e.source for e in data.timeline} - set(lanes))
-        events = [charts.TimelineEvent(at, e.source, e.event, e.text)
-                  for e in data.timeline for at in ([e.at] if e.until is None else [e.at, e.until])]
-        first, last = min([start, *(e.at for e in events)]), max([end, *(e.at for e in events)])
-        svg = charts.timeline_chart(chart, title, events, start=first, end=last, lanes=lanes, span=data.span)
-    elif chart == "metric" and data.metric is not None:
-        metric = data.metric
-        line = charts.Line(metric.name, [(p.start + (p.end - p.start) / 2, p.value) for p in metric.points])
-        markers = [charts.Marker(a["at"], str(a["action"])) for a in data.actions if a["at"] and a["status"] == "applied"]
-        svg = charts.line_chart(chart, f"{title}: {metric.name}", [line], start=start, end=end, span=data.span,
-                                threshold=metric.threshold, markers=markers)
-    elif chart == "drift":
-        bars = [(d.feature, d.psi, d.implicated) for d in data.drift[:12]]
-        svg = charts.bar_chart(chart, title, bars, guides=[(0.1, "0.1 moderate"), (0.25, "0.25 major")])
-    elif chart == "scores" and data.scores is not None:
-        svg = charts.paired_histogram(chart, f"{title} (model v{data.scores.model_version})", data.scores.bins,
-                                      data.scores.series)
-    else:  # pragma: no cover - gathering records a reason for every chart it leaves empty
-        raise ValueError(f"no data and no reason for chart {chart!r}")
-    return Figure(chart, svg)
-
-
-def _metric_blocks(data: ReportData) -> list[Block]:
-    metric = data.metric
-    if metric is None:
-        return [_figure(data, "metric")]
-    return [
-        _figure(data, "metric"),
-        Para(f"{metric.name}, from {metric.source}; threshold {_num(metric.threshold)}."),
-        Table(("phase", "windows", "mean", "peak"),
-              [[p.phase, str(p.windows), _num(p.mean), _num(p.peak)] for p in metric.phases]),
-    ]
-
-
-def _drift_blocks(data: ReportData) -> list[Block]:
-    if not data.drift:
-        return [_figure(data, "drift")]
-    names = sorted({s for d in data.drift for s in d.stats})
-    return [
-        _figure(data, "drift"),
-        Para("Each feature over the whole incident span against the model's whole reference profile (the "
-             "monitor's daily check also matches weekdays and weekends); nulls are left out of the distribution "
-             "and shown as their own rate."),
-        Table(("feature", "named", "importance", "rows", "null rate", "reference null rate", *names), [
-            [d.feature, "yes" if d.implicated else "", _num(d.importance), str(d.rows), _num(d.null_rate),
-             _num(d.reference_null_rate), *(_num(d.stats.get(n)) for n in names)] for d in data.drift]),
-    ]
-
-
-def _score_blocks(data: ReportData) -> list[Block]:
-    scores = data.scores
-    if scores is None:
-        return [_figure(data, "scores")]
-    return [_figure(data, "scores"), Table(("distribution", "rows", "alert rate", "PSI vs reference"), [
-        [label, str(scores.rows.get(label, "")), _num(scores.alert_rate.get(label)), _num(scores.psi.get(label))]
-        for label, _ in scores.series])]
-
-
-# Markdown: escape what CommonMark/GFM would read as markup; code goes in spans or fences long enough.
-# An underscore between two letters or digits can neither open nor close emphasis, so names like
-# terminal_risk_7d stay readable; brackets are escaped, so parentheses can never become a link.
-_MD_SPECIAL = re.compile(r"[\\`*<>\[\]|~&]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
-# A line start that would begin a list, heading or thematic break ("- x", "1. x", "# x", "---").
-_MD_LINE_START = re.compile(r"^(?:([-+=#])(?=[\s\-=#]|$)|(\d{1,9})([.)])(?=\s|$))")
-
-
-def md_text(text: str) -> str:
-    """Untrusted text as inert markdown on one line: no emphasis, links, HTML, headings or lists."""
-    escaped = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), " ".join(str(text).split()))
-    return _MD_LINE_START.sub(lambda m: f"\\{m.group(1)}" if m.group(1) else f"{m.group(2)}\\{m.group(3)}", escaped)
-
-
-def _md_code(text: str, *, block: bool = False) -> str:
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    if block:
-        fence = "`" * max(3, longest + 1)
-        return f"{fence}text\n{text}\n{fence}"
-    flat = " ".join(text.split()).replace("|", "\\|")  # a bar would end the table cell, even inside code
-    ticks = "`" * (longest + 1)
-    return f"{ticks} {flat} {ticks}" if flat else "–"
-
-
-def _md_cell(cell: Cell) -> str:
-    return _md_code(cell.text) if isinstance(cell, Code) else md_text(cell) or "–"
-
-
-def render_markdown(data: ReportData) -> str:
-    """The report as GitHub-flavoured markdown (charts are in the HTML file; the numbers are here too)."""
-    inc = data.incident
-    out = [f"# {inc.incident_id}: {md_text(inc.kind)} on {md_text(inc.subject)}", "",
-           f"Generated {_when(data.generated_at)} by selfheal. Text from incident data is quoted as data.", ""]
-    for title, blocks in _document(data):
-        out += [f"## {title}", ""]
-        for block in blocks:
-            if isinstance(block, Para):
-                out += [md_text(block.text), ""]
-            elif isinstance(block, Code):
-                out += [_md_code(block.text, block=True), ""]
-            elif isinstance(block, Figure):
-                shown = f"No data: {md_text(block.missing)}" if block.missing else f"Chart `{block.chart}`: see the HTML report."
-                out += [shown, ""]
-            elif block.rows:
-                out.append("| " + " | ".join(block.headers) + " |")
-                out.append("|" + "---|" * len(block.headers))
-                out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-                out.append("")
-    return "\n".join(out).rstrip() + "\n"
-
-
-CSS = """
-body{font-family:system-ui,sans-serif;margin:0;background:#f3f4f6;color:#111827;font-size:14px}
-main{max-width:1000px;margin:0 auto;padding:24px;background:#fff}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e5e7eb;padding-bottom:4px}
-.meta{color:#6b7280;margin:0 0 12px}table{border-collapse:collapse;width:100%;margin:8px 0;font-size:12.5px}
-th,td{border:1px solid #e5e7eb;padding:4px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}
-td code{overflow-wrap:anywhere}
-th{background:#f9fafb}code,pre{font-family:ui-monospace,monospace;font-size:12px;background:#f3f4f6}
-pre{padding:8px;white-space:pre-wrap;overflow-wrap:anywhere}figure{margin:8px 0}svg{max-width:100%;height:auto}
-"""
-
-
-def _html_cell(cell: Cell) -> str:
-    return f"<code>{_e(cell.text)}</code>" if isinstance(cell, Code) else _e(cell)
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def render_html(data: ReportData) -> str:
-    """The report as one HTML file: inline CSS and SVG, no script, and a policy that forbids any fetch."""
-    inc = data.incident
-    out = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        # Defence in depth: even if something slipped through escaping, the page can load and run nothing.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
-        f"<title>{_e(inc.incident_id)}: {_e(inc.kind)} on {_e(inc.subject)}</title><style>{CSS}</style></head>",
-        f"<body><main><h1>{_e(inc.incident_id)}: {_e(inc.kind)} on {_e(inc.subject)}</h1>",
-        f'<p class="meta">Generated {_when(data.generated_at)} by selfheal. Text from incident data is quoted as data.</p>',
-    ]
-    for title, blocks in _document(data):
-        out.append(f'<section data-section="{_e(title)}"><h2>{_e(title)}</h2>')
-        for block in blocks:
-            if isinstance(block, Para):
-                out.append(f"<p>{_e(block.text)}</p>")
-            elif isinstance(block, Code):
-                out.append(f"<pre>{_e(block.text)}</pre>")
-            elif isinstance(block, Figure):
-                out.append(f"<figure>{block.svg}</figure>")
-            elif block.rows:
-                head = "".join(f"<th>{_e(h)}</th>" for h in block.headers)
-                body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        out.append("</section>")
-    out.append("</main></body></html>")
-    return "\n".join(out) + "\n"
