@@ -22,12 +22,15 @@ from scorer.features import (
     MS_PER_DAY,
     FeatureConfig,
     _Aggregates,
+    _amount_units,
     _as_text,
     _customer_windows,
     _extra_feature_values,
     _feature_matrix,
     _fraud_units,
     _History,
+    _is_night,
+    _is_weekend,
     _kernel,
     _terminal_windows,
 )
@@ -210,7 +213,7 @@ class FeatureState:
             customer_id=self._encode(np.asarray(customer_id, dtype=object)),
             terminal_id=self._encode(np.asarray(terminal_id, dtype=object)),
             amount=amount,
-            amount_units=np.rint(amount * AMOUNT_UNITS).astype(np.int64),
+            amount_units=_amount_units(amount),
             label=np.full(len(amount), np.nan),
             channel=channel,
             mcc=mcc,
@@ -237,7 +240,7 @@ class FeatureState:
         """
         self._sync_labels()
         customer, terminal = self._code(customer_id), self._code(terminal_id)
-        units = int(np.rint(amount * AMOUNT_UNITS))  # numpy's rounding, as the batch path
+        units = _amount_units(amount)
         k = len(self.config.windows_days)
         c_count, c_units, t_count, t_frauds = [1] * k, [units] * k, [0] * k, [0] * k  # the row itself
         for i, (lookback, lag) in enumerate(self._terminal_windows):
@@ -265,8 +268,7 @@ class FeatureState:
                         t_frauds[i] += 0 if math.isnan(label) else int(label)
         rows.append_one(transaction_id, ts_ms, customer, terminal, units)
         self._after_append(ts_ms)
-        days = ts_ms // MS_PER_DAY
-        values = [float(amount), float((days + 3) % 7 >= 5), float((ts_ms % MS_PER_DAY) // 3_600_000 <= 6)]
+        values = [float(amount), float(_is_weekend(ts_ms)), float(_is_night(ts_ms))]
         for i in range(k):
             values += [float(c_count[i]), float(c_units[i]) / float(c_count[i]) / AMOUNT_UNITS]
         for i in range(k):

@@ -135,7 +135,7 @@ class _History:
             customer_id=customers.to_numpy(),
             terminal_id=terminals.to_numpy(),
             amount=amount,
-            amount_units=np.rint(amount * AMOUNT_UNITS).astype(np.int64),
+            amount_units=_amount_units(amount),
             label=label,
             channel=tx[C.CHANNEL].to_numpy() if C.CHANNEL in tx else None,
             mcc=tx[C.MCC].to_numpy() if C.MCC in tx else None,
@@ -172,6 +172,25 @@ def _as_text(ids: pd.Series) -> pd.Series:
 def _to_epoch_ms(timestamps: pd.Series) -> np.ndarray:
     values = pd.to_datetime(timestamps).to_numpy(dtype="datetime64[ms]")
     return values.astype(np.int64)
+
+
+# Row-level definitions shared by the batch path and the one-transaction path (`FeatureState.transform_one`):
+# each takes one value or an array. Timestamps are naive local times (as in the handbook): weekday and hour
+# are read as given.
+
+
+def _amount_units(amount: Any) -> Any:
+    """Amounts in 1/AMOUNT_UNITS, rounded half to even (numpy's rint): what windows sum (int64 array or int)."""
+    units = np.rint(amount * AMOUNT_UNITS)
+    return int(units) if isinstance(units, np.floating) else units.astype(np.int64)
+
+
+def _is_weekend(ts_ms: Any) -> Any:
+    return (ts_ms // MS_PER_DAY + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+
+
+def _is_night(ts_ms: Any) -> Any:
+    return (ts_ms % MS_PER_DAY) // 3_600_000 <= 6
 
 
 # A window is (t - lookback, t - lag]: customers use lag 0, terminals lag = the label delay.
@@ -307,10 +326,8 @@ def _feature_matrix(
     out_ts = history.ts_ms[out_rows]
     matrix = np.empty((len(config.columns), len(out_ts)), dtype=np.float64)
     matrix[0] = history.amount[out_rows]
-    # Timestamps are naive local times (as in the handbook): weekday and hour are read as given.
-    days = out_ts // MS_PER_DAY
-    matrix[1] = ((days + 3) % 7) >= 5  # 1970-01-01 was a Thursday
-    matrix[2] = ((out_ts % MS_PER_DAY) // 3_600_000) <= 6
+    matrix[1] = _is_weekend(out_ts)
+    matrix[2] = _is_night(out_ts)
     row = 3
     for i in range(len(config.windows_days)):
         count = aggregates.customer_count[i]
