@@ -63,7 +63,7 @@ from scorer.registry import LoadedModel, ModelRegistry
 from scorer.rules import score_with_rules
 from scorer.serving import ServingStateStore
 from scorer.validate import ScoringLimits, validate
-from scorer.validate_record import DeadRecord, ValidRecord, validate_record
+from scorer.validate_record import DeadRecord, validate_record
 from store import LogWriter, Store
 
 # The public face: what the platform, the service, the fault library and the evals import from here.
@@ -267,7 +267,11 @@ class Scorer:
             latency_ms = latency_ms + extra(valid)
         self._remember_ids(rows[C.TRANSACTION_ID])
         text = BatchText.of(arrow_column(rows[C.TRANSACTION_ID]), decision_codes, batch_id, serving)
-        self._log_batch(batch_id, source, rows, text, matrix, scores, latency_ms, serving, checked.dead)
+        tables = batch_log_tables(
+            batch_id, source, rows, text, matrix, scores, latency_ms, self._last_model_ms, serving, checked.dead,
+            self._now(),
+        )  # fmt: skip
+        self._writer.append(tables)
         predictions = predictions_frame(
             text, rows[C.TIMESTAMP], scores, None if serving.model is not None else fired, latency_ms,
             self._last_model_ms, serving,
@@ -289,7 +293,7 @@ class Scorer:
         batch_id = uuid.uuid4().hex[:16]
         serving = self._resolve_serving()
         if isinstance(checked, DeadRecord):
-            self._log_dead_one(batch_id, source, checked)
+            self._writer.append_rows(dead_letter_row(batch_id, source, checked, self._now()))
             return OneOutcome(batch_id, serving, dead=checked)
         features = self.features.transform_one(
             checked.transaction_id, checked.timestamp_ns // 1_000_000, checked.customer_id, checked.terminal_id,
@@ -300,7 +304,11 @@ class Scorer:
         decision = DECISIONS[2 if score >= state.threshold else 1 if score >= state.review_threshold else 0]
         latency_ms = (time.perf_counter() - started) * 1000.0
         self._remember_ids([checked.transaction_id])
-        self._log_one(batch_id, checked, features, score, decision, latency_ms, serving)
+        self._writer.append_rows(
+            record_log_rows(
+                batch_id, checked, features, score, decision, latency_ms, self._last_model_ms, serving, self._now()
+            )
+        )
         return OneOutcome(batch_id, serving, checked, None, score, rule, decision, latency_ms, self._last_model_ms)
 
     def _resolve_serving(self) -> Serving:
@@ -390,44 +398,9 @@ class Scorer:
             self._model_columns = (model, positions)
         return positions
 
-    def _log_batch(
-        self,
-        batch_id: str,
-        source: str,
-        rows: Mapping[str, Any],
-        text: BatchText,
-        matrix: np.ndarray,
-        scores: np.ndarray,
-        latency_ms: np.ndarray,
-        serving: Serving,
-        dead: pd.DataFrame,
-    ) -> None:
-        """Stage a batch's log rows (see `batch_log_tables`)."""
-        now = np.datetime64(self.clock(), "us")
-        self._writer.append(
-            batch_log_tables(
-                batch_id, source, rows, text, matrix, scores, latency_ms, self._last_model_ms, serving, dead, now
-            )
-        )
-
-    def _log_one(
-        self,
-        batch_id: str,
-        record: ValidRecord,
-        features: list[float],
-        score: float,
-        decision: str,
-        latency_ms: float,
-        serving: Serving,
-    ) -> None:
-        """Stage one scored transaction's log rows (see `record_log_rows`)."""
-        now = np.datetime64(self.clock(), "us")
-        self._writer.append_rows(
-            record_log_rows(batch_id, record, features, score, decision, latency_ms, self._last_model_ms, serving, now)
-        )
-
-    def _log_dead_one(self, batch_id: str, source: str, dead: DeadRecord) -> None:
-        self._writer.append_rows(dead_letter_row(batch_id, source, dead, np.datetime64(self.clock(), "us")))
+    def _now(self) -> np.datetime64:
+        """The log rows' ``received_at`` / ``scored_at``: the clock, at the tables' microsecond resolution."""
+        return np.datetime64(self.clock(), "us")
 
     def _remember_ids(self, ids: Sequence[str] | np.ndarray) -> None:
         """Add scored ids to the duplicate-check set, forgetting the oldest beyond the capacity."""
