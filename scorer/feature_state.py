@@ -247,8 +247,8 @@ class FeatureState:
             if lag == 0 and lookback > 0:  # a window ending at t holds the row itself (no label yet)
                 t_count[i] = 1
         for level in (self._large, self._small):
-            self._index_counts(level.customers, customer, ts_ms, self._customer_windows, c_count, c_units)
-            self._index_counts(level.terminals, terminal, ts_ms, self._terminal_windows, t_count, t_frauds)
+            level.customers.add_window_sums(customer, ts_ms, self._customer_windows, c_count, c_units)
+            level.terminals.add_window_sums(terminal, ts_ms, self._terminal_windows, t_count, t_frauds)
         rows, lo = self._rows, self._indexed
         if rows.size > lo:
             for at in (np.flatnonzero(rows.customer[lo : rows.size] == customer) + lo).tolist():
@@ -384,23 +384,6 @@ class FeatureState:
         out_counts, out_sums = np.empty_like(counts), np.empty_like(sums)
         out_counts[:, order], out_sums[:, order] = counts, sums
         return out_counts, out_sums
-
-    @staticmethod
-    def _index_counts(
-        index: WindowIndex, code: int, ts_ms: int, windows: list[Window], counts: list[int], sums: list[int]
-    ) -> None:
-        """Add one query row's windows over an index's rows (all earlier arrivals) to ``counts``/``sums``."""
-        if not len(index):
-            return
-        key = index.query_key(code, ts_ms)
-        needles = [key - lookback for lookback, _ in windows] + [key - lag for _, lag in windows]
-        found = index.search(np.array(needles, dtype=np.int64)).tolist()
-        prefix = index.prefix
-        k = len(windows)
-        for i in range(k):
-            start, stop = found[i], found[k + i]
-            counts[i] += stop - start
-            sums[i] += int(prefix[stop]) - int(prefix[start])
 
     def _merge(self) -> np.ndarray:
         """Index the tail in the small level; returns the tail rows' ranks there (customers, arrival order)."""

@@ -170,6 +170,23 @@ class WindowIndex:
             sums[i] = self.prefix[stop] - self.prefix[start]
         return counts, sums
 
+    def add_window_sums(
+        self, code: int, ts_ms: int, windows: Sequence[Window], counts: list[int], sums: list[int]
+    ) -> None:
+        """`window_sums` for one query row (every indexed row arrived before it), added to ``counts`` and
+        ``sums`` in place: one search call and plain Python integers, no (windows, keys) arrays."""
+        if not len(self.key):
+            return
+        key = self.query_key(code, ts_ms)
+        needles = [key - lookback for lookback, _ in windows] + [key - lag for _, lag in windows]
+        found = self.search(np.array(needles, dtype=np.int64)).tolist()
+        prefix = self.prefix
+        k = len(windows)
+        for i in range(k):
+            start, stop = found[i], found[k + i]
+            counts[i] += stop - start
+            sums[i] += int(prefix[stop]) - int(prefix[start])
+
     # -- layout ------------------------------------------------------------------------------------
 
     def _fits(self, lo: int, hi: int, top_code: int) -> bool:
