@@ -17,27 +17,17 @@ from langgraph.types import interrupt
 from agent import paging
 from agent.context import AgentRuntime
 from agent.planners import deterministic, llm_planner
-from agent.runbook_steps import page_arguments, plan_from_runbook, run_tool_steps, step_record
+from agent.runbook_steps import incident_scope, page_arguments, plan_from_runbook, step_record
 from agent.state import PlannedAction, ResponderState, StepRecord
 from agent.verify import next_wake, verify_fix
-from monitor.incidents import Incident
 from tools.errors import ToolError, ToolRefused
 from tools.registry import call_tool
-from tools.runbooks import Runbook, build_scope
+from tools.runbooks import Runbook
 
 RUNNABLE = ("planned", "approved")
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-
-def _numbered(state: ResponderState, records: list[StepRecord]) -> list[StepRecord]:
-    start = len(state.get("steps", []))
-    return [{**r, "n": start + i + 1} for i, r in enumerate(records)]  # type: ignore[typeddict-item]
-
-
-def _incident(runtime: AgentRuntime, state: ResponderState) -> Incident:
-    return runtime.incidents.get(state["incident_id"])
 
 
 def _runbook(runtime: AgentRuntime, state: ResponderState) -> Runbook | None:
@@ -46,9 +36,7 @@ def _runbook(runtime: AgentRuntime, state: ResponderState) -> Runbook | None:
 
 
 def _scope(runtime: AgentRuntime, state: ResponderState) -> dict[str, Any]:
-    scope = build_scope(_incident(runtime, state), runtime.serving, runtime.registry)
-    scope["results"] = dict(state.get("results", {}))
-    return scope
+    return incident_scope(runtime, state["incident_id"], state.get("results"))
 
 
 def _set_status(runtime: AgentRuntime, incident_id: str, status: str, note: str) -> None:
@@ -68,7 +56,7 @@ def load_incident(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict
         rt.side_effect("load_incident", "status:investigating")
     record = step_record("load_incident", "decision", "load_incident", rt, ok=True,
                          note=f"{incident.kind} on {incident.subject}, severity {incident.severity}")
-    return {"incident": incident.model_dump(mode="json"), "steps": _numbered(state, [record])}
+    return {"incident": incident.model_dump(mode="json"), "steps": [record]}
 
 
 def match_runbooks(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
@@ -80,20 +68,15 @@ def match_runbooks(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dic
     ]
     note = ", ".join(f"{m['runbook_id']} ({m['score']:g})" for m in found) or "none"
     record = step_record("match_runbooks", "decision", "match_runbooks", rt, ok=True, note=f"matches: {note}")
-    return {"matches": found, "steps": _numbered(state, [record])}
+    return {"matches": found, "steps": [record]}
 
 
 def investigate(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
     rt = runtime.context
     if state.get("planner") == "llm":
         return llm_planner.investigate(state, rt)
-    chosen, _ = deterministic.choose_runbook(state.get("matches", []))
-    if chosen is None:
-        return {"steps": _numbered(state, [step_record("investigate", "decision", "investigate", rt, ok=True,
-                                                       note="no runbook to follow: nothing to run")])}
-    scope = _scope(rt, state)
-    records = run_tool_steps(rt, state["incident_id"], rt.runbooks.get(chosen["runbook_id"]), scope)
-    return {"steps": _numbered(state, records), "results": scope.get("results", {})}
+    records, results = deterministic.investigate(state, rt)
+    return {"steps": records, "results": results}
 
 
 def diagnose(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
@@ -104,7 +87,7 @@ def diagnose(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str,
         diagnosis, notes = deterministic.diagnose(state["incident"], state.get("matches", []), state.get("steps", [])), []
     record = step_record("diagnose", "decision", "diagnose", rt, ok=True,
                          note=f"root cause {diagnosis['root_cause']} via {diagnosis.get('runbook_id')}: {diagnosis['reason']}")
-    update: dict[str, Any] = {"diagnosis": diagnosis, "steps": _numbered(state, [record])}
+    update: dict[str, Any] = {"diagnosis": diagnosis, "steps": [record]}
     if notes:
         update["degraded"] = [*state.get("degraded", []), *notes]
     return update
@@ -122,7 +105,7 @@ def plan(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any
     records = [step_record("plan", "decision", "plan", rt, ok=True, note=n) for n in notes]
     records.append(step_record("plan", "decision", "plan", rt, ok=True,
                                note="plan: " + (", ".join(a["action"] for a in actions) or "no action")))
-    return {"plan": actions, "steps": _numbered(state, records)}
+    return {"plan": actions, "steps": records}
 
 
 def approval(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
@@ -145,7 +128,7 @@ def approval(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str,
         updated.append(action)
     note = f"{status} by {by}" + (f": {answer.get('note')}" if isinstance(answer, dict) and answer.get("note") else "")
     record = step_record("approval", "decision", "approval", runtime.context, ok=True, note=note)
-    return {"plan": updated, "steps": _numbered(state, [record])}
+    return {"plan": updated, "steps": [record]}
 
 
 def act(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
@@ -177,7 +160,7 @@ def act(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]
                                    output=str(action.get("result", ""))[:400]))
         updated.append(action)
         rt.side_effect("act", action["action"])
-    return {"plan": updated, "acted_at": acted_at, "steps": _numbered(state, records)}
+    return {"plan": updated, "acted_at": acted_at, "steps": records}
 
 
 def verify(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
@@ -191,8 +174,8 @@ def verify(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, A
     result = verify_fix(rt, runbook, state["incident"], datetime.fromisoformat(str(state["acted_at"])), attempts)
     update: dict[str, Any] = {"verification": result}
     if result["status"] != "pending" or attempts == 1:
-        update["steps"] = _numbered(state, [step_record("verify", "decision", "verify", rt, ok=result["status"] != "failed",
-                                                        note=f"{result['status']}: {result['reason']}")])
+        update["steps"] = [step_record("verify", "decision", "verify", rt, ok=result["status"] != "failed",
+                                                        note=f"{result['status']}: {result['reason']}")]
     return update
 
 
@@ -214,7 +197,7 @@ def decide_page(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[s
     decision = paging.decide_page(state, _runbook(rt, state))
     record = step_record("decide_page", "decision", "decide_page", rt, ok=True,
                          note=f"{'page' if decision['page'] else 'no page'} ({decision['rule']}): {decision['reason']}")
-    return {"page_decision": decision, "steps": _numbered(state, [record])}
+    return {"page_decision": decision, "steps": [record]}
 
 
 def summarize(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:

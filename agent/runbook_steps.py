@@ -14,7 +14,7 @@ from agent.context import AgentRuntime
 from agent.state import PlannedAction, StepRecord
 from tools.errors import ToolError
 from tools.registry import TOOLS, call_tool
-from tools.runbooks import ExpressionError, Runbook, Step, evaluate, render
+from tools.runbooks import ExpressionError, Runbook, Step, build_scope, evaluate, render
 
 # Sections whose tool steps gather evidence before a decision (Decide/Verify prose may hold tool steps
 # too; they are for people and the LLM planner).
@@ -22,10 +22,17 @@ INVESTIGATE_SECTIONS = ("investigate",)
 
 
 def step_record(node: str, kind: str, name: str, runtime: AgentRuntime, **fields: Any) -> StepRecord:
-    """A `StepRecord` stamped with the platform clock (``n`` is set when it is added to the state)."""
-    record: StepRecord = {"n": 0, "node": node, "kind": kind, "name": name, "at": runtime.now_iso()}
+    """A `StepRecord` stamped with the platform clock (the state's reducer numbers it)."""
+    record: StepRecord = {"node": node, "kind": kind, "name": name, "at": runtime.now_iso()}
     record.update(fields)  # type: ignore[typeddict-item]
     return record
+
+
+def incident_scope(runtime: AgentRuntime, incident_id: str, results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The expression scope for an incident as it stands now, with earlier steps' saved ``results``."""
+    scope = build_scope(runtime.incidents.get(incident_id), runtime.serving, runtime.registry)
+    scope["results"] = dict(results or {})
+    return scope
 
 
 def _bindings(step: Step, scope: dict[str, Any]) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
@@ -63,7 +70,7 @@ def run_tool_steps(
     records: list[StepRecord] = []
     ctx = runtime.tool_context(incident_id, reason=f"investigating with runbook {runbook.id}")
     for step in runbook.steps:
-        if step.block != "tool" or _section_key(runbook, step) not in INVESTIGATE_SECTIONS:
+        if step.block != "tool" or step.section not in INVESTIGATE_SECTIONS:
             continue
         for names, skipped in _bindings(step, scope):
             if names is None:
@@ -139,11 +146,4 @@ def check_arguments(action: str, args: dict[str, Any]) -> str | None:
         spec.arguments.model_validate(args)
     except ValueError as error:
         return f"bad arguments for {action}: {error}"
-    return None
-
-
-def _section_key(runbook: Runbook, step: Step) -> str | None:
-    for section in runbook.sections:
-        if step in section.steps:
-            return section.key
     return None

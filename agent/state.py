@@ -7,7 +7,6 @@ keys are documented once, here, and read by the report, the page summary, the ch
 
 from __future__ import annotations
 
-import operator
 from typing import Annotated, Any, Literal, TypedDict
 
 Planner = Literal["deterministic", "llm"]
@@ -17,7 +16,7 @@ VerificationStatus = Literal["verified", "failed", "pending", "not_applicable"]
 class StepRecord(TypedDict, total=False):
     """One thing the agent did while investigating: a tool call, a model turn, or a decision.
 
-    Keys: ``n`` (1-based order), ``node`` (graph node), ``kind`` (``tool`` | ``llm`` | ``decision`` |
+    Keys: ``n`` (1-based order, set by the state's reducer), ``node`` (graph node), ``kind`` (``tool`` | ``llm`` | ``decision`` |
     ``error``), ``name`` (tool name or decision name), ``args`` (dict), ``ok`` (bool), ``output`` (the
     bounded text the planner saw, possibly cut), ``error`` (message when not ok), ``at`` (ISO time on the
     platform clock), ``tokens`` (dict of prompt/completion/total for ``llm`` steps), ``note`` (free text).
@@ -34,6 +33,12 @@ class StepRecord(TypedDict, total=False):
     at: str
     tokens: dict[str, int]
     note: str
+
+
+def append_steps(steps: list[StepRecord], new: list[StepRecord]) -> list[StepRecord]:
+    """The ``steps`` reducer: new records go at the end, numbered on from the last (``n`` is 1-based)."""
+    numbered: list[StepRecord] = [{**record, "n": len(steps) + i + 1} for i, record in enumerate(new)]
+    return [*steps, *numbered]
 
 
 class Diagnosis(TypedDict, total=False):
@@ -108,7 +113,7 @@ class ResponderState(ResponderInput, total=False):
 
     incident: dict[str, Any]  # the incident as stored when the investigation started
     matches: list[dict[str, Any]]  # runbook matches: {runbook_id, score, reasons}
-    steps: Annotated[list[StepRecord], operator.add]
+    steps: Annotated[list[StepRecord], append_steps]
     results: dict[str, Any]  # what runbook steps saved with save_as (tool output, JSON)
     proposal: dict[str, Any]  # the LLM planner's final answer, before code validates it
     diagnosis: Diagnosis

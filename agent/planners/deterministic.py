@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.state import Diagnosis, StepRecord
+from agent.context import AgentRuntime
+from agent.runbook_steps import incident_scope, run_tool_steps, step_record
+from agent.state import Diagnosis, ResponderState, StepRecord
 
 # How sure a match makes us, by how specific it was (kind only / + check / + condition holds).
 CONFIDENCE_BY_SCORE = ((5.0, 0.9), (3.0, 0.75), (0.0, 0.5))
@@ -26,6 +28,17 @@ def choose_runbook(matches: list[dict[str, Any]]) -> tuple[dict[str, Any] | None
         names = ", ".join(m["runbook_id"] for m in [best, *rivals])
         return None, f"conditions conflict: runbooks {names} match equally well and disagree on the root cause"
     return best, f"runbook {best['runbook_id']} matches best: " + "; ".join(best["reasons"])
+
+
+def investigate(state: ResponderState, runtime: AgentRuntime) -> tuple[list[StepRecord], dict[str, Any]]:
+    """Run the read steps of the runbook `choose_runbook` picks: (step records, results saved by them)."""
+    chosen, _ = choose_runbook(state.get("matches", []))
+    if chosen is None:
+        return [step_record("investigate", "decision", "investigate", runtime, ok=True,
+                            note="no runbook to follow: nothing to run")], {}
+    scope = incident_scope(runtime, state["incident_id"], state.get("results"))
+    records = run_tool_steps(runtime, state["incident_id"], runtime.runbooks.get(chosen["runbook_id"]), scope)
+    return records, scope["results"]
 
 
 def confidence(score: float) -> float:

@@ -24,12 +24,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agent.context import AgentRuntime
 from agent.planners import deterministic
-from agent.runbook_steps import check_arguments, run_tool_steps, step_record
+from agent.runbook_steps import check_arguments, step_record
 from agent.state import Diagnosis, PlannedAction, ResponderState, StepRecord
 from monitor.findings import ROOT_CAUSES
 from tools.errors import ToolError
 from tools.registry import TOOLS, bounded_json, call_tool, openai_tool_schemas
-from tools.runbooks import Runbook, build_scope
+from tools.runbooks import Runbook
 
 SUBMIT = "submit_diagnosis"
 
@@ -67,10 +67,14 @@ def read_tool_names() -> list[str]:
     return sorted(name for name, spec in TOOLS.items() if spec.kind == "read")
 
 
+def _defuse(text: str) -> str:
+    """Untrusted text cannot close its own wrapper (and so cannot pose as our instructions)."""
+    return text.replace("</untrusted_data>", "</untrusted_data_>")
+
+
 def untrusted(name: str, content: str) -> str:
     """Tool output as the model sees it: labelled as data that can never instruct."""
-    safe = content.replace("</untrusted_data>", "</untrusted_data_>")
-    return f'<untrusted_data source="tool:{name}">\n{safe}\n</untrusted_data>'
+    return f'<untrusted_data source="tool:{name}">\n{_defuse(content)}\n</untrusted_data>'
 
 
 def _messages(state: ResponderState, rt: AgentRuntime) -> list[dict[str, Any]]:
@@ -81,7 +85,7 @@ def _messages(state: ResponderState, rt: AgentRuntime) -> list[dict[str, Any]]:
         candidates.append(f"### runbook `{runbook.id}` (root cause {runbook.root_cause}; allows: {allowed})\n\n{runbook.body.strip()}")
     incident_json, _ = bounded_json(state.get("incident", {}), limit=4000)
     system = prompt("system").replace("{root_causes}", ", ".join(ROOT_CAUSES))
-    user = prompt("incident").replace("{incident}", incident_json.replace("</untrusted_data>", "</untrusted_data_>"))
+    user = prompt("incident").replace("{incident}", _defuse(incident_json))
     user = user.replace("{runbooks}", "\n\n".join(candidates) or "(no runbook matched this incident)")
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -91,7 +95,6 @@ def investigate(state: ResponderState, rt: AgentRuntime) -> dict[str, Any]:
     from agent.llm import LLMRequestError, LLMUnavailable
 
     config = rt.config
-    start_n = len(state.get("steps", []))
     records: list[StepRecord] = []
     usage = dict(state.get("usage", {}))
     if rt.llm is None:
@@ -115,7 +118,7 @@ def investigate(state: ResponderState, rt: AgentRuntime) -> dict[str, Any]:
         calls = reply.message.get("tool_calls") or []
         records.append(step_record("investigate", "llm", f"turn {turn}", rt, ok=True, tokens=reply.usage.model_dump(),
                                    note=(reply.message.get("content") or "")[:300] or f"{len(calls)} tool call(s)"))
-        messages.append(_assistant(reply.message))
+        messages.append(reply.as_message())
         if not calls:
             messages.append({"role": "user", "content": f"Call a read tool or `{SUBMIT}`; plain text is not an answer."})
             continue
@@ -131,7 +134,7 @@ def investigate(state: ResponderState, rt: AgentRuntime) -> dict[str, Any]:
                 proposal, problem = _parse_proposal(raw)
                 if proposal is not None:
                     records.append(step_record("investigate", "decision", SUBMIT, rt, ok=True, args=proposal))
-                    return {"steps": _renumber(records, start_n), "proposal": proposal, "usage": usage}
+                    return {"steps": records, "proposal": proposal, "usage": usage}
                 content = f"submit_diagnosis was not accepted: {problem}. Fix it and call it again."
                 records.append(step_record("investigate", "error", SUBMIT, rt, ok=False, error=problem))
             else:
@@ -170,14 +173,9 @@ def _fallback(state: ResponderState, rt: AgentRuntime, records: list[StepRecord]
     """The deterministic planner's investigation, with the reason recorded as a degradation."""
     note = f"{why}; the deterministic planner took over"
     records.append(step_record("investigate", "decision", "fallback", rt, ok=True, note=note))
-    chosen, _ = deterministic.choose_runbook(state.get("matches", []))
-    results: dict[str, Any] = {}
-    if chosen is not None:
-        scope = build_scope(rt.incidents.get(state["incident_id"]), rt.serving, rt.registry)
-        records += run_tool_steps(rt, state["incident_id"], rt.runbooks.get(chosen["runbook_id"]), scope)
-        results = scope.get("results", {})
+    steps, results = deterministic.investigate(state, rt)
     return {
-        "steps": _renumber(records, len(state.get("steps", []))),
+        "steps": records + steps,
         "degraded": [*state.get("degraded", []), note],
         "usage": usage,
         "results": results,
@@ -237,18 +235,6 @@ def _add_usage(usage: dict[str, Any], reply: Any) -> None:
     usage["cost_usd"] = round(float(usage.get("cost_usd", 0.0)) + float(reply.cost_usd), 6)
 
 
-def _assistant(message: dict[str, Any]) -> dict[str, Any]:
-    """The model's message back into the conversation, in the API's wire shape."""
-    out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-    calls = message.get("tool_calls") or []
-    if calls:
-        out["tool_calls"] = [
-            {"id": c.get("id", ""), "type": "function", "function": {"name": c.get("name", ""), "arguments": c.get("arguments", "")}}
-            for c in calls
-        ]
-    return out
-
-
 def _canonical(raw: Any) -> str:
     try:
         return json.dumps(json.loads(raw) if isinstance(raw, str) else raw, sort_keys=True)
@@ -262,7 +248,3 @@ def _as_dict(raw: Any) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {"raw": str(raw)[:300]}
     return value if isinstance(value, dict) else {"raw": str(value)[:300]}
-
-
-def _renumber(records: list[StepRecord], start: int) -> list[StepRecord]:
-    return [{**r, "n": start + i + 1} for i, r in enumerate(records)]  # type: ignore[typeddict-item]
