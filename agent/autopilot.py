@@ -12,8 +12,7 @@ scheduler) calls once the hour's transactions are scored and logged:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from agent.responder import Responder, RunResult
@@ -42,8 +41,6 @@ class Autopilot:
 
     monitor: Monitor
     responder: Responder
-    on_event: Callable[[AutopilotEvent], None] | None = None
-    events: list[AutopilotEvent] = field(default_factory=list)
 
     def after_hour(self, end: datetime) -> list[AutopilotEvent]:
         """Run the loop for the hour ending at ``end``; returns what happened."""
@@ -68,10 +65,6 @@ class Autopilot:
             happened.append(AutopilotEvent(end, "investigated", incident_id, run.status, run))
         for run in self.responder.wake_due(end):
             happened.append(AutopilotEvent(end, "woken", run.incident_id, run.status, run))
-        for event in happened:
-            self.events.append(event)
-            if self.on_event is not None:
-                self.on_event(event)
         return happened
 
     def _release_quarantines(self, incident_id: str) -> list[str]:

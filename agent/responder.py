@@ -104,7 +104,7 @@ class Responder:
             if snapshot.next:
                 waiting = _waiting(snapshot)
                 if waiting is None:  # interrupted by a crash: carry on from the last checkpoint
-                    return self._invoke(latest, incident.incident_id, None, planner=snapshot.values.get("planner"))
+                    return self._invoke(latest, incident.incident_id, None)
                 if waiting.get("type") == "wait_for_data":
                     return self.wake(latest)
                 return self._result(latest, incident.incident_id)
@@ -114,7 +114,7 @@ class Responder:
         thread = f"{incident.incident_id}/{attempt}"
         chosen = self.planner(planner)
         self._record(thread, incident.incident_id, attempt, chosen, "running", {}, None)
-        return self._invoke(thread, incident.incident_id, {"incident_id": incident.incident_id, "planner": chosen}, planner=chosen)
+        return self._invoke(thread, incident.incident_id, {"incident_id": incident.incident_id, "planner": chosen})
 
     def approve(self, incident_id: str, *, by: str, note: str = "") -> RunResult:
         """Approve the actions a paused run waits on, and let it continue."""
@@ -136,10 +136,14 @@ class Responder:
         """Resume every run waiting for data whose ``not_before`` time has come."""
         moment = as_naive_utc(now or self.runtime.clock())
         results = []
-        for row in self.runs(status="waiting_data"):
-            not_before = (row.get("waiting") or {}).get("not_before")
+        # Only what the wake-up needs: this runs every hour, and the state column holds whole runs.
+        waiting = self.runtime.store.execute(
+            "SELECT thread_id, json_extract_string(waiting, '$.not_before') FROM agent_runs "
+            "WHERE status = 'waiting_data' ORDER BY started_at, attempt"
+        )
+        for thread_id, not_before in waiting:
             if not_before is None or datetime.fromisoformat(not_before) <= moment:
-                results.append(self.wake(row["thread_id"]))
+                results.append(self.wake(thread_id))
         return results
 
     # -- reading ---------------------------------------------------------------------------------
@@ -178,7 +182,7 @@ class Responder:
     def _config(self, thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}, "recursion_limit": self.runtime.config.recursion_limit}
 
-    def _invoke(self, thread_id: str, incident_id: str, payload: Any, planner: str | None = None) -> RunResult:
+    def _invoke(self, thread_id: str, incident_id: str, payload: Any) -> RunResult:
         self.graph.invoke(payload, self._config(thread_id), context=self.runtime, durability="sync")  # type: ignore[call-overload]
         return self._result(thread_id, incident_id)
 
