@@ -66,31 +66,29 @@ def _action_text(action: Mapping[str, Any]) -> str:
     return f"{action['action']}({args})"
 
 
-def _escalate_line(runbook: Runbook) -> str:
-    """The first sentence of the runbook's Escalate section: what the human is asked to do."""
+def _escalate_prose(runbook: Runbook) -> str:
+    """The first paragraph of the runbook's Escalate section (people's words, no fenced steps or headings)."""
     section = runbook.section("escalate")
-    if section is None:
-        return "see the runbook"
-    prose = _prose(section.text)
+    text = re.sub(r"```.*?```", "", section.text, flags=re.S) if section else ""
+    prose = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
+    return prose.split("\n\n")[0]
+
+
+def _escalate_line(runbook: Runbook) -> str:
+    """The first sentence of the Escalate section: what the human is asked to do."""
+    prose = _escalate_prose(runbook)
     first = re.split(r"(?<=[.!?])\s", prose, maxsplit=1)[0] if prose else "see the runbook"
     return first.replace("\n", " ")[:300]
-
-
-def _prose(text: str) -> str:
-    """A section's prose: no fenced blocks, no headings."""
-    text = re.sub(r"```.*?```", "", text, flags=re.S)
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
 
 
 def next_steps(runbook: Runbook | None, decision: PageDecision) -> str:
     """What the human should do next, from the runbook's Escalate prose (authored by people)."""
     if runbook is None:
         return "Investigate by hand: no runbook fits. Start from the evidence below and `selfheal chat`."
-    section = runbook.section("escalate")
-    prose = _prose(section.text) if section else ""
+    prose = _escalate_prose(runbook)
     if not decision.get("page"):
-        return "Nothing now. " + (prose.split("\n\n")[0] if prose else "")
-    return prose.split("\n\n")[0] if prose else "Follow the runbook."
+        return f"Nothing now. {prose}"
+    return prose or "Follow the runbook."
 
 
 def summary_markdown(state: ResponderState, runbook: Runbook | None, decision: PageDecision, report_url: str) -> str:

@@ -15,6 +15,7 @@ upstream fault itself stays visible to the monitor, so the incident stays open u
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from agent.context import AgentRuntime
 from agent.state import Verification
 from monitor.checks import CHECKS
 from monitor.findings import Finding
+from scorer.serving import ServingState
 from tools.runbooks import Runbook
 
 HOUR = timedelta(hours=1)
@@ -48,9 +50,10 @@ def verify_fix(
     if name not in CHECKS:
         return {**base, "status": "failed", "findings": [], "reason": f"unknown verification check {name!r}"}
     cadence = CHECKS[name].cadence
-    need = runtime.config.verify_min_hours.get(cadence, 2)
+    need = max(1, runtime.config.verify_min_hours.get(cadence, 2))
     findings = runtime.monitor.evaluate_check(name, since, until) if until > since else []
-    findings = [_as_model_sees_it(f, runtime) for f in _relevant(findings, incident)]
+    serving = runtime.serving.current()
+    findings = [_as_model_sees_it(f, serving) for f in _relevant(findings, incident)]
     hours = int((until - since) / HOUR) if until > since else 0
     rows = [_finding_row(f) for f in findings]
     if cadence == "hour":
@@ -87,26 +90,20 @@ def _relevant(findings: list[Finding], incident: dict[str, Any]) -> list[Finding
     return own or findings
 
 
-def _as_model_sees_it(finding: Finding, runtime: AgentRuntime) -> Finding:
+def _as_model_sees_it(finding: Finding, serving: ServingState) -> Finding:
     if finding.check != "feature_quality":
         return finding
-    state = runtime.serving.current()
     problems = dict(finding.evidence.get("problems", {}))
-    ignored = set(state.quarantined_features)
-    if state.fallback:
+    ignored = set(serving.quarantined_features)
+    if serving.fallback:
         ignored |= {name for name in problems if name != "score"}
     remaining = {name: p for name, p in problems.items() if name not in ignored}
     if len(remaining) == len(problems):
         return finding
-    return Finding(
-        check=finding.check,
-        kind=finding.kind,
-        subject=finding.subject,
+    return replace(
+        finding,
         breached=bool(remaining),
-        metric=finding.metric,
         value=float(len(remaining)),
-        threshold=finding.threshold,
-        severity=finding.severity,
         features=[f for f in finding.features if f not in ignored],
         evidence={**finding.evidence, "problems": remaining, "ignored_not_seen_by_model": sorted(ignored & set(problems))},
     )
