@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from scorer.registry import ModelRegistry
 from scorer.score import Scorer, ScorerConfig
-from scorer.serving import ServingStateStore
+from scorer.serving import ServingStateStore, utc_now
 from store import Store, Workspace
 
 if TYPE_CHECKING:
@@ -53,11 +53,12 @@ class Platform:
         self.workspace = workspace.ensure()
         if clock is None and (frozen := simulated_now(workspace)) is not None:
             clock = lambda: frozen  # noqa: E731 - the simulated instant the workspace stopped at
-        self.clock: Callable[[], datetime] = clock or datetime.now
+        # One "now" for every part (the store's timestamps are naive UTC); a test or a simulation passes its own.
+        self.clock: Callable[[], datetime] = clock or utc_now
         self.store = Store.open(workspace)
-        self.serving = ServingStateStore(self.store, clock=clock)
+        self.serving = ServingStateStore(self.store, clock=self.clock)
         self.registry = ModelRegistry(self.store, workspace.models_dir, self.serving)
-        self.scorer = Scorer(self.store, self.serving, self.registry, config=scorer_config, clock=clock)
+        self.scorer = Scorer(self.store, self.serving, self.registry, config=scorer_config, clock=self.clock)
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: object) -> Platform:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.responder import ResponderError, RunResult
+from agent.responder import Responder, ResponderError, RunResult
 
 console = Console(stderr=True)
 out = Console()
@@ -23,7 +25,9 @@ RunbooksOption = Annotated[
 ]
 
 
-def _open(home: Path | None, runbooks: Path | None, planner: str | None = None) -> tuple[Any, Any]:
+@contextmanager
+def _responder(home: Path | None, runbooks: Path | None, planner: str | None = None) -> Iterator[Responder]:
+    """The workspace's responder for one command; a missing incident or a refused request exits with 1."""
     from selfheal.app import Platform
     from store import StoreError
 
@@ -32,35 +36,43 @@ def _open(home: Path | None, runbooks: Path | None, planner: str | None = None) 
     except StoreError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
-    return platform, platform.responder(planner=planner, runbooks_dir=runbooks)
+    responder = platform.responder(planner=planner, runbooks_dir=runbooks)
+    try:
+        yield responder
+    except (KeyError, ResponderError) as error:
+        console.print(f"[red]error:[/red] {str(error).strip(chr(39))}")
+        raise typer.Exit(1) from error
+    finally:
+        responder.close()
+        platform.close()
 
 
-def show_run(run: RunResult) -> None:
-    """Print where a run stands and, when finished, its summary."""
+def show_run(run: RunResult, console: Console = out) -> None:
+    """Print where a run stands and, when finished, its summary (the CLI and the demo both use this)."""
     state = run.state
-    out.print(f"[bold]{run.thread_id}[/bold]: {run.status}" + (f" ({run.outcome})" if run.outcome else ""))
+    console.print(f"[bold]{run.thread_id}[/bold]: {run.status}" + (f" ({run.outcome})" if run.outcome else ""))
     diagnosis = state.get("diagnosis") or {}
     if diagnosis:
-        out.print(f"  root cause {diagnosis.get('root_cause')} via runbook {diagnosis.get('runbook_id')} "
+        console.print(f"  root cause {diagnosis.get('root_cause')} via runbook {diagnosis.get('runbook_id')} "
                   f"(confidence {float(diagnosis.get('confidence', 0)):.2f}, {diagnosis.get('planner')})")
     for action in state.get("plan", []):
-        out.print(f"  action {action['action']} {json.dumps(action.get('args', {}))[:120]}: {action.get('status')}"
+        console.print(f"  action {action['action']} {json.dumps(action.get('args', {}))[:120]}: {action.get('status')}"
                   + (f" [audit {action['audit_id']}]" if action.get("audit_id") else ""))
     if run.waiting:
         if run.waiting.get("type") == "approval":
-            out.print(f"  waiting for approval: selfheal approve {run.incident_id} --by NAME  (or deny)")
+            console.print(f"  waiting for approval: selfheal approve {run.incident_id} --by NAME  (or deny)")
         else:
-            out.print(f"  waiting for data after the action until {run.waiting.get('not_before')} "
+            console.print(f"  waiting for data after the action until {run.waiting.get('not_before')} "
                       f"(check {run.waiting.get('check')}, deadline {run.waiting.get('deadline')})")
     verification = state.get("verification") or {}
     if verification:
-        out.print(f"  verification: {verification.get('status')}: {verification.get('reason')}")
+        console.print(f"  verification: {verification.get('status')}: {verification.get('reason')}")
     page = state.get("page_decision") or {}
     if page:
-        out.print(f"  page: {'sent' if page.get('sent') else 'not sent'} ({page.get('rule')}): {page.get('reason')}")
+        console.print(f"  page: {'sent' if page.get('sent') else 'not sent'} ({page.get('rule')}): {page.get('reason')}")
     report = state.get("report") or {}
     if report:
-        out.print(f"  report: {report.get('markdown')} | {report.get('html')}")
+        console.print(f"  report: {report.get('markdown')} | {report.get('html')}")
 
 
 def investigate(
@@ -74,28 +86,8 @@ def investigate(
 
     Example: selfheal investigate INC-7
     """
-    platform, responder = _open(home, runbooks, planner)
-    try:
+    with _responder(home, runbooks, planner) as responder:
         show_run(responder.investigate(incident_id, planner=planner, again=again))
-    except (KeyError, ResponderError) as error:
-        console.print(f"[red]error:[/red] {str(error).strip(chr(39))}")
-        raise typer.Exit(1) from error
-    finally:
-        responder.close()
-        platform.close()
-
-
-def _decide(incident_id: str, by: str, note: str, home: Path | None, runbooks: Path | None, approve: bool) -> None:
-    platform, responder = _open(home, runbooks)
-    try:
-        run = responder.approve(incident_id, by=by, note=note) if approve else responder.deny(incident_id, by=by, note=note)
-        show_run(run)
-    except (KeyError, ResponderError) as error:
-        console.print(f"[red]error:[/red] {str(error).strip(chr(39))}")
-        raise typer.Exit(1) from error
-    finally:
-        responder.close()
-        platform.close()
 
 
 def approve(
@@ -109,7 +101,8 @@ def approve(
 
     Example: selfheal approve INC-7 --by alice --note "checked the challenger's metrics"
     """
-    _decide(incident_id, by, note, home, runbooks, approve=True)
+    with _responder(home, runbooks) as responder:
+        show_run(responder.approve(incident_id, by=by, note=note))
 
 
 def deny(
@@ -123,7 +116,8 @@ def deny(
 
     Example: selfheal deny INC-7 --by alice --note "retrain after the holiday, not now"
     """
-    _decide(incident_id, by, note, home, runbooks, approve=False)
+    with _responder(home, runbooks) as responder:
+        show_run(responder.deny(incident_id, by=by, note=note))
 
 
 def runs(
@@ -135,12 +129,8 @@ def runs(
 
     Example: selfheal runs INC-7
     """
-    platform, responder = _open(home, None, "deterministic")
-    try:
+    with _responder(home, None, "deterministic") as responder:
         rows = responder.runs(incident_id=incident_id)
-    finally:
-        responder.close()
-        platform.close()
     if as_json:
         out.print_json(json.dumps([{k: v for k, v in r.items() if k != "state"} for r in rows], default=str))
         return

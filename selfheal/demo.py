@@ -32,6 +32,7 @@ from monitor.runner import Monitor
 from scorer import columns as C
 from scorer.simulate import Simulator, WorldConfig
 from selfheal.app import Platform, save_simulated_now
+from selfheal.cli_agent import show_run
 from store import Workspace
 
 HOUR = timedelta(hours=1)
@@ -162,6 +163,8 @@ def _print_event(event: AutopilotEvent, console: Console) -> None:
         console.print(f"{when}  [bold]{event.incident_id}[/bold] {event.what}: {event.detail}")
     elif event.what == "resolved":
         console.print(f"{when}  {event.incident_id} resolved by the monitor (condition cleared)")
+    elif event.what == "released":
+        console.print(f"{when}  {event.incident_id} quarantine of {event.detail} released (upstream healthy again)")
     elif event.what == "resolve_sent":
         console.print(f"{when}  {event.incident_id} page resolved ({event.detail})")
     elif event.run is not None:
@@ -169,25 +172,10 @@ def _print_event(event: AutopilotEvent, console: Console) -> None:
 
 
 def _print_run(when: str, run: RunResult, console: Console) -> None:
-    state = run.state
-    diagnosis = state.get("diagnosis") or {}
     if run.status == "waiting_data" and run.state.get("verification", {}).get("attempts", 0) > 1:
-        return  # still waiting: nothing new to say
-    console.print(
-        f"{when}  {run.incident_id} responder: root cause [bold]{diagnosis.get('root_cause')}[/bold] "
-        f"(runbook {diagnosis.get('runbook_id')}, confidence {float(diagnosis.get('confidence', 0)):.2f})"
-    )
-    if run.status == "waiting_data" and state.get("verification", {}).get("attempts", 0) <= 1:
-        for action in state.get("plan", []):
-            console.print(f"         acted: {action['action']} {action.get('args', {})} -> {action.get('status')}")
-        console.print(f"         verifying: {state.get('verification', {}).get('reason')}")
-    if run.status == "done":
-        verification = state.get("verification") or {}
-        page = state.get("page_decision") or {}
-        console.print(f"         verification {verification.get('status')}: {verification.get('reason')}")
-        verdict = "[red]PAGE SENT[/red]" if page.get("sent") else "[green]no page[/green]"
-        console.print(f"         {verdict} ({page.get('rule')}): {page.get('reason')}")
-        console.print(f"         report: {state.get('report', {}).get('html')}")
+        return  # still waiting for data: nothing new to say
+    console.print(f"{when}  {run.incident_id} responder:")
+    show_run(run, console)
 
 
 def _summarise(platform: Platform, played: LiveRun) -> dict[str, float]:
