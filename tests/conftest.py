@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
 
+from evals.faults import Fault, make_fault
 from monitor.reference import train_register_and_profile
 from scorer.simulate import Simulator, WorldConfig
 from scorer.train import TrainParams
@@ -26,21 +28,54 @@ HISTORY_DAYS = 45
 FAST_PARAMS = TrainParams(n_estimators=60, early_stopping_rounds=10, nthread=1)
 
 
+# The responder tests' world: big enough that every demo fault is detected within its deadline.
+RESPONDER_WORLD = WorldConfig(seed=5, customers=1000, terminals=2000)
+
+
 @dataclass
 class SmallWorld:
     simulator: Simulator
-    history: pd.DataFrame
+    history: pd.DataFrame  # HISTORY_DAYS days; the live period starts the day after
     template: Path  # a workspace with v1 trained and promoted; copy it, never write to it
+
+    @property
+    def live_start(self) -> datetime:
+        return (pd.Timestamp(self.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)).to_pydatetime()
+
+    def at(self, day: int, hour: int) -> datetime:
+        """An instant as an offset into the live period."""
+        return self.live_start + timedelta(days=day, hours=hour)
+
+    def fault(self, kind: str, params: dict[str, Any], day: int, hour: int, hours: int | None = None) -> Fault:
+        """A fault starting at live ``day`` ``hour``, lasting ``hours`` (None: until remediated)."""
+        start = self.at(day, hour)
+        return make_fault(kind, params, start, None if hours is None else start + timedelta(hours=hours))
+
+
+def build_world(config: WorldConfig, template: Path, *, simulated_time: bool = False) -> SmallWorld:
+    """Simulate HISTORY_DAYS of ``config``'s world and train, register and profile v1 into ``template``.
+
+    With ``simulated_time`` v1 is registered at the end of the history, as in the story, instead of at
+    the wall-clock time of the test run: what the workspace records is then the same on every run.
+    """
+    simulator = Simulator(config)
+    history = simulator.generate(0, HISTORY_DAYS)
+    world = SmallWorld(simulator, history, template)
+    clock = (lambda: world.live_start) if simulated_time else None
+    with Platform(Workspace(template), clock=clock) as platform:
+        train_register_and_profile(platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture")
+    return world
 
 
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
-    simulator = Simulator(SMALL_WORLD)
-    history = simulator.generate(0, HISTORY_DAYS)
-    template = tmp_path_factory.mktemp("template-workspace")
-    with Platform(Workspace(template)) as platform:
-        train_register_and_profile(platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture")
-    return SmallWorld(simulator, history, template)
+    return build_world(SMALL_WORLD, tmp_path_factory.mktemp("template-workspace"))
+
+
+@pytest.fixture(scope="session")
+def responder_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
+    """The world the responder tests play faults in (built once per session)."""
+    return build_world(RESPONDER_WORLD, tmp_path_factory.mktemp("responder-world"), simulated_time=True)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A trained world and a driver that plays it through scorer, monitor and responder (for the agent tests)."""
+"""A driver that plays a trained world through scorer, monitor and responder (for the agent tests)."""
 
 from __future__ import annotations
 
@@ -9,46 +9,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from agent.autopilot import Autopilot, AutopilotEvent
-from evals.faults import Fault, make_fault
+from evals.faults import Fault
 from evals.live import LiveWorld, SimClock
-from monitor.reference import train_register_and_profile
 from monitor.runner import Monitor
-from scorer.simulate import Simulator, WorldConfig
 from selfheal.app import Platform, save_simulated_now
 from store import Workspace
-from tests.conftest import FAST_PARAMS
-
-HISTORY_DAYS = 45
-WORLD = WorldConfig(seed=5, customers=1000, terminals=2000)
-
-
-@dataclass
-class TrainedWorld:
-    simulator: Simulator
-    history: pd.DataFrame
-    template: Path  # v1 trained and promoted; copy it, never write to it
-
-    @property
-    def live_start(self) -> datetime:
-        return (pd.Timestamp(self.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)).to_pydatetime()
-
-    def at(self, day: int, hour: int) -> datetime:
-        return self.live_start + timedelta(days=day, hours=hour)
-
-    def fault(self, kind: str, params: dict[str, Any], day: int, hour: int, hours: int | None = None) -> Fault:
-        start = self.at(day, hour)
-        return make_fault(kind, params, start, None if hours is None else start + timedelta(hours=hours))
-
-
-def build_world(folder: Path) -> TrainedWorld:
-    simulator = Simulator(WORLD)
-    history = simulator.generate(0, HISTORY_DAYS)
-    with Platform(Workspace(folder)) as platform:
-        train_register_and_profile(platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture")
-    return TrainedWorld(simulator, history, folder)
+from tests.conftest import HISTORY_DAYS, SmallWorld
 
 
 @dataclass
@@ -63,7 +30,7 @@ class Played:
 
 
 def play(
-    world: TrainedWorld,
+    world: SmallWorld,
     home: Path,
     faults: list[Fault],
     *,

@@ -19,7 +19,8 @@ import pytest
 
 from selfheal.app import Platform
 from store import Workspace
-from tests.responder_worlds import TrainedWorld, build_world, play
+from tests.conftest import SmallWorld
+from tests.responder_worlds import play
 from tools.audit import ActionLog
 from tools.pagers import OutboxPager
 
@@ -29,12 +30,13 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from tests.responder_worlds import HISTORY_DAYS, TrainedWorld, play, WORLD
+    from tests.conftest import HISTORY_DAYS, RESPONDER_WORLD, SmallWorld
+    from tests.responder_worlds import play
     from scorer.simulate import Simulator
 
     template, home, node, what = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-    simulator = Simulator(WORLD)
-    world = TrainedWorld(simulator, simulator.generate(0, HISTORY_DAYS), template)
+    simulator = Simulator(RESPONDER_WORLD)
+    world = SmallWorld(simulator, simulator.generate(0, HISTORY_DAYS), template)
 
     def crash(at_node: str, at_what: str) -> None:
         if at_node == node and at_what.startswith(what):
@@ -47,11 +49,6 @@ CHILD = textwrap.dedent(
 ).replace("FEATURES", repr(FEATURES))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
-    return build_world(tmp_path_factory.mktemp("crash-world"))
-
-
 @pytest.mark.parametrize(
     ("node", "what"),
     [
@@ -62,8 +59,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
     ],
 )
 def test_a_kill_inside_a_side_effecting_node_resumes_without_repeating_anything(
-    world: TrainedWorld, tmp_path: Path, node: str, what: str
+    responder_world: SmallWorld, tmp_path: Path, node: str, what: str
 ) -> None:
+    world = responder_world
     home = tmp_path / "ws"
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(world.template), str(home), node, what],

@@ -19,8 +19,9 @@ from agent.llm import LLMClient
 from agent.responder import Responder, RunResult
 from selfheal.app import Platform
 from store import Workspace
+from tests.conftest import SmallWorld
 from tests.fake_openai import FakeOpenAI, delay, error, tool_call
-from tests.responder_worlds import Played, TrainedWorld, build_world, play
+from tests.responder_worlds import Played, play
 from tools.audit import ActionLog
 
 SUBMIT = "submit_diagnosis"
@@ -35,9 +36,9 @@ GOOD = {
 
 
 @pytest.fixture(scope="module")
-def opened(tmp_path_factory: pytest.TempPathFactory) -> Played:
+def opened(responder_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
     """A bad deploy detected by the monitor; nobody has investigated it yet."""
-    world: TrainedWorld = build_world(tmp_path_factory.mktemp("llm-world"))
+    world = responder_world
     fault = world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
     return play(world, tmp_path_factory.mktemp("llm-opened") / "ws", [fault], days=1, respond=False,
                 stop=lambda events: any(e.what == "opened" for e in events))

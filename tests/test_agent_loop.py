@@ -20,7 +20,8 @@ import pytest
 from agent.responder import checkpoints_path
 from selfheal.app import Platform
 from store import Workspace
-from tests.responder_worlds import Played, TrainedWorld, build_world, play
+from tests.conftest import SmallWorld
+from tests.responder_worlds import Played, play
 from tools.audit import ActionLog
 from tools.pagers import OutboxPager, pagerduty_event
 
@@ -29,22 +30,17 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
-    return build_world(tmp_path_factory.mktemp("responder-world"))
-
-
-@pytest.fixture(scope="module")
-def feature_break(world: TrainedWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
+def feature_break(responder_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
     """Two minor features go null for six hours (the upstream job is fixed by its owners)."""
-    fault = world.fault("feature_nulls", {"features": ["customer_avg_amount_30d", "terminal_tx_count_30d"]}, 0, 9, 6)
-    return play(world, tmp_path_factory.mktemp("feature-break") / "ws", [fault], days=1)
+    fault = responder_world.fault("feature_nulls", {"features": ["customer_avg_amount_30d", "terminal_tx_count_30d"]}, 0, 9, 6)
+    return play(responder_world, tmp_path_factory.mktemp("feature-break") / "ws", [fault], days=1)
 
 
 @pytest.fixture(scope="module")
-def bad_deploy(world: TrainedWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
-    fault = world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
+def bad_deploy(responder_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
+    fault = responder_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
     # score_drift is a daily check: verification waits for a whole day after the rollback.
-    return play(world, tmp_path_factory.mktemp("bad-deploy") / "ws", [fault], days=2)
+    return play(responder_world, tmp_path_factory.mktemp("bad-deploy") / "ws", [fault], days=2)
 
 
 def _audit(home: Path) -> list[Any]:
@@ -118,8 +114,9 @@ def test_page_payload_matches_the_snapshot(feature_break: Played) -> None:
     page = next(r for r in _outbox(feature_break.home) if r.action == "trigger").page()
     event = _rounded(pagerduty_event(page, routing_key="R" * 32))
     path = SNAPSHOTS / "page_payload.json"
-    if os.environ.get("SELFHEAL_UPDATE_SNAPSHOTS") or not path.exists():
+    if os.environ.get("SELFHEAL_UPDATE_SNAPSHOTS"):
         path.write_text(json.dumps(event, indent=2, sort_keys=True) + "\n")
+    assert path.exists(), f"no snapshot {path}: run with SELFHEAL_UPDATE_SNAPSHOTS=1 once and review it"
     assert event == json.loads(path.read_text())
 
 
@@ -133,13 +130,13 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def test_no_runbook_means_abstain_and_page(world: TrainedWorld, tmp_path: Path) -> None:
+def test_no_runbook_means_abstain_and_page(responder_world: SmallWorld, tmp_path: Path) -> None:
     """With only an unrelated runbook installed, the planner abstains rather than guess, and pages."""
     runbooks = tmp_path / "runbooks"
     runbooks.mkdir()
     shutil.copy(REPO / "runbooks" / "label_pipeline_stall.md", runbooks)
-    fault = world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
-    played = play(world, tmp_path / "ws", [fault], days=1, runbooks_dir=runbooks,
+    fault = responder_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
+    played = play(responder_world, tmp_path / "ws", [fault], days=1, runbooks_dir=runbooks,
                   stop=lambda events: any(e.what == "investigated" for e in events))
     state = played.run_for("INC-1")["state"]
     assert state["diagnosis"]["abstained"] is True and state["diagnosis"]["runbook_id"] is None
@@ -153,15 +150,15 @@ def test_no_runbook_means_abstain_and_page(world: TrainedWorld, tmp_path: Path) 
 
 
 @pytest.fixture(scope="module")
-def paused(world: TrainedWorld, tmp_path_factory: pytest.TempPathFactory) -> tuple[Played, Path]:
+def paused(responder_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> tuple[Played, Path]:
     """A bad deploy where the runbook says a human must approve the rollback: the graph pauses."""
     runbooks = tmp_path_factory.mktemp("approval-runbooks")
     for path in (REPO / "runbooks").glob("*.md"):
         shutil.copy(path, runbooks)
     text = (runbooks / "bad_model_deploy.md").read_text()
     (runbooks / "bad_model_deploy.md").write_text(text.replace("rollback_model: auto", "rollback_model: human"))
-    fault = world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
-    played = play(world, tmp_path_factory.mktemp("paused") / "ws", [fault], days=1, runbooks_dir=runbooks,
+    fault = responder_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
+    played = play(responder_world, tmp_path_factory.mktemp("paused") / "ws", [fault], days=1, runbooks_dir=runbooks,
                   stop=lambda events: any(e.what == "investigated" for e in events))
     return played, runbooks
 
