@@ -50,7 +50,7 @@ def malformed_records(draw: st.DrawFn) -> Any:
     return record
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(malformed_records(), min_size=1, max_size=30))
 def test_malformed_records_are_valid_or_dead_lettered_with_a_reason(records: list[Any]) -> None:
     result = validate(records)
