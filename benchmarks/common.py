@@ -7,13 +7,18 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # rich is imported where a console is made: measured child processes never pay for it
+    from rich.console import Console
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Libraries whose versions move the numbers; recorded with every result.
@@ -115,3 +120,22 @@ def write_results(name: str, payload: dict[str, Any], directory: Path, machine: 
     document = {"benchmark": name, "machine": machine, **payload}
     path.write_text(json.dumps(rounded(document), indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def report_console(width: int = 160) -> Console:
+    """The console benchmark tables print to; logs and pipes get ``width`` columns, enough for them."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=width)
+
+
+@dataclass
+class Progress:
+    """Timestamped progress lines for long benchmark runs."""
+
+    console: Console
+    started: float = field(default_factory=time.perf_counter)
+
+    def step(self, what: str) -> None:
+        self.console.print(f"[{time.perf_counter() - self.started:5.0f} s] {what}", highlight=False)

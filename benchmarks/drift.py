@@ -70,6 +70,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchmarks import BenchOptions
+from benchmarks.common import Progress, report_console
+from benchmarks.proc_memory import peak_rss_mib, rss_mib
 
 if TYPE_CHECKING:  # parent-only imports; the measured child process must not pay for them
     import pandas as pd
@@ -295,29 +297,6 @@ def decide_window(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _memory_kib(field_name: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_mib() -> float:
-    """Peak RSS of this process image (VmHWM: reset by exec, unlike getrusage's maxrss)."""
-    import resource
-
-    hwm = _memory_kib("VmHWM")
-    kib = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024.0
-
-
-def _rss_mib() -> float:
-    return (_memory_kib("VmRSS") or 0) / 1024.0
-
-
 def ours_child(mode: str, data_dir: Path, profile_json: Path | None = None) -> dict[str, Any]:
     """Our side at scale, in a fresh process: ``whole``, ``columns`` or ``steady`` (see the module doc).
 
@@ -335,7 +314,7 @@ def ours_child(mode: str, data_dir: Path, profile_json: Path | None = None) -> d
     from monitor.stats import histogram_counts
 
     import_s = time.perf_counter() - started
-    rss_after_imports = _rss_mib()
+    rss_after_imports = rss_mib()
     reference_path, current_path = data_dir / "reference.parquet", data_dir / "current.parquet"
     phases = dict.fromkeys(("read", "profile", "count", "decide", "warm_count", "warm_decide"), 0.0)
     cpu = dict.fromkeys(phases, 0.0)  # CPU time of the same phases: robust to competing processes
@@ -354,7 +333,7 @@ def ours_child(mode: str, data_dir: Path, profile_json: Path | None = None) -> d
         with timed("read"):
             reference = pd.read_parquet(reference_path)
             current = pd.read_parquet(current_path)
-        rss_after_read = _rss_mib()
+        rss_after_read = rss_mib()
         names = [str(c) for c in reference.columns]
         for name in names:
             values = reference[name].to_numpy(dtype=np.float64)
@@ -411,7 +390,7 @@ def ours_child(mode: str, data_dir: Path, profile_json: Path | None = None) -> d
         "warm_cpu_s": cpu["warm_count"] + cpu["warm_decide"],
         "rss_after_imports_mib": rss_after_imports,
         "rss_after_read_mib": rss_after_read,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "features": {
             n: {"drifted": v["drifted"], "p_value": v["p_value"], "stats": v["stats"]}
             for n, v in verdicts.items()
@@ -584,7 +563,7 @@ def _median_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def measure_scale(plan: Plan, scratch: Path, env: EvidentlyEnv, progress: _Progress) -> dict[str, Any]:
+def measure_scale(plan: Plan, scratch: Path, env: EvidentlyEnv, progress: Progress) -> dict[str, Any]:
     """Part 1: generate the data, run ours (each variant `ours_repeats` times) and Evidently, in children."""
     t0 = time.perf_counter()
     data_dir = scratch / "scale"
@@ -1244,22 +1223,6 @@ def _print_tables(result: dict[str, Any], console: Console) -> None:
     )
 
 
-@dataclass
-class _Progress:
-    console: Console
-    started: float = field(default_factory=time.perf_counter)
-
-    def step(self, what: str) -> None:
-        self.console.print(f"[{time.perf_counter() - self.started:5.0f} s] {what}", highlight=False)
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
-
-
 def _key_list(verdicts: dict[tuple[str, int, int], Any]) -> Iterator[str]:
     return (f"{name}|{size}|{ref}" for name, size, ref in verdicts)
 
@@ -1267,8 +1230,8 @@ def _key_list(verdicts: dict[tuple[str, int, int], Any]) -> Iterator[str]:
 def run(options: BenchOptions) -> dict[str, Any]:
     """Run the drift benchmark; print its tables; return the results."""
     plan = QUICK if options.quick else FULL
-    console = _console()
-    progress = _Progress(console)
+    console = report_console()
+    progress = Progress(console)
     progress.step("Evidently's virtualenv (benchmarks/.venv-evidently)")
     env = ensure_evidently_env(console)
     if env.python is None:

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+# This script runs as a file in Evidently's virtualenv: its folder is on sys.path, the project is not.
+from proc_memory import peak_rss_mib, rss_mib
 
 started = time.perf_counter()
 
@@ -41,29 +43,6 @@ from evidently.presets import DataDriftPreset  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - started
 P_VALUE_MARK = "p_value"  # Evidently's method names: "K-S p_value", "chi-square p_value", "Z-test p_value"
-
-
-def _memory_kib(field: str) -> int | None:
-    """A ``Vm*`` line of /proc/self/status in KiB (VmHWM: peak RSS of this process image, exec-clean)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_mib() -> float:
-    """Peak resident memory of this process, MiB (VmHWM, else getrusage's maxrss)."""
-    hwm = _memory_kib("VmHWM")
-    kib = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024.0
-
-
-def _rss_mib() -> float:
-    current = _memory_kib("VmRSS")
-    return (current or 0) / 1024.0
 
 
 def _dataset(frame: pd.DataFrame, columns: list[str]) -> Dataset:
@@ -103,12 +82,12 @@ def _versions() -> dict[str, str]:
 
 def run_big(reference_path: Path, current_path: Path) -> dict[str, Any]:
     """DataDriftPreset on two large frames: read, run, extract; timings and peak memory."""
-    rss_after_imports = _rss_mib()
+    rss_after_imports = rss_mib()
     t0 = time.perf_counter()
     reference = pd.read_parquet(reference_path)
     current = pd.read_parquet(current_path)
     read_s = time.perf_counter() - t0
-    rss_after_read = _rss_mib()
+    rss_after_read = rss_mib()
     columns = [str(c) for c in reference.columns]
     t0, c0 = time.perf_counter(), time.process_time()
     report = Report([DataDriftPreset()])
@@ -132,7 +111,7 @@ def run_big(reference_path: Path, current_path: Path) -> dict[str, Any]:
         "compute_cpu_s": compute_cpu_s,
         "rss_after_imports_mib": rss_after_imports,
         "rss_after_read_mib": rss_after_read,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "features": verdicts,
         "versions": _versions(),
     }
@@ -161,7 +140,7 @@ def run_windows(references_path: Path, windows_path: Path, manifest_path: Path) 
     return {
         "pairs": results,
         "total_s": time.perf_counter() - t_all,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "versions": _versions(),
     }
 

@@ -72,7 +72,7 @@ from rich.table import Table
 import scorer.feature_state as feature_state_module
 import scorer.score as score_module
 from benchmarks import BenchOptions
-from benchmarks.common import percentile_ms
+from benchmarks.common import Progress, percentile_ms, report_console
 from scorer import columns as C
 from scorer.feature_state import FeatureState
 from scorer.features import FeatureConfig
@@ -796,22 +796,11 @@ def _print_tables(result: dict[str, Any], console: Console) -> None:
 # -- entry point ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Progress:
-    console: Console
-    started: float = field(default_factory=time.perf_counter)
-
-    def step(self, what: str) -> None:
-        self.console.print(f"[{time.perf_counter() - self.started:5.0f} s] {what}", highlight=False)
-
-
 def run(options: BenchOptions) -> dict[str, Any]:
     """Run the scoring benchmark; print its tables; return the results."""
     plan = QUICK if options.quick else FULL
-    console = Console()
-    if not console.is_terminal:  # logs and pipes: wide enough for the tables
-        console = Console(width=150)
-    progress = _Progress(console)
+    console = report_console(width=150)
+    progress = Progress(console)
     with tempfile.TemporaryDirectory(prefix="selfheal-bench-") as scratch:
         progress.step("setup: simulate, train and register a champion, precompute model input")
         setup = _setup(plan, Path(scratch), console)
