@@ -220,7 +220,7 @@ def _check_id(frame: pd.DataFrame, name: str, fail: Any) -> np.ndarray:
     text = np.empty(n, dtype=object)
     bad_type = np.zeros(n, dtype=bool)
     for i, value in enumerate(values):
-        text[i], bad_type[i] = _id_text(value)
+        text[i], bad_type[i] = id_text(value)
     missing = np.array([t is None for t in text]) & ~bad_type
     fail(missing, f"missing value for {name}", name)
     fail(bad_type, f"{name} must be a string or an integer", name)
@@ -230,7 +230,7 @@ def _check_id(frame: pd.DataFrame, name: str, fail: Any) -> np.ndarray:
     return text
 
 
-def _id_text(value: Any) -> tuple[str | None, bool]:
+def id_text(value: Any) -> tuple[str | None, bool]:
     """(text, wrong_type) for one id value; None text means missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None, False
@@ -402,7 +402,7 @@ def _raw_records(frame: pd.DataFrame, originals: list[Any] | None, rows: np.ndar
 
 
 def _short_id(value: Any) -> str | None:
-    text, wrong = _id_text(value)
+    text, wrong = id_text(value)
     return None if text is None or wrong else text[:MAX_ID_LENGTH]
 
 

@@ -48,10 +48,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import numpy as np
 import pandas as pd
 
 from scorer.score import Scorer, ScoreResult
+from scorer.validate import id_text
 from selfheal.service.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
@@ -357,19 +357,10 @@ class ScoringEngine:
 
 
 def canonical_id(value: Any) -> str | None:
-    """The transaction id as the validator stores it (text stripped; integers in decimal).
-
-    Only needed to find a scored row's request again; anything the validator rejects never gets here.
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, str):
-        return value.strip()
-    return None
+    """The transaction id as the validator stores it (`scorer.validate.id_text`): what finds a scored
+    row's request again; anything the validator rejects never gets here."""
+    text, wrong_type = id_text(value)
+    return None if wrong_type else text
 
 
 def _split(jobs: list[_Job], records: list[Any], result: ScoreResult) -> list[JobOutcome]:
