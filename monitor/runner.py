@@ -168,7 +168,9 @@ class Monitor:
         profile = self.profile(version)
         if profile is None:
             return []
-        self._load_history(since)
+        # Up to `until`, as the live loop would have it by then: loading only up to `since` would leave
+        # the span's own hours out of every later hour's history, here and in every later `run_hour`.
+        self._load_history(until)
         windows = load_windows(self.store, since, until, version)
         if not windows:
             return []

@@ -251,3 +251,24 @@ def test_benign_seasonal_shift_raises_no_incident(play: Any, world: MonitoredWor
     fault = make_fault("benign_seasonal", FAULTS["benign_seasonal"].example_params, start, None)
     played = play([fault], days=2)
     assert played.incidents() == [], [(i.kind, i.title) for i in played.incidents()]
+
+
+# -- re-evaluation (verification after a remediation) --------------------------------------------
+
+
+def test_evaluate_check_sees_the_same_history_in_a_fresh_process(play: Any, world: MonitoredWorld) -> None:
+    """`Monitor.evaluate_check` in a monitor that never ran (a CLI or service process) judges each stored
+    hour on the same trailing hours as the monitor that counted them: label_freshness looks back a day."""
+    stall = _at(world, 1, 0)
+    played = play([make_fault("label_stall", {}, stall, None)], days=3)
+    since, until = _at(world, 1, 12), _at(world, 2, 12)
+    platform = played.platform
+    fresh = Monitor(platform.store, platform.registry, platform.serving, clock=platform.scorer.clock)
+
+    seen_live = played.monitor.evaluate_check("label_freshness", since, until)
+    seen_fresh = fresh.evaluate_check("label_freshness", since, until)
+
+    assert len(seen_live) == 24 and any(f.breached for f in seen_live)
+    assert [(f.breached, f.value, f.evidence) for f in seen_fresh] == [
+        (f.breached, f.value, f.evidence) for f in seen_live
+    ]
