@@ -49,6 +49,7 @@ __all__ = [
     "Inverse",
     "bounded_text",
     "canonical_json",
+    "finite",
     "idempotency_key",
     "run_action",
 ]
@@ -122,7 +123,7 @@ def canonical_json(value: Any) -> str:
 
     NaN and infinities become null, so the text is valid JSON for DuckDB's JSON functions.
     """
-    return json.dumps(_finite(value), sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return json.dumps(finite(value), sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
 def idempotency_key(incident_id: str | None, action: str, args: dict[str, Any]) -> str:
@@ -301,14 +302,15 @@ def _apply_and_record(log: ActionLog, apply: Callable[[], Effect], common: dict[
     return log.record(**common, result=result, inverse=inverse)
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities as None: the audit row must be valid JSON (a metric on a window without fraud is NaN)."""
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, inside dicts and lists: strict JSON accepts it (a metric
+    on a window without fraud is NaN, and an audit row or an API answer must still be valid JSON)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {str(k): finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 

@@ -29,6 +29,7 @@ from selfheal.service.hooks import ChatMessage, Decision
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import ActionOut, ChatIn, DecisionIn, Problem, PromoteIn, RollbackIn
 from tools import ToolContext, ToolRefused, ToolRetry, call_tool
+from tools.audit import finite
 
 _ACTOR: Final = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
 
@@ -93,7 +94,7 @@ def _run(name: str, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         raise HTTPException(status_code=409, detail=str(error)) from error
     except ToolRetry as error:
         raise HTTPException(status_code=400, detail=str(error)) from error
-    return views.jsonable(result)  # type: ignore[no-any-return]
+    return finite(result)  # type: ignore[no-any-return]
 
 
 @router.post("/models/{version}/promote", summary="Make a model version the champion", response_model=ActionOut,

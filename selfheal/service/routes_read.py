@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse
 from selfheal.service import views
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import Problem
+from tools.audit import finite
 from tools.runbooks import RunbookError
 
 router = APIRouter(prefix="/v1", tags=["read"])
@@ -105,7 +106,7 @@ def get_model(runtime: Runtime, version: int) -> dict[str, Any]:
 
 @router.get("/serving", summary="What serves now: champion or fallback, thresholds, quarantined features")
 def get_serving(runtime: Runtime) -> dict[str, Any]:
-    return views.jsonable(runtime.engine.status())  # type: ignore[no-any-return]
+    return finite(runtime.engine.status())  # type: ignore[no-any-return]
 
 
 @router.get("/serving/history", summary="Serving-state versions, newest first: who changed what and why")

@@ -8,7 +8,6 @@ way. No web framework is imported here.
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -16,7 +15,7 @@ from typing import Any, Final, Literal
 from monitor.incidents import IncidentManager
 from scorer.errors import ScorerError
 from selfheal.app import Platform
-from tools.audit import ActionLog
+from tools.audit import ActionLog, finite
 from tools.pagers.outbox import OutboxPager
 from tools.runbooks import RunbookLibrary
 
@@ -57,24 +56,13 @@ def existing_incident(platform: Platform, incident_id: str) -> str:
     return key
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with NaN/inf as None, so strict JSON encoders accept it."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
 # -- incidents ----------------------------------------------------------------------------------------
 
 
 def incident_list(platform: Platform, status: str | None = None, *, active_only: bool = False) -> list[dict[str, Any]]:
     """Incidents, oldest first, without their evidence (``incident_detail`` has it)."""
     incidents = IncidentManager(platform.store).list(status, active_only=active_only)
-    return [jsonable(i.model_dump(mode="json", exclude={"evidence"})) for i in incidents]
+    return [finite(i.model_dump(mode="json", exclude={"evidence"})) for i in incidents]
 
 
 def incident_detail(platform: Platform, incident_id: str) -> dict[str, Any]:
@@ -90,7 +78,7 @@ def incident_detail(platform: Platform, incident_id: str) -> dict[str, Any]:
     payload["timeline"] = [
         {"at": str(e.recorded_at), "event": e.event, "detail": _json_or_text(e.detail)} for e in events.itertuples()
     ]
-    return jsonable(payload)
+    return finite(payload)
 
 
 def incident_actions(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
@@ -126,7 +114,7 @@ def actions(
 ) -> list[dict[str, Any]]:
     """Audit-log rows, optionally for one incident and/or action."""
     log = ActionLog(platform.store, platform.serving.clock)
-    return [jsonable(r.model_dump(mode="json")) for r in log.rows(incident_id=incident_id, action=action)]
+    return [finite(r.model_dump(mode="json")) for r in log.rows(incident_id=incident_id, action=action)]
 
 
 def pages(platform: Platform, *, incident_id: str | None = None) -> list[dict[str, Any]]:
@@ -137,7 +125,7 @@ def pages(platform: Platform, *, incident_id: str | None = None) -> list[dict[st
         item = row.model_dump(mode="json")
         item["payload"] = _json_or_text(item["payload"])
         out.append(item)
-    return jsonable(out)  # type: ignore[no-any-return]
+    return finite(out)  # type: ignore[no-any-return]
 
 
 # -- models and serving -------------------------------------------------------------------------------
@@ -165,7 +153,7 @@ def models(platform: Platform) -> dict[str, Any]:
                 "sha256": model.sha256,
             }
         )
-    return jsonable({"models": listed, "aliases": aliases})
+    return finite({"models": listed, "aliases": aliases})
 
 
 def model_detail(platform: Platform, version: int) -> dict[str, Any]:
@@ -179,12 +167,12 @@ def model_detail(platform: Platform, version: int) -> dict[str, Any]:
     payload["metadata"]["has_reference_profile"] = model.metadata.reference_profile is not None
     payload["aliases"] = [a for a, v in platform.registry.aliases().items() if v == version]
     payload["integrity"] = check.model_dump(mode="json")
-    return jsonable(payload)  # type: ignore[no-any-return]
+    return finite(payload)  # type: ignore[no-any-return]
 
 
 def serving_history(platform: Platform, limit: int = 50) -> list[dict[str, Any]]:
     """Serving-state versions, newest first: who changed what, when and why."""
-    return [jsonable(s.model_dump(mode="json")) for s in platform.serving.history(limit=limit)]
+    return [finite(s.model_dump(mode="json")) for s in platform.serving.history(limit=limit)]
 
 
 # -- runbooks -----------------------------------------------------------------------------------------
@@ -192,7 +180,7 @@ def serving_history(platform: Platform, limit: int = 50) -> list[dict[str, Any]]
 
 def runbooks(folder: Path | None) -> list[dict[str, Any]]:
     """Every runbook's front matter (``RunbookError`` if some file does not parse: lint says why)."""
-    return [jsonable(r.front_matter()) for r in RunbookLibrary.load(folder)]
+    return [finite(r.front_matter()) for r in RunbookLibrary.load(folder)]
 
 
 def runbook_detail(folder: Path | None, runbook_id: str) -> dict[str, Any]:
@@ -201,7 +189,7 @@ def runbook_detail(folder: Path | None, runbook_id: str) -> dict[str, Any]:
         runbook = library.get(runbook_id)
     except KeyError as error:
         raise NotFound(str(error.args[0])) from error
-    return jsonable({"id": runbook.id, "front_matter": runbook.front_matter(), "body": runbook.body})
+    return finite({"id": runbook.id, "front_matter": runbook.front_matter(), "body": runbook.body})
 
 
 # -- dead letters -------------------------------------------------------------------------------------
@@ -215,7 +203,7 @@ def dead_letters(platform: Platform, limit: int = 100) -> list[dict[str, Any]]:
         [limit],
     )
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    return [jsonable({str(k): (str(v) if k == "received_at" else v) for k, v in r.items()}) for r in records]
+    return [finite({str(k): (str(v) if k == "received_at" else v) for k, v in r.items()}) for r in records]
 
 
 def _json_or_text(text: Any) -> Any:
