@@ -91,6 +91,7 @@ class AgentRuntime:
         llm: LLMClient | None = None,
         pagers: list[Any] | None = None,
         extras: dict[str, Any] | None = None,
+        after_side_effect: SideEffectHook | None = None,
     ) -> AgentRuntime:
         """The runtime for a platform (anything with ``store``, ``registry``, ``serving``, ``scorer`` and
         ``workspace``) watched by ``monitor``; the runbooks come from ``runbooks_dir`` or the default."""
@@ -109,6 +110,7 @@ class AgentRuntime:
             llm=llm,
             pagers=list(pagers or []),
             extras=dict(extras or {}),
+            after_side_effect=after_side_effect,
         )
 
     def tool_context(

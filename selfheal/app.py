@@ -96,8 +96,8 @@ class Platform:
             llm=LLMClient(llm_config) if llm_config.configured else None,
             pagers=pagers if pagers is not None else build_pagers(PagerConfig.from_env(), self.store, clock=self.clock),
             extras=extras,
+            after_side_effect=after_side_effect,
         )
-        runtime.after_side_effect = after_side_effect
         return Responder(runtime, checkpoints_path(self.workspace.home))
 
     def close(self) -> None:
