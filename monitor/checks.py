@@ -21,7 +21,14 @@ import pandas as pd
 from monitor.counts import SCORE_SUBJECT, SubjectCounts, WindowCounts
 from monitor.findings import Cadence, Finding
 from monitor.profile import CategoricalProfile, NumericProfile, ReferenceProfile
-from monitor.stats import CATEGORICAL_STATS, NUMERIC_STATS, BinnedPair, evaluate, wilson_interval
+from monitor.stats import (
+    CATEGORICAL_STATS,
+    NUMERIC_STATS,
+    BinnedPair,
+    evaluate,
+    top_shifted_bins,
+    wilson_interval,
+)
 from monitor.thresholds import NoDriftBootstrap, benjamini_hochberg, decide_feature
 from store import Store
 
@@ -441,14 +448,7 @@ def _test_subject(
     results["drifted"] = drifted
     results["p_value"] = combined.p_value
     results["effect"] = effect
-    ref_share = pair.ref / max(pair.ref.sum(), 1)
-    cur_share = pair.cur / max(pair.cur.sum(), 1)
-    contribution = (cur_share - ref_share) * np.log((cur_share + 1e-6) / (ref_share + 1e-6))
-    top = np.argsort(contribution)[::-1][:5]
-    results["top_bins"] = [
-        {"bin": int(i), "reference_share": float(ref_share[i]), "current_share": float(cur_share[i]), "psi_contribution": float(contribution[i])}
-        for i in top
-    ]
+    results["top_bins"] = top_shifted_bins(pair)
     return results
 
 

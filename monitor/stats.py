@@ -54,6 +54,7 @@ __all__ = [
     "psi_statistic",
     "quantile_edges",
     "robust_scale",
+    "top_shifted_bins",
     "wasserstein_binned",
     "wasserstein_iqr",
     "wasserstein_iqr_statistic",
@@ -533,6 +534,23 @@ def evaluate(name: str, pair: BinnedPair) -> float:
     if name not in ALL_STATS:
         raise KeyError(f"unknown drift statistic {name!r}; known: {sorted(ALL_STATS)}")
     return _scalar(ALL_STATS[name](pair))
+
+
+def top_shifted_bins(pair: BinnedPair, n: int = 5) -> list[dict[str, Any]]:
+    """The `n` bins of a single (1-D) pair whose share moved most, by their PSI-style contribution.
+
+    Each is ``{"bin": index, "reference_share", "current_share", "psi_contribution"}``, largest first; the
+    contribution ``(cur - ref) * ln(cur / ref)`` (shares nudged by 1e-6 so an empty bin stays finite) is
+    what a drift finding's evidence and the agent's drift report show.
+    """
+    ref = pair.ref / max(pair.ref.sum(), 1)
+    cur = pair.cur / max(pair.cur.sum(), 1)
+    contribution = (cur - ref) * np.log((cur + 1e-6) / (ref + 1e-6))
+    return [
+        {"bin": int(i), "reference_share": float(ref[i]), "current_share": float(cur[i]),
+         "psi_contribution": float(contribution[i])}
+        for i in np.argsort(contribution)[::-1][:n]
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from monitor.checks import categorical_pair, numeric_pair
 from monitor.counts import SCORE_SUBJECT, WindowCounts, load_windows, sum_windows
 from monitor.profile import NumericProfile, ReferenceProfile
 from monitor.runner import Monitor
-from monitor.stats import CATEGORICAL_STATS, NUMERIC_STATS, BinnedPair, evaluate
+from monitor.stats import CATEGORICAL_STATS, NUMERIC_STATS, BinnedPair, evaluate, top_shifted_bins
 from scorer.errors import ScorerError
 from scorer.metrics import auc_roc, average_precision
 from scorer.serving import ServingState, as_naive_utc
@@ -155,19 +155,17 @@ def _pair(profile: ReferenceProfile, subject: str, window: WindowCounts) -> tupl
 
 
 def _top_bins(pair: BinnedPair, edges: list[float] | None, labels: list[str] | None = None) -> list[dict[str, Any]]:
-    ref = pair.ref / max(pair.ref.sum(), 1)
-    cur = pair.cur / max(pair.cur.sum(), 1)
-    contribution = (cur - ref) * np.log((cur + 1e-6) / (ref + 1e-6))
-    bins = []
-    for i in np.argsort(contribution)[::-1][:5]:
+    """The monitor's most shifted bins, each named by its category or its interval."""
+    bins = top_shifted_bins(pair)
+    for entry in bins:
+        i = entry["bin"]
         if labels is not None:
-            where = labels[i] if i < len(labels) else "OTHER"
+            entry["bin"] = labels[i] if i < len(labels) else "OTHER"
         elif edges is not None:
             low = "-inf" if i == 0 else f"{edges[i - 1]:.4g}"
-            where = f"({low}, {edges[i]:.4g}]" if i < len(edges) else f"({edges[-1]:.4g}, inf)"
+            entry["bin"] = f"({low}, {edges[i]:.4g}]" if i < len(edges) else f"({edges[-1]:.4g}, inf)"
         else:
-            where = str(i)
-        bins.append({"bin": where, "reference_share": ref[i], "current_share": cur[i], "psi_contribution": contribution[i]})
+            entry["bin"] = str(i)
     return bins
 
 
