@@ -135,8 +135,9 @@ def _monitored(ctx: ToolContext, start: datetime, end: datetime) -> tuple[Refere
         [hour_start, end],
     )["model_version"].tolist()
     versions = [None if pd.isna(v) else int(v) for v in versions]
+    monitor = _monitor(ctx)  # one monitor, so its profile cache serves every version tried
     for version in versions:
-        profile = _monitor(ctx).profile(version)
+        profile = monitor.profile(version)
         windows = load_windows(ctx.store, hour_start, end, version)
         if profile is not None and windows:
             return profile, sum_windows(windows), versions
