@@ -164,6 +164,7 @@ def test_an_action_twice_has_one_effect_one_audit_row_and_an_inverse_that_restor
     assert row.idempotency_key == idempotency_key("INC-1", case.action, case.args)
     assert row.inverse == first["inverse"] and row.inverse is not None
 
+    ctx.actor = "api:operator"  # undoing is a person's call: the agent may not restore a rolled-back model
     undone = _call(ctx, row.inverse["action"], row.inverse["args"])
     assert undone["status"] == "applied" and undone["repeat"] is False
     assert _serving(ctx.serving.current()) == _serving(before)
@@ -173,8 +174,10 @@ def test_a_repeat_after_an_undo_is_a_new_request(ctx: ToolContext) -> None:
     """Rollback, promote back (the inverse), rollback again: the third call acts, it is not a stale repeat."""
     _copy_of_champion(ctx)
     first = _call(ctx, "rollback_model", {"to_version": 2})
+    ctx.actor = "api:operator"  # a person undoes it (the agent may not restore a rolled-back model) ...
     _call(ctx, first["inverse"]["action"], first["inverse"]["args"])
     assert ctx.serving.current().champion_version == 1
+    ctx.actor = "agent"  # ... and the agent, seeing the same trouble, rolls back again
 
     again = _call(ctx, "rollback_model", {"to_version": 2})
 
@@ -342,6 +345,24 @@ def test_the_rollback_limit_counts_per_champion(ctx: ToolContext) -> None:
     result = _call(ctx, "rollback_model", {"to_version": 3})  # away from v2: its own budget
 
     assert result["from_version"] == 2
+
+
+@pytest.mark.parametrize(("action", "args"), [("rollback_model", {"to_version": 1}), ("promote_model", {"version": 1})])
+def test_the_agent_never_puts_back_a_version_a_rollback_took_out_but_a_human_may(
+    ctx: ToolContext, clock: SimClock, action: str, args: dict[str, Any]
+) -> None:
+    """v1 was rolled back away from (to v2) an hour ago: returning to it is a human's call for a week."""
+    _copy_of_champion(ctx)
+    _call(ctx, "rollback_model", {"to_version": 2})
+    clock.advance(hours=1)
+
+    with pytest.raises(ToolRefused, match=r"model v1 was rolled back away from at .* returning to it needs a human"):
+        call_tool(action, ctx, args)
+    assert ctx.serving.current().champion_version == 2
+
+    ctx.actor = "api:alice"
+    result = _call(ctx, action, args)
+    assert result["status"] == "applied" and ctx.serving.current().champion_version == 1
 
 
 def test_page_goes_through_the_outbox_once_per_incident(ctx: ToolContext) -> None:

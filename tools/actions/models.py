@@ -68,8 +68,8 @@ def rollback_model(ctx: ToolContext, to_version: int) -> dict[str, Any]:
 
 
 def _refuse_known_bad(ctx: ToolContext, to_version: int) -> None:
-    """An agent must not undo a rollback by rolling back again: the version it would return to was
-    taken out of service for a reason within the last week."""
+    """The agent must not put back into service (by a rollback or a promotion) a version that a rollback
+    took out of service within the last week: it was taken out for a reason, and only a human may overrule."""
     if ctx.actor != "agent":
         return
     since = ctx.clock() - timedelta(days=KNOWN_BAD_DAYS)
@@ -86,7 +86,9 @@ def promote_model(ctx: ToolContext, version: int) -> dict[str, Any]:
     """Make a registered model version (usually the challenger) the champion that serves.
 
     Refused when the version is not registered, is already the champion, or its artifact fails its
-    integrity check. Thresholds in force are kept. The inverse rolls back to the replaced champion.
+    integrity check; and, for the agent, when the version was rolled back away from in the last 7 days
+    (known bad: a human decides). Thresholds in force are kept. The inverse rolls back to the replaced
+    champion.
 
     Args:
         version: The registered model version to promote.
@@ -97,6 +99,7 @@ def promote_model(ctx: ToolContext, version: int) -> dict[str, Any]:
         if champion == version:
             raise ToolRefused(f"model v{version} is already the champion; nothing to promote")
         require_verified(ctx, version, "promote")
+        _refuse_known_bad(ctx, version)
         challenger = ctx.registry.alias("challenger")
         reason = change_reason(ctx, "promote_model")
         try:
