@@ -12,10 +12,11 @@ Everything else (timeouts, retries, prices) is set in code or through `from_env(
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from tools.env import env_values
 
 DEFAULT_MODEL = "gpt-4o-mini"
 OPENAI_API_URL = "https://api.openai.com/v1"
@@ -68,12 +69,7 @@ class LLMConfig(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> LLMConfig:
         """Settings from environment variables (`os.environ` unless `env` is given), then `overrides`."""
-        source = os.environ if env is None else env
-        values: dict[str, object] = {
-            field: source[var] for field, var in ENV_VARS.items() if source.get(var, "").strip()
-        }
-        values.update(overrides)
-        return cls.model_validate(values)
+        return cls.model_validate({**env_values(ENV_VARS, env), **overrides})
 
     @property
     def configured(self) -> bool:

@@ -13,7 +13,6 @@ are `SecretStr` here and never appear in a repr, a log line or an error.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -22,6 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from store import Store
+from tools.env import env_values
 from tools.pagers.base import Pager
 from tools.pagers.console import ConsolePager
 from tools.pagers.outbox import OutboxPager
@@ -69,12 +69,7 @@ class PagerConfig(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> PagerConfig:
         """Settings from environment variables (`os.environ` unless `env` is given), then `overrides`."""
-        source = os.environ if env is None else env
-        values: dict[str, object] = {
-            field: source[var] for field, var in ENV_VARS.items() if source.get(var, "").strip()
-        }
-        values.update(overrides)
-        return cls.model_validate(values)
+        return cls.model_validate({**env_values(ENV_VARS, env), **overrides})
 
     @property
     def channels(self) -> list[str]:
