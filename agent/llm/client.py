@@ -24,6 +24,7 @@ from tenacity import RetryCallState, RetryError, Retrying, stop_after_attempt, w
 from agent.llm.config import LLMConfig
 from agent.llm.errors import LLMError, LLMRequestError, LLMUnavailable
 from agent.llm.replay import ExchangeLog, Json
+from tools.pagers.transport import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -301,18 +302,7 @@ def _retry_if_transient(state: RetryCallState) -> bool:
 
 
 def _retry_after_s(error: BaseException | None) -> float | None:
-    if not isinstance(error, openai.APIStatusError):
-        return None
-    headers = error.response.headers
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) / scale)
-        except ValueError:
-            continue  # an HTTP date: rare from model servers, and the capped backoff covers it
-    return None
+    return retry_after_seconds(error.response.headers) if isinstance(error, openai.APIStatusError) else None
 
 
 def _describe(error: BaseException | None) -> str:

@@ -76,7 +76,7 @@ def post_json(
         attempts += 1
         response = client.post(url, json=payload)
         if response.status_code == 429 or response.status_code >= 500:
-            raise _RetryableStatus(response, _retry_after_seconds(response))
+            raise _RetryableStatus(response, retry_after_seconds(response.headers))
         return response
 
     retrying = Retrying(
@@ -156,23 +156,29 @@ def _waiter(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
     return wait
 
 
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    """The Retry-After header in seconds (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long a 429/503 response asks us to wait, in seconds, or None.
+
+    Reads ``retry-after-ms`` (OpenAI-compatible servers), then ``retry-after`` as delta-seconds or an
+    HTTP date. Used by the pagers and by the LLM client.
+    """
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        value = value.strip()
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None
 
 
 def _excerpt(response: httpx.Response) -> str:
