@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pandas as pd
-
-from evals.faults import make_fault
 from evals.live import LiveWorld, SimClock
 from monitor.runner import Monitor
 from selfheal.app import Platform
@@ -45,14 +42,12 @@ def feature_outage(
 ) -> FeatureOutage:
     """Copy the template to `home` and set up `days` live days where `feature` is null in live hours `outage`."""
     shutil.copytree(small_world.template, home)
-    start = (pd.Timestamp(small_world.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)).to_pydatetime()
+    start = small_world.live_start
     clock = SimClock(start)
     platform = Platform(Workspace(home), clock=clock)
     platform.scorer.features.observe(small_world.history)
     monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
-    fault = make_fault(
-        "feature_nulls", {"features": [feature], "rate": 1.0}, start + outage[0] * HOUR, start + outage[1] * HOUR
-    )
+    fault = small_world.fault("feature_nulls", {"features": [feature], "rate": 1.0}, 0, outage[0], outage[1] - outage[0])
     live = LiveWorld(
         platform, small_world.simulator, clock=clock, start_day=HISTORY_DAYS, days=days, faults=[fault],
         history=small_world.history, on_hour=lambda end, _report: monitor.run_hour(end - HOUR),

@@ -9,7 +9,6 @@ older incident of the same kind with audit rows, a serving change and two runboo
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import json
 import os
 import shutil
@@ -23,12 +22,9 @@ import pandas as pd
 import pytest
 
 import tools.sql  # noqa: F401  (registers sql and describe_tables)
-from evals.faults import make_fault
-from evals.live import LiveWorld, SimClock
-from monitor.runner import Monitor
 from selfheal.app import Platform
-from store import Workspace
-from tests.conftest import HISTORY_DAYS, SmallWorld
+from tests.conftest import SmallWorld
+from tests.incident_worlds import feature_outage
 from tools.context import ToolContext
 from tools.errors import ToolRetry
 from tools.read import compact, parse_window
@@ -54,24 +50,11 @@ class Seeded:
 
 @pytest.fixture(scope="module")
 def seeded(small_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
-    home = tmp_path_factory.mktemp("read-tools") / "workspace"
-    shutil.copytree(small_world.template, home)
-    start = (pd.Timestamp(small_world.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)).to_pydatetime()
-    clock = SimClock(start)
-    platform = Platform(Workspace(home), clock=clock)
-    platform.scorer.features.observe(small_world.history)
-    monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
-    fault = make_fault(
-        "feature_nulls", {"features": ["terminal_risk_7d"], "rate": 1.0}, start + FAULT[0] * HOUR, start + FAULT[1] * HOUR
+    world = feature_outage(
+        small_world, tmp_path_factory.mktemp("read-tools") / "workspace", feature="terminal_risk_7d", outage=FAULT, days=2
     )
-    def after_hour(end: datetime, report: object) -> None:
-        monitor.run_hour(end - HOUR)
-
-    live = LiveWorld(
-        platform, small_world.simulator, clock=clock, start_day=HISTORY_DAYS, days=2, faults=[fault],
-        history=small_world.history, on_hour=after_hour,
-    )
-    list(itertools.islice(live.hours(), HOURS))
+    list(world.play(HOURS))
+    platform, monitor, clock, start, home = world.platform, world.monitor, world.clock, world.live_start, world.platform.workspace.home
     incident = next(i for i in monitor.incidents.list() if i.kind == "data_quality")
     _seed_history(platform, incident.incident_id, start)
     runbooks = home / "runbooks"
