@@ -28,8 +28,8 @@ HISTORY_DAYS = 45
 FAST_PARAMS = TrainParams(n_estimators=60, early_stopping_rounds=10, nthread=1)
 
 
-# The responder tests' world: big enough that every demo fault is detected within its deadline.
-RESPONDER_WORLD = WorldConfig(seed=5, customers=1000, terminals=2000)
+# The monitor's and the responder's tests world: big enough that every fault is detected within its deadline.
+MEDIUM_WORLD = WorldConfig(seed=5, customers=1000, terminals=2000)
 
 
 @dataclass
@@ -73,9 +73,9 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
 
 
 @pytest.fixture(scope="session")
-def responder_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
-    """The world the responder tests play faults in (built once per session)."""
-    return build_world(RESPONDER_WORLD, tmp_path_factory.mktemp("responder-world"), simulated_time=True)
+def medium_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
+    """The world the monitor and responder tests play faults in (trained once per session)."""
+    return build_world(MEDIUM_WORLD, tmp_path_factory.mktemp("medium-world"), simulated_time=True)
 
 
 @pytest.fixture

@@ -30,12 +30,12 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from tests.conftest import HISTORY_DAYS, RESPONDER_WORLD, SmallWorld
+    from tests.conftest import HISTORY_DAYS, MEDIUM_WORLD, SmallWorld
     from tests.responder_worlds import play
     from scorer.simulate import Simulator
 
     template, home, node, what = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-    simulator = Simulator(RESPONDER_WORLD)
+    simulator = Simulator(MEDIUM_WORLD)
     world = SmallWorld(simulator, simulator.generate(0, HISTORY_DAYS), template)
 
     def crash(at_node: str, at_what: str) -> None:
@@ -59,9 +59,9 @@ CHILD = textwrap.dedent(
     ],
 )
 def test_a_kill_inside_a_side_effecting_node_resumes_without_repeating_anything(
-    responder_world: SmallWorld, tmp_path: Path, node: str, what: str
+    medium_world: SmallWorld, tmp_path: Path, node: str, what: str
 ) -> None:
-    world = responder_world
+    world = medium_world
     home = tmp_path / "ws"
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(world.template), str(home), node, what],

@@ -36,9 +36,9 @@ GOOD = {
 
 
 @pytest.fixture(scope="module")
-def opened(responder_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
+def opened(medium_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
     """A bad deploy detected by the monitor; nobody has investigated it yet."""
-    world = responder_world
+    world = medium_world
     fault = world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
     return play(world, tmp_path_factory.mktemp("llm-opened") / "ws", [fault], days=1, respond=False,
                 stop=lambda events: any(e.what == "opened" for e in events))

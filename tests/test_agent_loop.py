@@ -30,17 +30,17 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
 @pytest.fixture(scope="module")
-def feature_break(responder_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
+def feature_break(medium_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
     """Two minor features go null for six hours (the upstream job is fixed by its owners)."""
-    fault = responder_world.fault("feature_nulls", {"features": ["customer_avg_amount_30d", "terminal_tx_count_30d"]}, 0, 9, 6)
-    return play(responder_world, tmp_path_factory.mktemp("feature-break") / "ws", [fault], days=1)
+    fault = medium_world.fault("feature_nulls", {"features": ["customer_avg_amount_30d", "terminal_tx_count_30d"]}, 0, 9, 6)
+    return play(medium_world, tmp_path_factory.mktemp("feature-break") / "ws", [fault], days=1)
 
 
 @pytest.fixture(scope="module")
-def bad_deploy(responder_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
-    fault = responder_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
+def bad_deploy(medium_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Played:
+    fault = medium_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
     # score_drift is a daily check: verification waits for a whole day after the rollback.
-    return play(responder_world, tmp_path_factory.mktemp("bad-deploy") / "ws", [fault], days=2)
+    return play(medium_world, tmp_path_factory.mktemp("bad-deploy") / "ws", [fault], days=2)
 
 
 def _audit(home: Path) -> list[Any]:
@@ -130,13 +130,13 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def test_no_runbook_means_abstain_and_page(responder_world: SmallWorld, tmp_path: Path) -> None:
+def test_no_runbook_means_abstain_and_page(medium_world: SmallWorld, tmp_path: Path) -> None:
     """With only an unrelated runbook installed, the planner abstains rather than guess, and pages."""
     runbooks = tmp_path / "runbooks"
     runbooks.mkdir()
     shutil.copy(REPO / "runbooks" / "label_pipeline_stall.md", runbooks)
-    fault = responder_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
-    played = play(responder_world, tmp_path / "ws", [fault], days=1, runbooks_dir=runbooks,
+    fault = medium_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
+    played = play(medium_world, tmp_path / "ws", [fault], days=1, runbooks_dir=runbooks,
                   stop=lambda events: any(e.what == "investigated" for e in events))
     state = played.run_for("INC-1")["state"]
     assert state["diagnosis"]["abstained"] is True and state["diagnosis"]["runbook_id"] is None
@@ -150,15 +150,15 @@ def test_no_runbook_means_abstain_and_page(responder_world: SmallWorld, tmp_path
 
 
 @pytest.fixture(scope="module")
-def paused(responder_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> tuple[Played, Path]:
+def paused(medium_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> tuple[Played, Path]:
     """A bad deploy where the runbook says a human must approve the rollback: the graph pauses."""
     runbooks = tmp_path_factory.mktemp("approval-runbooks")
     for path in (REPO / "runbooks").glob("*.md"):
         shutil.copy(path, runbooks)
     text = (runbooks / "bad_model_deploy.md").read_text()
     (runbooks / "bad_model_deploy.md").write_text(text.replace("rollback_model: auto", "rollback_model: human"))
-    fault = responder_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
-    played = play(responder_world, tmp_path_factory.mktemp("paused") / "ws", [fault], days=1, runbooks_dir=runbooks,
+    fault = medium_world.fault("bad_deploy", {"mode": "inverted_labels"}, 0, 9)
+    played = play(medium_world, tmp_path_factory.mktemp("paused") / "ws", [fault], days=1, runbooks_dir=runbooks,
                   stop=lambda events: any(e.what == "investigated" for e in events))
     return played, runbooks
 

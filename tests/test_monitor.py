@@ -9,27 +9,24 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from evals.faults import FAULTS, make_fault
 from evals.live import LiveWorld, SimClock
 from monitor.incidents import Incident
-from monitor.reference import train_register_and_profile
 from monitor.runner import Monitor
 from monitor.stats import histogram_counts, psi
 from scorer import columns as C
-from scorer.simulate import Simulator, WorldConfig
+from scorer.simulate import WorldConfig
 from selfheal.app import Platform
 from store import Workspace
-from tests.conftest import FAST_PARAMS
+from tests.conftest import HISTORY_DAYS, SmallWorld, build_world
 
-HISTORY_DAYS = 45
 HOUR = timedelta(hours=1)
 # Each detection case appends (fault, kind, time to detect) here; the table is written as a test artifact.
 DETECTIONS: list[dict[str, Any]] = []
@@ -46,29 +43,9 @@ def _write_detection_table() -> Iterator[None]:
         (ARTIFACTS / "monitor_detection.md").write_text("\n".join(lines) + "\n")
 
 
-@dataclass
-class MonitoredWorld:
-    simulator: Simulator
-    history: pd.DataFrame
-    template: Path
-
-    @property
-    def live_start(self) -> datetime:
-        return (pd.Timestamp(self.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)).to_pydatetime()
-
-
-def _build_world(factory: pytest.TempPathFactory, config: WorldConfig, name: str) -> MonitoredWorld:
-    simulator = Simulator(config)
-    history = simulator.generate(0, HISTORY_DAYS)
-    template = factory.mktemp(name)
-    with Platform(Workspace(template)) as platform:
-        train_register_and_profile(platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture")
-    return MonitoredWorld(simulator, history, template)
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> MonitoredWorld:
-    return _build_world(tmp_path_factory, WorldConfig(seed=5, customers=1000, terminals=2000), "monitor-world")
+def world(medium_world: SmallWorld) -> SmallWorld:
+    return medium_world
 
 
 @dataclass
@@ -82,10 +59,10 @@ class Played:
 
 
 @pytest.fixture
-def play(world: MonitoredWorld, tmp_path: Path) -> Iterator[Any]:
+def play(world: SmallWorld, tmp_path: Path) -> Iterator[Any]:
     opened: list[Platform] = []
 
-    def run(faults: list[Any], days: int, target: MonitoredWorld | None = None) -> Played:
+    def run(faults: list[Any], days: int, target: SmallWorld | None = None) -> Played:
         chosen = target or world
         home = tmp_path / f"ws{len(opened)}"
         shutil.copytree(chosen.template, home)
@@ -112,21 +89,17 @@ def play(world: MonitoredWorld, tmp_path: Path) -> Iterator[Any]:
         platform.close()
 
 
-def _at(world: MonitoredWorld, day: int, hour: int) -> datetime:
-    return world.live_start + timedelta(days=day, hours=hour)
-
-
 # -- silence --------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def seasonal_world(tmp_path_factory: pytest.TempPathFactory) -> MonitoredWorld:
+def seasonal_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
     """Daily seasonality (time of day) and weekly seasonality (quieter weekends)."""
     config = WorldConfig(seed=9, customers=1000, terminals=2000, weekend_activity=0.75)
-    return _build_world(tmp_path_factory, config, "seasonal-world")
+    return build_world(config, tmp_path_factory.mktemp("seasonal-world"))
 
 
-def test_thirty_days_without_faults_raise_no_incident(play: Any, seasonal_world: MonitoredWorld) -> None:
+def test_thirty_days_without_faults_raise_no_incident(play: Any, seasonal_world: SmallWorld) -> None:
     """Acceptance 1 (first half): 30 days of no-fault traffic with daily and weekly seasonality."""
     played = play([], days=30, target=seasonal_world)
     incidents = played.incidents()
@@ -171,9 +144,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.kind for c in CASES])
-def test_fault_is_detected_in_time_with_the_right_kind_and_features(play: Any, world: MonitoredWorld, case: Case) -> None:
+def test_fault_is_detected_in_time_with_the_right_kind_and_features(play: Any, world: SmallWorld, case: Case) -> None:
     """Acceptance 2: data quality and ops within an hour (latency: a confirming hour), drift within a day."""
-    start = _at(world, *case.start)
+    start = world.at(*case.start)
     fault = make_fault(case.kind, case.params, start, None)
     played = play([fault], days=case.days)
     expected_kinds = set(FAULTS[case.kind].expected_kinds)
@@ -197,9 +170,9 @@ def test_fault_is_detected_in_time_with_the_right_kind_and_features(play: Any, w
     assert set(case.features) <= named, (case.features, named)
 
 
-def test_new_fraud_pattern_is_detected_when_its_labels_mature(play: Any, world: MonitoredWorld) -> None:
+def test_new_fraud_pattern_is_detected_when_its_labels_mature(play: Any, world: SmallWorld) -> None:
     """Performance decay needs labels: detection within label maturity (7 days) + 1 day."""
-    start = _at(world, 1, 0)
+    start = world.at(1, 0)
     fault = make_fault("new_fraud_pattern", FAULTS["new_fraud_pattern"].example_params, start, None)
     played = play([fault], days=10)
     kinds = {i.kind for i in played.incidents()}
@@ -213,10 +186,10 @@ def test_new_fraud_pattern_is_detected_when_its_labels_mature(play: Any, world: 
 
 
 def test_a_three_day_feature_outage_is_one_data_quality_incident_and_no_drift_incident(
-    play: Any, world: MonitoredWorld
+    play: Any, world: SmallWorld
 ) -> None:
     """Acceptance 4: dedup, persistence and folding keep a long fault to one incident."""
-    start = _at(world, 0, 8)
+    start = world.at(0, 8)
     fault = make_fault(
         "feature_nulls", {"features": ["terminal_risk_7d", "terminal_risk_30d"], "rate": 1.0}, start, start + timedelta(days=3)
     )
@@ -228,10 +201,10 @@ def test_a_three_day_feature_outage_is_one_data_quality_incident_and_no_drift_in
 
 
 def test_card_testing_is_missed_by_equal_width_psi_but_caught_by_the_profile_bins(
-    play: Any, world: MonitoredWorld
+    play: Any, world: SmallWorld
 ) -> None:
     """Acceptance 3: 5 % of traffic moved to micro-amounts."""
-    start = _at(world, 0, 0)
+    start = world.at(0, 0)
     played = play([make_fault("card_testing", {"share": 0.05, "amount_max": 2.0}, start, None)], days=1)
     kinds = {i.kind for i in played.incidents()}
     assert "data_drift" in kinds
@@ -246,8 +219,8 @@ def test_card_testing_is_missed_by_equal_width_psi_but_caught_by_the_profile_bin
     assert psi(ref_counts, cur_counts) < 0.1, "equal-width PSI should not see card testing"
 
 
-def test_benign_seasonal_shift_raises_no_incident(play: Any, world: MonitoredWorld) -> None:
-    start = _at(world, 1, 0)
+def test_benign_seasonal_shift_raises_no_incident(play: Any, world: SmallWorld) -> None:
+    start = world.at(1, 0)
     fault = make_fault("benign_seasonal", FAULTS["benign_seasonal"].example_params, start, None)
     played = play([fault], days=2)
     assert played.incidents() == [], [(i.kind, i.title) for i in played.incidents()]
@@ -256,12 +229,12 @@ def test_benign_seasonal_shift_raises_no_incident(play: Any, world: MonitoredWor
 # -- re-evaluation (verification after a remediation) --------------------------------------------
 
 
-def test_evaluate_check_sees_the_same_history_in_a_fresh_process(play: Any, world: MonitoredWorld) -> None:
+def test_evaluate_check_sees_the_same_history_in_a_fresh_process(play: Any, world: SmallWorld) -> None:
     """`Monitor.evaluate_check` in a monitor that never ran (a CLI or service process) judges each stored
     hour on the same trailing hours as the monitor that counted them: label_freshness looks back a day."""
-    stall = _at(world, 1, 0)
+    stall = world.at(1, 0)
     played = play([make_fault("label_stall", {}, stall, None)], days=3)
-    since, until = _at(world, 1, 12), _at(world, 2, 12)
+    since, until = world.at(1, 12), world.at(2, 12)
     platform = played.platform
     fresh = Monitor(platform.store, platform.registry, platform.serving, clock=platform.scorer.clock)
 
