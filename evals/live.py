@@ -57,6 +57,10 @@ class SimClock:
     def __call__(self) -> datetime:
         return self.now
 
+    def advance(self, **delta: float) -> None:
+        """Move forward by ``timedelta(**delta)`` (``advance(hours=1)``)."""
+        self.set(self.now + timedelta(**delta))
+
     def set(self, moment: datetime) -> None:
         """Move to ``moment``.
 

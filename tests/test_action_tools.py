@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import tools.actions  # registers the action tools
+from evals.live import SimClock
 from monitor.incidents import IncidentManager
 from scorer.serving import ServingState
 from selfheal.app import Platform
@@ -25,19 +26,6 @@ from tools.registry import TOOLS, call_tool
 
 START = datetime(2018, 5, 16, 9, 0)  # the morning after the small world's 45 days of history
 FEATURE = "terminal_risk_7d"
-
-
-class SimClock:
-    """Simulated time that moves only when a test moves it."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def _open_incident(store: Store, incident_id: str, at: datetime) -> None:
