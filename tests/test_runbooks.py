@@ -603,6 +603,25 @@ def test_scope_fields_are_what_the_linter_accepts_and_every_shipped_expression_e
     assert evaluated > 40
 
 
+def test_threshold_runbook_restores_the_review_threshold_a_rollout_lowered_with_the_decline_one(
+    platform: Platform,
+) -> None:
+    """A rollout of 0.0035 drags the review threshold down with it; restoring only the decline threshold
+    left the review band flagging most traffic, so the alert rate never verified (the demo's INC-2)."""
+    before = platform.serving.current()
+    platform.serving.update(actor="deploy-bot", reason="rollout", threshold=0.0035, review_threshold=0.0035)
+    at = platform.serving.current().changed_at + timedelta(hours=1)
+    finding = _checks_on_a_synthetic_window(platform)["alert_rate"][0]
+    scope = build_scope(_incident(finding, at), platform.serving, platform.registry)
+    assert scope["serving"]["previous_threshold"] == before.threshold
+    assert scope["serving"]["previous_review_threshold"] == before.review_threshold
+    assert scope["serving"]["hours_since_threshold_change"] == 1.0
+    remediate = next(
+        s for s in RunbookLibrary.load(SHIPPED_RUNBOOKS).get("threshold_misconfig").steps if s.name == "set_threshold"
+    )
+    assert render(remediate.args, scope) == {"value": before.threshold, "review_threshold": before.review_threshold}
+
+
 def test_shipped_read_steps_run_against_a_real_workspace(platform: Platform) -> None:
     """Every tool step whose arguments are fixed (SQL queries, report windows) runs as written."""
     load_tools()

@@ -16,7 +16,9 @@ from scorer.errors import ScorerError
 from scorer.registry import ModelRegistry
 from scorer.serving import ServingState, ServingStateStore
 
-SERVING_EXTRAS = frozenset({"previous_threshold", "hours_since_threshold_change"})
+# previous_review_threshold travels with previous_threshold: a rollout that lowered both must be
+# undone for both, or the review band keeps flagging what the restored decline threshold lets through.
+SERVING_EXTRAS = frozenset({"previous_threshold", "previous_review_threshold", "hours_since_threshold_change"})
 MODEL_FIELDS = frozenset(
     {
         "version",  # the champion, or None
@@ -58,15 +60,17 @@ def _hours(later: datetime, earlier: datetime) -> float:
 def _serving(serving: ServingStateStore, at: datetime) -> dict[str, Any]:
     current = serving.current()
     previous_threshold: float | None = None
+    previous_review_threshold: float | None = None
     set_at: datetime | None = None
     for state in serving.history():  # newest first: walk back to where the threshold was different
         if state.threshold != current.threshold:
-            previous_threshold = state.threshold
+            previous_threshold, previous_review_threshold = state.threshold, state.review_threshold
             break
         set_at = state.changed_at
     return {
         **current.model_dump(mode="json"),
         "previous_threshold": previous_threshold,
+        "previous_review_threshold": previous_review_threshold,
         "hours_since_threshold_change": _hours(at, set_at)
         if previous_threshold is not None and set_at
         else None,
