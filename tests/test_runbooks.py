@@ -617,9 +617,14 @@ def test_threshold_runbook_restores_the_review_threshold_a_rollout_lowered_with_
     assert scope["serving"]["previous_review_threshold"] == before.review_threshold
     assert scope["serving"]["hours_since_threshold_change"] == 1.0
     remediate = next(
-        s for s in RunbookLibrary.load(SHIPPED_RUNBOOKS).get("threshold_misconfig").steps if s.name == "set_threshold"
+        s
+        for s in RunbookLibrary.load(SHIPPED_RUNBOOKS).get("threshold_misconfig").steps
+        if s.name == "set_threshold"
     )
-    assert render(remediate.args, scope) == {"value": before.threshold, "review_threshold": before.review_threshold}
+    assert render(remediate.args, scope) == {
+        "value": before.threshold,
+        "review_threshold": before.review_threshold,
+    }
 
 
 def test_shipped_read_steps_run_against_a_real_workspace(platform: Platform) -> None:

@@ -18,7 +18,9 @@ from scorer.serving import ServingState, ServingStateStore
 
 # previous_review_threshold travels with previous_threshold: a rollout that lowered both must be
 # undone for both, or the review band keeps flagging what the restored decline threshold lets through.
-SERVING_EXTRAS = frozenset({"previous_threshold", "previous_review_threshold", "hours_since_threshold_change"})
+SERVING_EXTRAS = frozenset(
+    {"previous_threshold", "previous_review_threshold", "hours_since_threshold_change"}
+)
 MODEL_FIELDS = frozenset(
     {
         "version",  # the champion, or None
