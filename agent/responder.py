@@ -27,7 +27,7 @@ from agent.context import AgentRuntime
 from agent.graph import build_graph
 from agent.state import Planner
 from scorer.serving import as_naive_utc
-from store import where_equal
+from store import Store, where_equal
 from tools.audit import canonical_json
 
 RunStatus = Literal["done", "waiting_approval", "waiting_data", "running"]
@@ -114,7 +114,9 @@ class Responder:
         thread = f"{incident.incident_id}/{attempt}"
         chosen = self.planner(planner)
         self._record(thread, incident.incident_id, attempt, chosen, "running", {}, None)
-        return self._invoke(thread, incident.incident_id, {"incident_id": incident.incident_id, "planner": chosen})
+        return self._invoke(
+            thread, incident.incident_id, {"incident_id": incident.incident_id, "planner": chosen}
+        )
 
     def approve(self, incident_id: str, *, by: str, note: str = "") -> RunResult:
         """Approve the actions a paused run waits on, and let it continue."""
@@ -130,7 +132,9 @@ class Responder:
         waiting = _waiting(snapshot)
         if waiting is None or waiting.get("type") != "wait_for_data":
             raise ResponderError(f"{thread_id} is not waiting for data")
-        return self._invoke(thread_id, snapshot.values["incident_id"], Command(resume={"now": self.runtime.now_iso()}))
+        return self._invoke(
+            thread_id, snapshot.values["incident_id"], Command(resume={"now": self.runtime.now_iso()})
+        )
 
     def wake_due(self, now: datetime | None = None) -> list[RunResult]:
         """Resume every run waiting for data whose ``not_before`` time has come."""
@@ -150,19 +154,14 @@ class Responder:
 
     def latest_thread(self, incident_id: str) -> str | None:
         value = self.runtime.store.scalar(
-            "SELECT thread_id FROM agent_runs WHERE incident_id = ? ORDER BY attempt DESC LIMIT 1", [incident_id]
+            "SELECT thread_id FROM agent_runs WHERE incident_id = ? ORDER BY attempt DESC LIMIT 1",
+            [incident_id],
         )
         return None if value is None else str(value)
 
     def runs(self, *, incident_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """Rows of ``agent_runs`` (JSON columns decoded), oldest first."""
-        clause, params = where_equal(incident_id=incident_id, status=status)
-        frame = self.runtime.store.query(f"SELECT * FROM agent_runs{clause} ORDER BY started_at, attempt", params)
-        rows = frame.to_dict("records")
-        for row in rows:
-            for column in ("waiting", "state"):
-                row[column] = json.loads(row[column]) if isinstance(row[column], str) else None
-        return rows
+        return agent_runs(self.runtime.store, incident_id=incident_id, status=status)
 
     def state(self, thread_id: str) -> dict[str, Any]:
         return dict(self.graph.get_state(self._config(thread_id)).values)
@@ -180,7 +179,10 @@ class Responder:
         return self._invoke(thread, snapshot.values["incident_id"], Command(resume=answer))
 
     def _config(self, thread_id: str) -> RunnableConfig:
-        return {"configurable": {"thread_id": thread_id}, "recursion_limit": self.runtime.config.recursion_limit}
+        return {
+            "configurable": {"thread_id": thread_id},
+            "recursion_limit": self.runtime.config.recursion_limit,
+        }
 
     def _invoke(self, thread_id: str, incident_id: str, payload: Any) -> RunResult:
         self.graph.invoke(payload, self._config(thread_id), context=self.runtime, durability="sync")  # type: ignore[call-overload]
@@ -195,14 +197,33 @@ class Responder:
             status = "running" if snapshot.next else "done"
         values = dict(snapshot.values)
         attempt = int(thread_id.rsplit("/", 1)[-1])
-        self._record(thread_id, incident_id, attempt, str(values.get("planner", "deterministic")), status, values, waiting)
+        self._record(
+            thread_id,
+            incident_id,
+            attempt,
+            str(values.get("planner", "deterministic")),
+            status,
+            values,
+            waiting,
+        )
         return RunResult(thread_id, incident_id, status, values, waiting)
 
     def _attempts(self, incident_id: str) -> int:
-        return int(self.runtime.store.scalar("SELECT count(*) FROM agent_runs WHERE incident_id = ?", [incident_id]) or 0)
+        return int(
+            self.runtime.store.scalar("SELECT count(*) FROM agent_runs WHERE incident_id = ?", [incident_id])
+            or 0
+        )
 
-    def _record(self, thread_id: str, incident_id: str, attempt: int, planner: str, status: str,
-                values: dict[str, Any], waiting: dict[str, Any] | None) -> None:
+    def _record(
+        self,
+        thread_id: str,
+        incident_id: str,
+        attempt: int,
+        planner: str,
+        status: str,
+        values: dict[str, Any],
+        waiting: dict[str, Any] | None,
+    ) -> None:
         now = as_naive_utc(self.runtime.clock())
         diagnosis = values.get("diagnosis") or {}
         verification = values.get("verification") or {}
@@ -214,8 +235,16 @@ class Responder:
             "outcome = excluded.outcome, root_cause = excluded.root_cause, runbook_id = excluded.runbook_id, "
             "verified = excluded.verified, paged = excluded.paged, waiting = excluded.waiting, state = excluded.state",
             [
-                thread_id, incident_id, attempt, planner, status, now, now, values.get("outcome"),
-                diagnosis.get("root_cause"), diagnosis.get("runbook_id"),
+                thread_id,
+                incident_id,
+                attempt,
+                planner,
+                status,
+                now,
+                now,
+                values.get("outcome"),
+                diagnosis.get("root_cause"),
+                diagnosis.get("runbook_id"),
                 None if not verification else verification.get("status") == "verified",
                 bool(page.get("sent")) if page else None,
                 None if waiting is None else canonical_json(waiting),
@@ -236,3 +265,16 @@ def _waiting(snapshot: Any) -> dict[str, Any] | None:
 def checkpoints_path(home: Path) -> Path:
     """Where a workspace keeps the responder's checkpoints."""
     return Path(home) / CHECKPOINTS_FILE
+
+
+def agent_runs(
+    store: Store, *, incident_id: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows of ``agent_runs`` (JSON columns decoded), oldest first: what readers need without a responder."""
+    clause, params = where_equal(incident_id=incident_id, status=status)
+    frame = store.query(f"SELECT * FROM agent_runs{clause} ORDER BY started_at, attempt", params)
+    rows = frame.to_dict("records")
+    for row in rows:
+        for column in ("waiting", "state"):
+            row[column] = json.loads(row[column]) if isinstance(row[column], str) else None
+    return rows

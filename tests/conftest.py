@@ -40,13 +40,17 @@ class SmallWorld:
 
     @property
     def live_start(self) -> datetime:
-        return (pd.Timestamp(self.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)).to_pydatetime()
+        return (
+            pd.Timestamp(self.simulator.config.start_date) + pd.Timedelta(days=HISTORY_DAYS)
+        ).to_pydatetime()
 
     def at(self, day: int, hour: int) -> datetime:
         """An instant as an offset into the live period."""
         return self.live_start + timedelta(days=day, hours=hour)
 
-    def fault(self, kind: str, params: dict[str, Any], day: int, hour: int, hours: int | None = None) -> Fault:
+    def fault(
+        self, kind: str, params: dict[str, Any], day: int, hour: int, hours: int | None = None
+    ) -> Fault:
         """A fault starting at live ``day`` ``hour``, lasting ``hours`` (None: until remediated)."""
         start = self.at(day, hour)
         return make_fault(kind, params, start, None if hours is None else start + timedelta(hours=hours))
@@ -63,7 +67,9 @@ def build_world(config: WorldConfig, template: Path, *, simulated_time: bool = F
     world = SmallWorld(simulator, history, template)
     clock = (lambda: world.live_start) if simulated_time else None
     with Platform(Workspace(template), clock=clock) as platform:
-        train_register_and_profile(platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture")
+        train_register_and_profile(
+            platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture"
+        )
     return world
 
 
@@ -76,6 +82,38 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
 def medium_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
     """The world the monitor and responder tests play faults in (trained once per session)."""
     return build_world(MEDIUM_WORLD, tmp_path_factory.mktemp("medium-world"), simulated_time=True)
+
+
+# `make demo`'s story (three faults) on a smaller world: still three incidents, each fixed and verified.
+SMALL_DEMO = {"customers": 1500, "terminals": 3000, "history_days": 40, "live_days": 7, "seed": 0}
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    home: Path  # the finished demo workspace; copy it (`demo_home`) before changing anything
+    summary: dict[str, float]
+    output: str  # what the demo printed
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The demo played once per session (about 40 s) for the tests of what people do with its incidents."""
+    from rich.console import Console
+
+    from selfheal.demo import DemoConfig, run_demo
+
+    home = tmp_path_factory.mktemp("demo") / "workspace"
+    console = Console(record=True, width=160, force_terminal=False)
+    summary = run_demo(DemoConfig(home=home, **SMALL_DEMO), console)
+    return DemoRun(home, summary, console.export_text())
+
+
+@pytest.fixture
+def demo_home(demo_run: DemoRun, tmp_path: Path) -> Path:
+    """A private copy of the demo workspace, free to change."""
+    home = tmp_path / "demo-workspace"
+    shutil.copytree(demo_run.home, home)
+    return home
 
 
 @pytest.fixture

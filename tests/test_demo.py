@@ -1,0 +1,88 @@
+"""`selfheal demo`'s story, played once at a small size: three faults, each found, fixed and verified.
+
+The acceptance of the responder (issue 5) in one place: the incidents the demo raises carry the root
+cause of the fault that raised them, each fix verifies, exactly one page goes out (the feature outage,
+whose runbook always wants a person) and the two self-healed incidents record why nobody was paged. The
+HTML report of a demo incident renders with its charts in headless Chromium.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.responder import agent_runs
+from monitor.incidents import IncidentManager
+from selfheal.app import Platform
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_executable, decode_png
+from tests.conftest import DemoRun
+
+EXPECTED = {  # incident -> (root cause, action the fix needs, paged)
+    "INC-1": ("feature_pipeline_break", "quarantine_feature", True),
+    "INC-2": ("threshold_misconfig", "set_threshold", False),
+    "INC-3": ("bad_model_deploy", "rollback_model", False),
+}
+
+
+def _runs(home: Path) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    with Platform.open(home) as platform:
+        incidents = IncidentManager(platform.store).list()
+        runs = {run["incident_id"]: run for run in agent_runs(platform.store)}
+    return incidents, runs
+
+
+def test_the_demo_finds_fixes_and_verifies_three_faults_with_one_page(demo_run: DemoRun) -> None:
+    summary = demo_run.summary
+    assert summary["rows_in"] == summary["scored"] + summary["dead_lettered"] > 10_000
+    assert summary["db_predictions"] == summary["scored"]
+    incidents, runs = _runs(demo_run.home)
+    assert [i.incident_id for i in incidents] == list(EXPECTED)
+    for incident in incidents:
+        cause, action, paged = EXPECTED[incident.incident_id]
+        run = runs[incident.incident_id]
+        state = run["state"]
+        assert run["root_cause"] == cause, incident.incident_id
+        applied = [a["action"] for a in state["plan"] if a.get("status") == "applied"]
+        assert action in applied, (incident.incident_id, applied)
+        assert state["verification"]["status"] == "verified", (incident.incident_id, state["verification"])
+        decision = state["page_decision"]
+        assert decision["sent"] is paged, (incident.incident_id, decision)
+        assert decision["reason"], "a page decision always says why"
+    assert summary["verified"] == 3 and summary["paged"] == 1 and summary["not_paged"] == 2
+    text = demo_run.output
+    assert "fixed and verified without a human" in text  # the justified no-page, in the story as printed
+    assert "says a human must act" in text
+
+
+def test_a_demo_incident_report_renders_its_charts_in_headless_chromium(demo_run: DemoRun) -> None:
+    from playwright.sync_api import sync_playwright
+
+    _, runs = _runs(demo_run.home)
+    html = runs["INC-3"]["state"]["report"]["html"]
+    screenshot = ARTIFACTS / "demo-INC-3-report.png"
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto((demo_run.home / html).resolve().as_uri())  # an absolute path stays as it is
+            assert "INC-3" in page.title() + page.locator("h1").first.inner_text()
+            charts = page.locator("svg[data-chart]")
+            assert charts.count() == 4
+            for index in range(charts.count()):
+                chart = charts.nth(index)
+                assert chart.is_visible() and chart.get_attribute("data-empty") is None, chart.get_attribute(
+                    "data-chart"
+                )
+                pixels = decode_png(chart.screenshot())
+                assert len(np.unique(pixels.reshape(-1, pixels.shape[-1])[:, :3], axis=0)) > 20
+            assert "rollback_model" in page.content()
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert len(requests) == 1  # the file itself: the report is self-contained
+    assert screenshot.stat().st_size > 50_000
