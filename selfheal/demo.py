@@ -242,7 +242,9 @@ def _print_incidents(
             _hours(incident.opened_at - fault_start) if fault_start else "-",
             _hours(datetime.fromisoformat(acted_at) - fault_start) if fault_start and acted_at else "-",
         )
-    console.print(table)
+    # A log or a pipe reports 80 columns and Rich would cut "feature_pipeline_break" to "featur…": the story's
+    # last table is what people read, so off a terminal it gets the width it needs.
+    console.print(table, width=console.width if console.is_terminal else max(console.width, 120))
     for incident in incidents:
         state = (runs.get(incident.incident_id) or {}).get("state") or {}
         page = state.get("page_decision") or {}
