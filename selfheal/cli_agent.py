@@ -99,8 +99,12 @@ def approve(
 ) -> None:
     """Approve the actions a paused investigation waits on; it resumes and runs them.
 
+    Through the running service when there is one (it owns the workspace), else on the workspace file.
+
     Example: selfheal approve INC-7 --by alice --note "checked the challenger's metrics"
     """
+    if _decided_by_service("approve", incident_id, by=by, note=note, home=home, runbooks=runbooks):
+        return
     with _responder(home, runbooks) as responder:
         show_run(responder.approve(incident_id, by=by, note=note))
 
@@ -114,10 +118,42 @@ def deny(
 ) -> None:
     """Deny the actions a paused investigation waits on; it resumes without them and pages.
 
+    Through the running service when there is one (it owns the workspace), else on the workspace file.
+
     Example: selfheal deny INC-7 --by alice --note "retrain after the holiday, not now"
     """
+    if _decided_by_service("deny", incident_id, by=by, note=note, home=home, runbooks=runbooks):
+        return
     with _responder(home, runbooks) as responder:
         show_run(responder.deny(incident_id, by=by, note=note))
+
+
+def _decided_by_service(
+    decision: str, incident_id: str, *, by: str, note: str, home: Path | None, runbooks: Path | None
+) -> bool:
+    """Approve or deny through the running service, if one owns the workspace (it holds the DuckDB file
+    and the responder); False when none runs and the caller opens the workspace itself.
+
+    The audit log then records the decision as ``api:<by>``: it came through the API.
+    """
+    from selfheal.client import ServiceError, discover_service
+
+    client = discover_service(home, actor=by)
+    if client is None:
+        return False
+    if runbooks is not None:
+        console.print(f"[yellow]note:[/yellow] the service at {client.base_url} uses the runbooks it was started "
+                      "with; --runbooks is ignored")
+    with client:
+        try:
+            answer = client.decide(incident_id, decision, note)
+        except ServiceError as error:
+            console.print(f"[red]error:[/red] {error.detail}")
+            raise typer.Exit(1) from error
+    state = {k: answer.get(k) for k in ("diagnosis", "plan", "verification", "page_decision", "report", "outcome")}
+    show_run(RunResult(answer["thread_id"], answer["incident_id"], answer["status"],
+                       {k: v for k, v in state.items() if v is not None}, answer.get("waiting")))
+    return True
 
 
 def runs(

@@ -20,6 +20,7 @@ from selfheal.service.hooks import ServiceHooks
 from store import StoreError, Workspace
 
 err = Console(stderr=True)
+PLANNERS = ("deterministic", "llm", "auto")
 
 
 def serve(
@@ -39,6 +40,19 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = (
         "warning"
     ),
+    runbooks: Annotated[
+        Path | None,
+        typer.Option("--runbooks", help="Runbooks folder the responder and /v1/runbooks use (default: "
+                     "$SELFHEAL_RUNBOOKS or the shipped ones)."),
+    ] = None,
+    planner: Annotated[
+        str, typer.Option(help="Responder planner: deterministic, llm or auto (llm when OPENAI_BASE_URL/OPENAI_API_KEY is set).")
+    ] = "auto",
+    autopilot: Annotated[
+        bool,
+        typer.Option(help="Every hour that closes: flush the logs, run the monitor, investigate what opened, "
+                     "verify fixes. --no-autopilot leaves that to `selfheal monitor run` / `investigate`."),
+    ] = True,
 ) -> None:
     """Serve the workspace over HTTP: scoring, the read API, admin actions, /healthz and /metrics.
 
@@ -46,7 +60,11 @@ def serve(
     commands that read it talk to the service instead (it writes <workspace>/service.json). Scoring and
     reads are open; promote, rollback, approve, deny and chat need `Authorization: Bearer <token>`, where
     the token is $SELFHEAL_API_TOKEN or, if unset, the workspace's `service-token` file (created with mode
-    0600 on first start; its path is printed, never the token). OpenAPI: /openapi.json.
+    0600 on first start; its path is printed, never the token). OpenAPI: /openapi.json. Incident review in
+    a browser: the service's root URL.
+
+    The responder runs inside: approve / deny / chat act on it, and (unless --no-autopilot) every hour
+    that closes is monitored and what opens is investigated.
 
     Example: selfheal serve --port 8765
 
@@ -59,6 +77,9 @@ def serve(
     from selfheal.app import Platform
     from selfheal.service.app import create_app
 
+    if planner not in PLANNERS:
+        err.print(f"[red]error:[/red] unknown planner {planner!r}: {', '.join(PLANNERS)}")
+        raise typer.Exit(2)
     workspace = Workspace.from_env(home)
     running = read_record(workspace)
     if running is not None:
@@ -87,7 +108,8 @@ def serve(
         # The loop shares the GIL with the log writer thread; hand it over within 1 ms, not 5, so requests
         # are read promptly while a chunk is converted for DuckDB.
         sys.setswitchinterval(0.001)
-        app = create_app(platform, config, hooks=build_hooks(platform))
+        hooks = build_hooks(platform, runbooks_dir=runbooks, planner=planner, autopilot=autopilot)
+        app = create_app(platform, config, hooks=hooks, runbooks_dir=runbooks)
         bound_port = listener.getsockname()[1]
         url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
         server = _server(
@@ -113,13 +135,13 @@ def _exit_quietly(signum: int, _frame: object) -> None:
     raise SystemExit(0)  # a requested, graceful stop: the rows accepted are written, the file closed
 
 
-def build_hooks(platform: Any) -> ServiceHooks:
-    """The responder's seams for this service. None wired yet: approve/deny/chat/steps answer 503.
+def build_hooks(
+    platform: Any, *, runbooks_dir: Path | None = None, planner: str = "auto", autopilot: bool = True
+) -> ServiceHooks:
+    """The responder's seams for this service (`selfheal.service.responder_hooks`)."""
+    from selfheal.service.responder_hooks import responder_hooks
 
-    The responder (agent/) plugs in here: ``ServiceHooks(decide=..., chat=..., steps=..., jobs=[...])``.
-    """
-    del platform
-    return ServiceHooks()
+    return responder_hooks(platform, planner=planner, runbooks_dir=runbooks_dir, autopilot=autopilot)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -95,6 +95,12 @@ class ServiceClient:
     def promote(self, version: int, reason: str) -> dict[str, Any]:
         return self._post(f"/v1/models/{version}/promote", {"reason": reason})  # type: ignore[no-any-return]
 
+    def decide(self, incident_id: str, decision: str, note: str = "") -> dict[str, Any]:
+        """Approve or deny (``decision``) what an incident's paused investigation waits on."""
+        if decision not in ("approve", "deny"):
+            raise ValueError(f"decision must be approve or deny, not {decision!r}")
+        return self._post(f"/v1/incidents/{incident_id}/{decision}", {"note": note})  # type: ignore[no-any-return]
+
     def rollback(self, reason: str, to_version: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"reason": reason}
         if to_version is not None:

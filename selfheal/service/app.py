@@ -76,12 +76,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        if runtime.hooks.on_start is not None:
+            runtime.hooks.on_start(runtime)
         runtime.scheduler = Scheduler(runtime, runtime.hooks.jobs)
         runtime.scheduler.start()
         try:
             yield
         finally:
             runtime.scheduler.stop()
+            if runtime.hooks.on_stop is not None:
+                runtime.hooks.on_stop()
             await engine.stop()  # scores what is queued, then writes the log buffer: nothing accepted is lost
 
     app = FastAPI(

@@ -1,13 +1,17 @@
 """Seams where the responder (agent/) plugs into the service, and the scheduler that runs periodic jobs.
 
-The service does not import the agent (imports point down: ``selfheal -> agent``, and the agent is not
-written yet). Whoever builds the service passes a `ServiceHooks`:
+The app does not import the agent itself: whoever builds the service passes a `ServiceHooks` (`selfheal
+serve` passes the responder's, `selfheal.service.responder_hooks`; tests pass their own):
 
 - ``decide``: called by ``POST /v1/incidents/{id}/approve`` and ``.../deny`` with a `Decision`;
 - ``chat``: called by ``POST /v1/incidents/{id}/chat`` with a `ChatMessage`;
 - ``steps``: called by ``GET /v1/incidents/{id}/steps``: the investigation's steps as JSON-able dicts;
 - ``jobs``: `PeriodicJob`s the `Scheduler` runs in a background thread, e.g. "every hour: run the monitor
-  over the hour that closed, then the responder on every incident that opened".
+  over the hour that closed, then the responder on every incident that opened";
+- ``on_start`` / ``on_stop``: called with the `ServiceRuntime` when the app starts (before the scheduler),
+  and without arguments when it stops (after the scheduler), to open and close what the hooks hold.
+
+`selfheal.service.responder_hooks` builds the hooks with the responder (agent/) wired in.
 
 **Until the responder is wired, every hook is None and its endpoint answers 503 "responder not
 available"** (`ResponderUnavailable`): the routes, their auth and their request models are real; only
@@ -73,6 +77,7 @@ class ChatMessage:
 DecideHook = Callable[[Decision], dict[str, Any]]
 ChatHook = Callable[[ChatMessage], dict[str, Any]]
 StepsHook = Callable[[str], list[dict[str, Any]]]
+StartHook = Callable[["ServiceRuntime"], None]
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,9 @@ class ServiceHooks:
     chat: ChatHook | None = None
     steps: StepsHook | None = None
     jobs: list[PeriodicJob] = field(default_factory=list)
+    # Called once the app's scoring engine runs (the responder needs the engine's lock) and at shutdown.
+    on_start: StartHook | None = None
+    on_stop: Callable[[], None] | None = None
 
     def require_decide(self) -> DecideHook:
         if self.decide is None:

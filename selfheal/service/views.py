@@ -106,6 +106,36 @@ def report_path(platform: Platform, incident_id: str, fmt: ReportFormat) -> Path
     return path
 
 
+# -- investigations -----------------------------------------------------------------------------------
+
+
+def investigations(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
+    """The responder's runs for one incident, oldest first: status, outcome, what a run waits for, and its
+    whole state (diagnosis, plan, steps, verification, page decision), from ``agent_runs``."""
+    from agent.responder import agent_runs  # the agent's table reader; imported when first read
+
+    key = existing_incident(platform, incident_id)
+    runs = agent_runs(platform.store, incident_id=key)
+    return [finite({k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items()}) for run in runs]
+
+
+def pending_approval(platform: Platform, incident_id: str) -> dict[str, Any] | None:
+    """What the incident's latest investigation waits for a person to approve, or None.
+
+    ``actions`` are the plan's entries that wait, each with its ``index`` in the plan.
+    """
+    runs = investigations(platform, incident_id)
+    if not runs or runs[-1]["status"] != "waiting_approval":
+        return None
+    latest = runs[-1]
+    plan = (latest.get("state") or {}).get("plan") or []
+    waiting = [i for i, a in enumerate(plan) if a.get("approval") == "human" and a.get("status") == "planned"]
+    return {
+        "thread_id": latest["thread_id"],
+        "actions": [{"index": i, **{k: plan[i].get(k) for k in ("action", "args", "why")}} for i in waiting],
+    }
+
+
 # -- actions and pages --------------------------------------------------------------------------------
 
 
