@@ -40,6 +40,7 @@ TIME_COLUMNS: dict[str, str] = {
     "incident_events": "recorded_at",
     "pages": "recorded_at",
     "agent_runs": "started_at",
+    "chat_messages": "asked_at",
 }
 
 

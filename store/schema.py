@@ -230,4 +230,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        6,
+        "chat_messages: the incident review conversations, one row per question and its answer",
+        """
+        CREATE TABLE chat_messages (
+            incident_id VARCHAR NOT NULL,
+            turn INTEGER NOT NULL,
+            asked_at TIMESTAMP NOT NULL,
+            actor VARCHAR NOT NULL,
+            message VARCHAR NOT NULL,
+            answer VARCHAR NOT NULL,
+            mode VARCHAR NOT NULL,
+            intent VARCHAR,
+            facts JSON NOT NULL,
+            sources JSON NOT NULL,
+            actions JSON NOT NULL,
+            PRIMARY KEY (incident_id, turn)
+        );
+        """,
+    ),
 )
