@@ -23,8 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.autopilot import Autopilot, AutopilotEvent
-from agent.responder import RunResult
+from agent.autopilot import Autopilot
 from evals.faults import Fault, make_fault
 from evals.live import LiveRun, LiveWorld, SimClock
 from monitor.reference import train_register_and_profile
@@ -32,7 +31,7 @@ from monitor.runner import Monitor
 from scorer import columns as C
 from scorer.simulate import Simulator, WorldConfig
 from selfheal.app import Platform, save_simulated_now
-from selfheal.cli_agent import show_run
+from selfheal.cli_run import show_event
 from store import Workspace
 
 HOUR = timedelta(hours=1)
@@ -139,7 +138,7 @@ def _play(
 
     def on_hour(end: datetime, _report: object) -> None:
         for event in pilot.after_hour(end):
-            _print_event(event, progress.console)
+            show_event(event, progress.console)
 
     with progress:
         task = progress.add_task("live", total=config.live_days * 24)
@@ -155,27 +154,6 @@ def _play(
             progress=lambda done, _total: progress.update(task, completed=done),
         )
         return world.run()
-
-
-def _print_event(event: AutopilotEvent, console: Console) -> None:
-    when = f"{event.at:%a %H:%M}"
-    if event.what in ("opened", "reopened"):
-        console.print(f"{when}  [bold]{event.incident_id}[/bold] {event.what}: {event.detail}")
-    elif event.what == "resolved":
-        console.print(f"{when}  {event.incident_id} resolved by the monitor (condition cleared)")
-    elif event.what == "released":
-        console.print(f"{when}  {event.incident_id} quarantine of {event.detail} released (upstream healthy again)")
-    elif event.what == "resolve_sent":
-        console.print(f"{when}  {event.incident_id} page resolved ({event.detail})")
-    elif event.run is not None:
-        _print_run(when, event.run, console)
-
-
-def _print_run(when: str, run: RunResult, console: Console) -> None:
-    if run.status == "waiting_data" and run.state.get("verification", {}).get("attempts", 0) > 1:
-        return  # still waiting for data: nothing new to say
-    console.print(f"{when}  {run.incident_id} responder:")
-    show_run(run, console)
 
 
 def _summarise(platform: Platform, played: LiveRun) -> dict[str, float]:

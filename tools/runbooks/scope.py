@@ -96,7 +96,13 @@ def _model(registry: ModelRegistry, at: datetime) -> dict[str, Any]:
     if champion is None:
         return scope
     scope["verified"] = registry.verify(champion).ok
-    promoted = [e.recorded_at for e in registry.history() if e.alias == "champion" and e.version == champion]
+    # Only a promotion before the breach can explain it (a workspace trained on the wall clock and fed
+    # older data, or a rollback after the fact, records later ones).
+    promoted = [
+        e.recorded_at
+        for e in registry.history()
+        if e.alias == "champion" and e.version == champion and e.recorded_at <= at
+    ]
     scope["hours_since_promotion"] = _hours(at, max(promoted)) if promoted else None
     try:
         metadata = registry.get(champion).metadata

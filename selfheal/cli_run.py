@@ -1,0 +1,197 @@
+"""`selfheal run`: consume a transaction source hour by hour -- score, labels, monitor, responder."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.autopilot import AutopilotEvent
+from agent.responder import RunResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from selfheal.live_loop import LoopTotals
+
+err = Console(stderr=True)
+out = Console()
+EPOCH = datetime(1970, 1, 1)
+
+
+def show_event(event: AutopilotEvent, console: Console) -> None:
+    """One line (or a run's summary) per thing the live loop did; `selfheal run` and the demo share it."""
+    from selfheal.cli_agent import show_run
+
+    when = f"{event.at:%a %Y-%m-%d %H:%M}"
+    if event.what in ("opened", "reopened"):
+        console.print(f"{when}  [bold]{event.incident_id}[/bold] {event.what}: {event.detail}")
+    elif event.what == "resolved":
+        console.print(f"{when}  {event.incident_id} resolved by the monitor (condition cleared)")
+    elif event.what == "released":
+        console.print(
+            f"{when}  {event.incident_id} quarantine of {event.detail} released (upstream healthy again)"
+        )
+    elif event.what == "resolve_sent":
+        console.print(f"{when}  {event.incident_id} page resolved ({event.detail})")
+    elif event.run is not None and not _still_waiting(event.run):
+        console.print(f"{when}  {event.incident_id} responder:")
+        show_run(event.run, console)
+    elif event.run is None:
+        console.print(f"{when}  {event.incident_id} {event.what}: {event.detail}")
+
+
+def _still_waiting(run: RunResult) -> bool:
+    """A run re-checked and still waiting for data: nothing new to say."""
+    return run.status == "waiting_data" and run.state.get("verification", {}).get("attempts", 0) > 1
+
+
+def run(
+    source: Annotated[
+        str, typer.Argument(help="A .csv, .parquet or .jsonl file of transactions, or - for JSONL on stdin.")
+    ],
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Workspace folder (default: $SELFHEAL_HOME or ./.selfheal).")
+    ] = None,
+    planner: Annotated[
+        str,
+        typer.Option(
+            help="Who investigates incidents: auto (the LLM when OPENAI_BASE_URL/OPENAI_API_KEY is set, else the "
+            "deterministic planner), deterministic, llm, or none (monitor only, no responder)."
+        ),
+    ] = "auto",
+    runbooks: Annotated[
+        Path | None,
+        typer.Option("--runbooks", help="Runbooks folder (default: $SELFHEAL_RUNBOOKS or the shipped ones)."),
+    ] = None,
+    warm_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--warm-from",
+            help="Transactions (with labels) that came before the source, to warm the 30-day feature windows; "
+            "not needed when the workspace already logged them.",
+        ),
+    ] = None,
+    label_delay_days: Annotated[
+        float,
+        typer.Option(min=0, help="When a row's label (is_fraud / TX_FRAUD) arrives if it has no label_time."),
+    ] = 7.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows read from the source at a time.")] = 10_000,
+) -> None:
+    """Consume a source hour by hour: score, deliver labels, run the monitor and the responder.
+
+    Time is the data's time: each hour of transactions is scored, its due labels delivered, and the
+    closed hour goes to the monitor; incidents it opens are investigated (and fixed, verified, paged as
+    the runbooks say). Every row is scored or dead-lettered with a reason. Progress and what the platform
+    did are printed as they happen; a summary table ends the run.
+
+    Example: selfheal simulate --days 3 --start-day 60 --out live.parquet && selfheal run live.parquet
+    """
+    from scorer.data import DataFormatError
+    from scorer.errors import ScorerError
+    from scorer.sources import read_records
+
+    if planner not in ("auto", "deterministic", "llm", "none"):
+        err.print(f"[red]error:[/red] --planner must be auto, deterministic, llm or none, not {planner!r}")
+        raise typer.Exit(2)
+    try:
+        batches = read_records(source, batch_size=batch_size, stdin=sys.stdin)
+        warm_batches = read_records(warm_from, batch_size=100_000) if warm_from is not None else None
+    except (DataFormatError, FileNotFoundError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    try:
+        totals = _run(
+            source, batches, warm_batches, home, planner, runbooks, timedelta(days=label_delay_days)
+        )
+    except (DataFormatError, ScorerError, ValueError) as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    table = Table(title=f"selfheal run {source}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("hours played", totals.hours),
+        ("transactions in", totals.rows_in),
+        ("scored", totals.scored),
+        ("dead-lettered (with a reason each)", totals.dead_lettered),
+        ("labels delivered", totals.labels),
+        ("incidents opened or reopened", len(totals.opened)),
+    ):
+        table.add_row(name, f"{value:,}")
+    out.print(table)
+    if totals.rows_in != totals.scored + totals.dead_lettered:  # the scorer's own invariant; say so loudly
+        err.print("[red]error:[/red] rows in != scored + dead-lettered")
+        raise typer.Exit(1)
+
+
+def _run(
+    source: str,
+    batches: Iterable[pd.DataFrame],
+    warm_batches: Iterable[pd.DataFrame] | None,
+    home: Path | None,
+    planner: str,
+    runbooks: Path | None,
+    label_delay: timedelta,
+) -> LoopTotals:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agent.autopilot import Autopilot
+    from evals.live import SimClock
+    from monitor.runner import Monitor
+    from selfheal.app import Platform, save_simulated_now, simulated_now
+    from selfheal.live_loop import LiveLoop
+    from store import StoreError, Workspace
+
+    workspace = Workspace.from_env(home)
+    clock = SimClock(simulated_now(workspace) or EPOCH)
+    try:
+        platform = Platform(workspace, clock=clock)
+    except StoreError as error:
+        raise ValueError(str(error)) from error
+    responder = None
+    try:
+        if platform.registry.alias("champion") is None:
+            raise ValueError(
+                f"{workspace.home} has no champion model: run `selfheal train --data FILE` first"
+            )
+        if warm_batches is not None:
+            observed = 0
+            for batch in warm_batches:
+                platform.scorer.features.observe(batch)
+                observed += len(batch)
+            err.print(f"feature windows warmed with {observed:,} earlier transactions")
+        else:
+            platform.scorer.warm_up()
+        monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
+        autopilot = None
+        if planner != "none":
+            responder = platform.responder(monitor, planner=planner, runbooks_dir=runbooks)
+            autopilot = Autopilot(monitor, responder)
+        loop = LiveLoop(platform, clock, monitor=monitor, autopilot=autopilot, label_delay=label_delay,
+                        source=f"file:{source}")  # fmt: skip
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
+                            transient=True)  # fmt: skip
+        with progress:
+            task = progress.add_task("starting", total=None)
+            for hour in loop.play(batches):
+                for event in hour.events:
+                    show_event(event, progress.console)
+                totals = loop.totals
+                progress.update(
+                    task,
+                    description=f"{hour.end:%Y-%m-%d %H:%M}: {totals.hours:,} h, {totals.rows_in:,} rows, "
+                    f"{totals.dead_lettered:,} dead-lettered, {len(totals.opened)} incidents",
+                )
+        save_simulated_now(workspace, clock())
+        return loop.totals
+    finally:
+        if responder is not None:
+            responder.close()
+        platform.close()
