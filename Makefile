@@ -9,15 +9,25 @@ STAMP := $(VENV)/.installed-stamp
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' Makefile | sed 's/:.*##/\t/'
 
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+
+# The demo needs only the runtime packages: a fresh clone skips the dev tools (type checker, browser
+# driver, test libraries) and reaches the story sooner. `make test` adds them.
+$(RUNTIME_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUNTIME_STAMP)
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUNTIME_STAMP)
 
 venv: $(STAMP)  ## create .venv and install selfheal with its dev tools
 
-demo: venv  ## the main job on the embedded default: simulate, train, register, score live traffic
+demo: $(RUNTIME_STAMP)  ## the main job on the embedded default: simulate, train, register, fix three faults live
 	$(BIN)/selfheal demo
 
 lint: venv  ## ruff
