@@ -627,6 +627,23 @@ def test_threshold_runbook_restores_the_review_threshold_a_rollout_lowered_with_
     }
 
 
+def test_threshold_scope_ignores_changes_after_the_breach(platform: Platform) -> None:
+    """A reopened incident is judged on the change before its breach: after the agent restored 0.5, the
+    "previous threshold" must stay 0.5, not become the bad 0.0035 it replaced (the demo once flipped back)."""
+    before = platform.serving.current()
+    rollout = platform.serving.update(
+        actor="deploy-bot", reason="rollout", threshold=0.0035, review_threshold=0.0035
+    )
+    platform.serving.update(
+        actor="agent", reason="restore", threshold=before.threshold, review_threshold=before.review_threshold
+    )
+    finding = _checks_on_a_synthetic_window(platform)["alert_rate"][0]
+    scope = build_scope(_incident(finding, rollout.changed_at), platform.serving, platform.registry)
+    assert scope["serving"]["threshold"] == before.threshold  # what serves now
+    assert scope["serving"]["previous_threshold"] == before.threshold  # what the breach's change replaced
+    assert scope["serving"]["hours_since_threshold_change"] == 0.0
+
+
 def test_shipped_read_steps_run_against_a_real_workspace(platform: Platform) -> None:
     """Every tool step whose arguments are fixed (SQL queries, report windows) runs as written."""
     load_tools()

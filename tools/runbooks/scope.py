@@ -60,12 +60,18 @@ def _hours(later: datetime, earlier: datetime) -> float:
 
 
 def _serving(serving: ServingStateStore, at: datetime) -> dict[str, Any]:
+    """The serving state now, and the last threshold change *before* the breach at ``at``.
+
+    Changes after the breach are left out: when an incident reopens after the agent restored the threshold,
+    "the previous threshold" must still be the one before the bad rollout, not the bad value itself.
+    """
     current = serving.current()
     previous_threshold: float | None = None
     previous_review_threshold: float | None = None
     set_at: datetime | None = None
-    for state in serving.history():  # newest first: walk back to where the threshold was different
-        if state.threshold != current.threshold:
+    before = [state for state in serving.history() if state.changed_at <= at]  # newest first
+    for state in before:  # walk back to where the threshold was different from the one at the breach
+        if state.threshold != before[0].threshold:
             previous_threshold, previous_review_threshold = state.threshold, state.review_threshold
             break
         set_at = state.changed_at
