@@ -17,6 +17,7 @@ from rich.table import Table
 
 from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
+from selfheal.cli_chat import register as register_chat_commands
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
 from store import TIME_COLUMNS, StoreError
@@ -42,6 +43,7 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(runbooks_app, name="runbooks")
 register_serve_command(app)
 register_agent_commands(app)
+register_chat_commands(app)
 
 console = Console(stderr=True)
 out = Console()

@@ -107,6 +107,10 @@ class ServiceClient:
             body["to_version"] = to_version
         return self._post("/v1/models/rollback", body)  # type: ignore[no-any-return]
 
+    def chat(self, incident_id: str, message: str) -> dict[str, Any]:
+        """Ask about an incident (or, with an LLM behind the service, ask it to act): a `ChatReply` as JSON."""
+        return self._post(f"/v1/incidents/{incident_id}/chat", {"message": message})  # type: ignore[no-any-return]
+
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:

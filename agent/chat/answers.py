@@ -140,11 +140,16 @@ def what_changed(record: IncidentRecord, question: str) -> Answer:
         for c in record.serving_changes(first - CHANGES_LOOKBACK, first)
         if c["version"] > 1 and record.incident_id not in c["reason"]
     ]
-    registry = [c for c in before if "champion_version" in c["changed"]]
     lines = []
     if before:
-        lines.append(f"Before the first breach ({when(first)}), in the {CHANGES_LOOKBACK.days} days before:")
-        lines.append(bullets([_change_line(c) for c in before[-5:]]))
+        last = before[-1]
+        lines.append(
+            f"The last change before the first breach ({when(first)}) was **{duration(first - last['changed_at'])} "
+            f"before it**: {_change_line(last)}."
+        )
+        if len(before) > 1:
+            lines.append(f"Earlier, within {CHANGES_LOOKBACK.days} days:")
+            lines.append(bullets([_change_line(c) for c in before[-6:-1]]))
     else:
         lines.append(
             f"No serving change (model, threshold, fallback, quarantine) in the {CHANGES_LOOKBACK.days} "
@@ -159,7 +164,7 @@ def what_changed(record: IncidentRecord, question: str) -> Answer:
     facts = {
         "first_breach_at": first.isoformat(),
         "before": [{**c, "changed_at": c["changed_at"].isoformat()} for c in before],
-        "model_changes_before": len(registry),
+        "last_before": {**before[-1], "changed_at": before[-1]["changed_at"].isoformat()} if before else None,
         "by_responder": [_audit_fact(r) for r in changes],
     }
     return Answer("\n\n".join(lines), facts, ["serving_state", *[r.audit_id for r in changes]])

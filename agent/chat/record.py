@@ -119,9 +119,10 @@ class IncidentRecord:
         return [r for r in self.audit if r.status == "applied" and r.action not in ("add_note", "page")]
 
     def serving_at(self, moment: datetime) -> ServingState | None:
-        """The serving state in force at ``moment`` (the last one written at or before it)."""
+        """The serving state in force up to ``moment`` (the last one written before it): a change stamped at
+        the very instant an incident opened is the responder's answer to it, not what the monitor saw."""
         moment = as_naive_utc(moment)
-        before = [s for s in self.serving if s.changed_at <= moment]
+        before = [s for s in self.serving if s.changed_at < moment]
         return before[-1] if before else None
 
     def serving_changes(self, since: datetime, until: datetime) -> list[dict[str, Any]]:

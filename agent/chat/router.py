@@ -16,6 +16,8 @@ from agent.chat.answers import Answer
 from agent.chat.record import IncidentRecord
 
 MIN_SCORE = 2
+# Verbs of the actions, as people say them ("why did you roll back", "what did you restore, and why").
+ACTED = r"roll|revert|restor|promot|quarantin|impute|releas|retrain|disabl|enabl|lower|rais|set|switch|act|do"
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,8 @@ INTENTS: tuple[Intent, ...] = (
         "why_action",
         "Why did you roll back?",
         (
-            (
-                r"\bwhy\b.*\b(roll|rollback|revert|promot|quarantin|impute|threshold|fallback|retrain|releas|act|do|did)",
-                3,
-            ),
+            (rf"\bwhy\b.*\b({ACTED})|\b({ACTED}).*\bwhy\b", 3),
+            (rf"\b(did you|you|the agent|it) ({ACTED})", 2),
             (r"\bwhy\b", 1),
             (r"reason for|justif|rationale", 2),
         ),
@@ -76,6 +76,7 @@ INTENTS: tuple[Intent, ...] = (
         "What was the root cause, and how confident are you?",
         (
             (r"root ?cause|diagnos", 3),
+            (r"why did (this|it) (happen|break|go wrong)|why (is|was) there an incident", 5),
             (r"confiden|sure|certain", 2),
             (r"\bcaused?\b|what happened|what went wrong", 2),
         ),
@@ -104,8 +105,8 @@ INTENTS: tuple[Intent, ...] = (
         "serving",
         "Which model and threshold are serving now?",
         (
-            (r"serv(ing|es)|champion|in production|live model", 3),
-            (r"which (model|version|threshold)|what (model|threshold)", 3),
+            (r"serv(ing|es)|champion|in production|live model|right now|currently", 3),
+            (r"which (model|version)|what (model|version)", 2),
             (r"threshold|\bmodel\b|quarantined", 1),
         ),
         answers.serving_now,

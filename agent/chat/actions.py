@@ -1,0 +1,148 @@
+"""An action asked for in chat goes through the responder's own checks, and every outcome is audited.
+
+The checks, in order (the first that fails refuses the request, and the refusal is an audit-log row):
+
+1. the incident was investigated with a runbook (no runbook: nothing is allowed);
+2. the action is not ``page`` (paging is a policy in code: `agent.paging`);
+3. the runbook allows the action (its allowlist, as the LLM planner's `validated_plan` checks it);
+4. the arguments fit the action's schema (`agent.runbook_steps.check_arguments`);
+5. the runbook's approval policy: ``human`` means the request is recorded as pending a person's approval
+   and **not run**; ``auto`` runs it through the tool itself, whose preconditions and rate limits refuse
+   it (audited by `tools.audit.run_action`) or apply it (audited, with its inverse).
+
+The audit row records who asked (the chat's actor), under which approval, and why (the model's reason).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.chat.parts import ChatParts
+from agent.chat.record import IncidentRecord
+from agent.runbook_steps import check_arguments
+from tools.audit import ActionLog, bounded_text, idempotency_key
+from tools.errors import ApprovalRequired, ToolError, ToolRefused
+from tools.registry import call_tool
+
+REFUSED, PENDING = "refused", "pending_approval"
+
+
+def request_action(
+    parts: ChatParts, record: IncidentRecord, action: str, args: dict[str, Any], why: str, *, actor: str
+) -> dict[str, Any]:
+    """Check and (when the policy allows) run one action asked for in chat; returns its outcome.
+
+    The outcome: ``action``, ``args``, ``status`` (``applied`` | ``repeat`` | ``refused`` |
+    ``pending_approval``), ``message``, ``audit_id``, ``approval``.
+    """
+    runbook = record.runbook
+    reason = bounded_text(f"asked in chat by {actor}: {why}" if why else f"asked in chat by {actor}")
+    if runbook is None:
+        return _not_run(
+            parts,
+            record,
+            action,
+            args,
+            actor,
+            reason,
+            REFUSED,
+            "n/a",
+            f"{record.incident_id} was not investigated with a runbook, so no action is allowed",
+        )
+    if action == "page":
+        return _not_run(
+            parts,
+            record,
+            action,
+            args,
+            actor,
+            reason,
+            REFUSED,
+            "n/a",
+            "paging is decided by policy in code, not in chat",
+        )
+    if not runbook.allows(action):
+        return _not_run(
+            parts,
+            record,
+            action,
+            args,
+            actor,
+            reason,
+            REFUSED,
+            "n/a",
+            f"runbook {runbook.id} does not allow {action}; it allows only {sorted(runbook.actions)}",
+        )
+    problem = check_arguments(action, args)
+    if problem:
+        return _not_run(parts, record, action, args, actor, reason, REFUSED, "n/a", problem[:400])
+    policy = runbook.approval(action)
+    if policy == "human":
+        return _not_run(
+            parts,
+            record,
+            action,
+            args,
+            actor,
+            reason,
+            PENDING,
+            "human",
+            f"runbook {runbook.id} requires a human's approval for {action}: it was not run",
+        )
+    ctx = parts.tool_context(record.incident_id, actor=actor, reason=reason, approval="auto")
+    outcome: dict[str, Any] = {"action": action, "args": args, "approval": "auto"}
+    try:
+        result = call_tool(action, ctx, args).data
+    except ToolRefused as refusal:  # a precondition or rate limit; run_action has audited it
+        latest = ActionLog(parts.store, parts.clock).rows(incident_id=record.incident_id, action=action)
+        return {
+            **outcome,
+            "status": REFUSED,
+            "message": str(refusal),
+            "audit_id": latest[-1].audit_id if latest else None,
+        }
+    except ApprovalRequired as required:
+        return _not_run(parts, record, action, args, actor, reason, PENDING, "human", str(required))
+    except ToolError as error:
+        return _not_run(parts, record, action, args, actor, reason, REFUSED, "auto", str(error)[:400])
+    status = "repeat" if result.get("repeat") else "applied"
+    return {
+        **outcome,
+        "status": status,
+        "message": f"{action} {status}",
+        "audit_id": result.get("audit_id"),
+        "result": {k: v for k, v in result.items() if k != "inverse"},
+    }
+
+
+def _not_run(
+    parts: ChatParts,
+    record: IncidentRecord,
+    action: str,
+    args: dict[str, Any],
+    actor: str,
+    reason: str,
+    status: str,
+    approval: str,
+    message: str,
+) -> dict[str, Any]:
+    """Audit a request that did not run (refused, or waiting for a person) and describe it."""
+    row = ActionLog(parts.store, parts.clock).record(
+        actor=actor,
+        action=action,
+        incident_id=record.incident_id,
+        args=args,
+        result={"status": status, "message": message, "via": "chat"},
+        reason=reason,
+        approval=approval,
+        idempotency_key=idempotency_key(record.incident_id, action, args),
+        inverse=None,
+    )
+    return {
+        "action": action,
+        "args": args,
+        "status": status,
+        "message": message,
+        "audit_id": row.audit_id,
+        "approval": approval,
+    }
