@@ -221,8 +221,11 @@ def _print_incidents(
             _hours(datetime.fromisoformat(acted_at) - fault_start) if fault_start and acted_at else "-",
         )
     # A log or a pipe reports 80 columns and Rich would cut "feature_pipeline_break" to "featur…": the story's
-    # last table is what people read, so off a terminal it gets the width it needs.
-    console.print(table, width=console.width if console.is_terminal else max(console.width, 120))
+    # last table is what people read, so off a terminal it gets the width it needs (print(width=) can only
+    # narrow, so the console itself is widened; the demo prints nothing after this).
+    if not console.is_terminal and console.width < 120:
+        console.width = 120
+    console.print(table)
     for incident in incidents:
         state = (runs.get(incident.incident_id) or {}).get("state") or {}
         page = state.get("page_decision") or {}
