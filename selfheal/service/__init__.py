@@ -7,11 +7,13 @@
 | ``GET /v1/actions``, ``/v1/pages``, ``/v1/dead-letters`` | open | audit log, pager outbox, rejects |
 | ``GET /v1/models[/{v}]``, ``/v1/serving[/history]``, ``/v1/runbooks[/{id}]`` | open | registry, serving state, runbooks |
 | ``POST /v1/models/{v}/promote``, ``POST /v1/models/rollback`` | token | through the agent's action tools |
-| ``POST /v1/incidents/{id}/approve``, ``/deny``, ``/chat`` | token | responder hooks (503 until wired) |
+| ``POST /v1/incidents/{id}/approve``, ``/deny``, ``/chat``, ``/chat/stream`` | token | responder hooks (503 when not wired) |
+| ``GET /ui/``, ``/ui/incidents/{id}``, ``/ui/runbooks[/{id}]`` | open | the incident review in a browser (`web`) |
 | ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json`` | open | liveness, Prometheus text, the schema |
 
 Modules: `config` (settings, the token), `discovery` (``service.json``), `engine` (the scoring worker),
-`metrics` (Prometheus text), `hooks` (the responder's seams, the scheduler), `views` (read payloads, shared
+`metrics` (Prometheus text), `hooks` (the responder's seams, the scheduler), `responder_hooks` (the
+responder wired into them), `web` (the browser pages and the chat stream), `views` (read payloads, shared
 with the CLI), `schemas` (request/response models), `auth` (the token guard), ``routes_*`` (one router
 each), `app` (`create_app`). Importing this package does not import FastAPI; the names below load lazily,
 so CLI commands that only read ``service.json`` stay fast.

@@ -36,6 +36,8 @@ from selfheal.service.routes_read import router as read_router
 from selfheal.service.routes_scoring import SCORE_PATH
 from selfheal.service.routes_scoring import router as scoring_router
 from selfheal.service.runtime import ServiceRuntime
+from selfheal.service.web import api_router as web_api_router
+from selfheal.service.web import router as web_router
 
 API_VERSION = "1"
 
@@ -110,6 +112,8 @@ def create_app(
     app.include_router(read_router)
     app.include_router(admin_router)
     app.include_router(health_router)
+    app.include_router(web_api_router)  # the chat stream the page reads (token-guarded like /chat)
+    app.include_router(web_router)  # the incident review pages, /ui/
     app.add_middleware(
         TokenGuard,  # type: ignore[arg-type]
         token=config.token.get_secret_value(),

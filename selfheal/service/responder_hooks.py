@@ -207,14 +207,20 @@ class ResponderHooks:
         try:
             # By name: agent.chat is optional for the service (it answers 503 without it).
             chat = importlib.import_module("agent.chat")
-        except ImportError as error:
+            chat_parts, reply = chat.ChatParts, chat.reply
+        except (ImportError, AttributeError) as error:
             raise ResponderUnavailable(f"{RESPONDER_UNAVAILABLE} (agent.chat: {error})") from error
         with self._chat_lock:
             if self._chat_parts is None:
-                self._chat_parts = chat.ChatParts.for_platform(self.platform, runbooks_dir=self.runbooks_dir)
+                self._chat_parts = chat_parts.for_platform(self.platform, runbooks_dir=self.runbooks_dir)
+                if self.runtime is not None:  # a chat action reaches the scorer through the engine's lock too
+                    self._chat_parts.scorer = ScorerUnderLock(self.runtime.engine)
             parts = self._chat_parts
         self._flush()
-        answer = chat.reply(parts, message.incident_id, message.message, actor=message.actor)
+        # The responder's model, when one is configured (None: the chat answers from the record alone).
+        answer = reply(
+            parts, message.incident_id, message.message, actor=message.actor, llm=self.responder.runtime.llm
+        )
         return answer.model_dump(mode="json")  # type: ignore[no-any-return]
 
     # -- the hourly loop --------------------------------------------------------------------------

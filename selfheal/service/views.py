@@ -119,6 +119,18 @@ def investigations(platform: Platform, incident_id: str) -> list[dict[str, Any]]
     return [finite({k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items()}) for run in runs]
 
 
+def latest_investigations(platform: Platform) -> dict[str, dict[str, Any]]:
+    """Each investigated incident's latest run (without its state), by incident id."""
+    from agent.responder import agent_runs
+
+    latest: dict[str, dict[str, Any]] = {}
+    for run in agent_runs(platform.store):  # oldest first: the last one per incident wins
+        latest[str(run["incident_id"])] = finite(
+            {k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items() if k != "state"}
+        )
+    return latest
+
+
 def pending_approval(platform: Platform, incident_id: str) -> dict[str, Any] | None:
     """What the incident's latest investigation waits for a person to approve, or None.
 
