@@ -1,0 +1,164 @@
+"""The incident chat with a model: the real `openai` client against the scripted local server.
+
+The model gets the record and the read tools; whatever it asks to change goes through the runbook's
+allowlist, the action's schema and preconditions, and the approval policy, and every request is audited.
+Transport failures hand the question to the deterministic router, which says so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.chat import ChatParts, ChatReply, conversation, reply
+from agent.llm import LLMClient
+from selfheal.app import Platform
+from store import Workspace
+from tests.fake_openai import FakeOpenAI, error, text, tool_call
+from tools.runbooks.library import default_runbooks_dir
+
+ACTOR = "api:alice"
+
+
+@pytest.fixture
+def opened(demo_home: Path) -> Iterator[Platform]:
+    with Platform(Workspace(demo_home)) as platform:
+        yield platform
+
+
+def ask(parts: ChatParts, fake: FakeOpenAI, incident_id: str, message: str, **config: Any) -> ChatReply:
+    with LLMClient(fake.config(**config)) as llm:
+        return reply(parts, incident_id, message, actor=ACTOR, llm=llm)
+
+
+def audit_rows(platform: Platform, action: str) -> list[dict[str, Any]]:
+    rows = platform.store.query(
+        "SELECT audit_id, actor, approval, result FROM audit_log WHERE incident_id = 'INC-3' AND action = ? "
+        "ORDER BY rowid",
+        [action],
+    ).to_dict("records")
+    return [{**r, "result": json.loads(r["result"])} for r in rows]
+
+
+def test_a_good_answer_uses_a_read_tool_and_sees_the_record_as_data(
+    opened: Platform, fake_openai: FakeOpenAI
+) -> None:
+    (rollback,) = audit_rows(opened, "rollback_model")
+    fake_openai.script(
+        [tool_call("serving_state", {}), text("v1 serves again since the rollback (audit cited).")]
+    )
+    answer = ask(ChatParts.for_platform(opened), fake_openai, "INC-3", "what serves now, after the rollback?")
+    assert answer.mode == "llm" and answer.answer == "v1 serves again since the rollback (audit cited)."
+    assert answer.facts["tool_calls"] == ["serving_state"] and "tool:serving_state" in answer.sources
+    first, second = fake_openai.requests
+    offered = {t["function"]["name"] for t in first["tools"]}
+    assert {"serving_state", "sql", "diff_models", "request_action"} <= offered
+    assert not offered & {"rollback_model", "set_threshold", "page", "enable_fallback_rules"}
+    context = first["messages"][1]["content"]
+    assert '<untrusted_data source="tool:incident_record">' in context and rollback["audit_id"] in context
+    assert first["messages"][-1] == {"role": "user", "content": "what serves now, after the rollback?"}
+    tool_message = next(m for m in second["messages"] if m["role"] == "tool")
+    assert tool_message["content"].startswith('<untrusted_data source="tool:serving_state">')
+    assert '"champion_version": 1' in tool_message["content"]
+    assert conversation(opened.store, "INC-3")[-1]["mode"] == "llm"
+
+
+def test_an_action_the_runbook_does_not_allow_is_refused_and_audited(
+    opened: Platform, fake_openai: FakeOpenAI
+) -> None:
+    serving_before = opened.store.count("serving_state")
+
+    def script(messages: list[dict[str, Any]], tools: Any) -> Any:
+        told = [m for m in messages if m["role"] == "tool"]
+        if not told:
+            return tool_call(
+                "request_action",
+                {
+                    "action": "enable_fallback_rules",
+                    "args": {"reason": "asked in chat"},
+                    "why": "the person asked for the fallback rules",
+                },
+            )
+        outcome = json.loads(told[-1]["content"])
+        return text(f"Not done: {outcome['status']}: {outcome['message']}")
+
+    fake_openai.script(script)
+    answer = ask(ChatParts.for_platform(opened), fake_openai, "INC-3", "switch to the fallback rules, please")
+    (action,) = answer.actions
+    assert action["status"] == "refused" and "does not allow enable_fallback_rules" in action["message"]
+    (row,) = audit_rows(opened, "enable_fallback_rules")
+    assert (
+        row["audit_id"] == action["audit_id"]
+        and row["actor"] == ACTOR
+        and row["result"]["status"] == "refused"
+    )
+    assert opened.store.count("serving_state") == serving_before and not opened.serving.current().fallback
+    assert answer.answer.startswith("Not done: refused")
+
+
+def test_an_action_that_needs_approval_is_pending_and_not_run(
+    opened: Platform, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    runbooks = tmp_path / "runbooks"
+    shutil.copytree(default_runbooks_dir(), runbooks)
+    path = runbooks / "bad_model_deploy.md"
+    path.write_text(path.read_text().replace("rollback_model: auto", "rollback_model: human", 1))
+    parts = ChatParts.for_platform(opened, runbooks_dir=runbooks)
+    assert parts.runbooks.get("bad_model_deploy").approval("rollback_model") == "human"
+    aliases_before, champion = opened.store.count("model_aliases"), opened.serving.current().champion_version
+    fake_openai.script(
+        [
+            tool_call(
+                "request_action", {"action": "rollback_model", "args": {"to_version": 2}, "why": "asked"}
+            ),
+            text("That rollback needs a human's approval; it was recorded, not run."),
+        ]
+    )
+    answer = ask(parts, fake_openai, "INC-3", "roll back to v2")
+    (action,) = answer.actions
+    assert action["status"] == "pending_approval" and action["approval"] == "human"
+    pending = [r for r in audit_rows(opened, "rollback_model") if r["result"]["status"] == "pending_approval"]
+    assert [r["audit_id"] for r in pending] == [action["audit_id"]] and pending[0]["actor"] == ACTOR
+    assert (
+        opened.store.count("model_aliases") == aliases_before
+        and opened.serving.current().champion_version == champion
+    )
+
+
+def test_an_allowed_action_runs_through_the_tool_and_is_audited_as_the_person(
+    opened: Platform, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(
+        [
+            tool_call(
+                "request_action", {"action": "set_threshold", "args": {"value": 0.6}, "why": "asked for 0.6"}
+            ),
+            text("Set the decline threshold to 0.6."),
+        ]
+    )
+    answer = ask(ChatParts.for_platform(opened), fake_openai, "INC-2", "set the decline threshold to 0.6")
+    (action,) = answer.actions
+    assert action["status"] == "applied" and opened.serving.current().threshold == 0.6
+    actor, approval = opened.store.execute(
+        "SELECT actor, approval FROM audit_log WHERE audit_id = ?", [action["audit_id"]]
+    )[0]
+    assert (actor, approval) == (ACTOR, "auto")
+
+
+def test_a_transport_failure_falls_back_to_the_router_and_says_so(
+    opened: Platform, fake_openai: FakeOpenAI
+) -> None:
+    (rollback,) = audit_rows(opened, "rollback_model")
+    fake_openai.script([error(503), error(503)])
+    answer = ask(
+        ChatParts.for_platform(opened), fake_openai, "INC-3", "why did you roll back?", max_attempts=2
+    )
+    assert answer.mode == "llm_fallback" and answer.intent == "why_action"
+    assert "could not answer" in answer.answer and "deterministic router" in answer.answer
+    assert rollback["audit_id"] in answer.answer and "503" in answer.facts["llm_error"]
+    assert len(fake_openai.requests) == 2
