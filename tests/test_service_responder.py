@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,7 +27,13 @@ from selfheal.app import Platform, simulated_now
 from selfheal.service.app import create_app
 from selfheal.service.config import ServiceConfig
 from selfheal.service.hooks import ServiceHooks
-from selfheal.service.responder_hooks import GRACE, MAX_CATCH_UP_HOURS, hours_to_evaluate, responder_hooks
+from selfheal.service.responder_hooks import (
+    GRACE,
+    MAX_CATCH_UP_HOURS,
+    ScorerUnderLock,
+    hours_to_evaluate,
+    responder_hooks,
+)
 from selfheal.service.runtime import ServiceRuntime
 from selfheal.service.web.sse import pieces
 from store import Workspace
@@ -326,3 +335,32 @@ def test_the_hourly_job_monitors_the_closed_hours_and_investigates_what_opens(de
             # Nothing closed since: the next tick evaluates nothing and changes nothing.
             windows = platform.store.count("monitor_windows")
             assert job.run(runtime) == [] and platform.store.count("monitor_windows") == windows
+
+
+def test_the_responders_scorer_calls_wait_for_the_scoring_engines_lock() -> None:
+    """Inside the service the tools get `ScorerUnderLock`: a call waits while the scoring worker holds the
+    engine's lock (mid-batch), and runs once it is released."""
+
+    class Engine:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.scorer = SimpleNamespace(
+                status=lambda: {"locked": self.lock.locked()}, features="feature state"
+            )
+
+        @contextmanager
+        def exclusive(self) -> Iterator[Any]:
+            with self.lock:
+                yield self.scorer
+
+    engine = Engine()
+    scorer = ScorerUnderLock(engine)  # type: ignore[arg-type]
+    assert scorer.features == "feature state"  # attributes pass through as they are
+    answers: list[Any] = []
+    with engine.exclusive():  # the worker is scoring a batch
+        caller = threading.Thread(target=lambda: answers.append(scorer.status()))
+        caller.start()
+        caller.join(timeout=0.3)
+        assert caller.is_alive() and answers == []  # still waiting for the lock
+    caller.join(timeout=10)
+    assert answers == [{"locked": True}] and not engine.lock.locked()  # it ran holding the lock, then let go
