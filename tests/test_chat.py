@@ -323,3 +323,105 @@ def test_an_unknown_incident_is_a_clear_error(demo_copy: Path, parts: ChatParts)
         ask(parts, "INC-99", "why?")
     with pytest.raises(ValueError, match="empty"):
         ask(parts, "INC-3", "   ")
+
+
+# -- routing and the service path (no workspace needed) -------------------------------------------
+
+PHRASINGS = {
+    "why did you roll back?": "why_action",
+    "Why did the agent quarantine those features?": "why_action",
+    "what threshold did you restore, and why?": "why_action",
+    "why no page?": "paging",
+    "Did anyone get woken up for this?": "paging",
+    "was on-call notified?": "paging",
+    "what changed right before this?": "what_changed",
+    "was there a deploy?": "what_changed",
+    "since when?": "since_when",
+    "when did it start?": "since_when",
+    "what's the root cause?": "root_cause",
+    "why did this happen?": "root_cause",
+    "how sure are you about the diagnosis?": "root_cause",
+    "was it verified?": "verified",
+    "did the fix hold?": "verified",
+    "which model version is live right now?": "serving",
+    "what is the current threshold?": "serving",
+    "show me the evidence": "evidence",
+    "which runbook was used?": "runbook",
+    "how long did it take to mitigate?": "timing",
+    "what was the time to detect?": "timing",
+    "where can I read the postmortem?": "report",
+    "what did you do?": "actions",
+    "which tools did the investigation run?": "steps",
+    "is it still open?": "status",
+    "what is the current status?": "status",
+}
+
+
+@pytest.mark.parametrize(("question", "intent"), PHRASINGS.items())
+def test_the_router_understands_common_phrasings(question: str, intent: str) -> None:
+    from agent.chat.router import route
+
+    found = route(question)
+    assert found is not None and found.name == intent
+
+
+@pytest.mark.parametrize(
+    "question", ["tell me a joke", "what's the weather?", "hello", "translate this to French"]
+)
+def test_the_router_does_not_guess(question: str) -> None:
+    from agent.chat.router import route
+
+    assert route(question) is None
+
+
+def test_with_a_service_running_ask_posts_to_it_with_the_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`selfheal ask` sends the message to the service that owns the workspace (it holds the file)."""
+    import httpx
+
+    import selfheal.client
+    from selfheal.client import ServiceClient
+
+    seen: list[httpx.Request] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/v1/incidents/INC-3":
+            return httpx.Response(200, json={"incident_id": "INC-3"})
+        if (
+            request.url.path == "/v1/incidents/INC-3/chat"
+            and request.headers.get("authorization") == "Bearer s3cret"
+        ):
+            body = json.loads(request.content)
+            return httpx.Response(
+                200,
+                json=ChatReply(
+                    incident_id="INC-3",
+                    message=body["message"],
+                    answer="from the service",
+                    mode="router",
+                    intent="paging",
+                ).model_dump(mode="json"),
+            )
+        return httpx.Response(404, json={"detail": f"no incident at {request.url.path}"})
+
+    def discover(home: Any = None, *, actor: str | None = None) -> ServiceClient:
+        return ServiceClient(
+            "http://127.0.0.1:9", token="s3cret", actor=actor, transport=httpx.MockTransport(service)
+        )
+
+    monkeypatch.setattr(selfheal.client, "discover_service", discover)
+    result = runner.invoke(
+        app, ["ask", "INC-3", "was anyone paged?", "--as", "alice", "--home", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "from the service" in result.stdout
+    chat = seen[-1]
+    assert (
+        json.loads(chat.content) == {"message": "was anyone paged?"}
+        and chat.headers["x-selfheal-actor"] == "alice"
+    )
+    missing = runner.invoke(app, ["ask", "INC-42", "why?", "--home", str(tmp_path)])
+    assert missing.exit_code == 1 and "no incident 'INC-42'" in missing.output
+    assert not (tmp_path / "selfheal.duckdb").exists()  # the workspace file was never opened

@@ -22,6 +22,7 @@ from agent.chat.record import IncidentRecord
 from agent.chat.reply import ChatReply, Mode
 from agent.chat.router import capabilities, route
 from agent.chat.text import bullets
+from tools.audit import finite
 
 if TYPE_CHECKING:
     from agent.llm import LLMClient
@@ -79,7 +80,7 @@ def _chat_reply(
         answer=answer.text,
         mode=mode,
         intent=intent,
-        facts=answer.facts,
+        facts=finite(answer.facts),  # strict JSON for the service and the store: NaN metrics become null
         sources=answer.sources,
         actions=[],
     )
@@ -110,8 +111,8 @@ def routed(record: IncidentRecord, message: str, *, mode: Mode = "router", prefa
     """The deterministic answer to a question (what the LLM path falls back to)."""
     if ACTION_REQUEST.match(message):
         answer = Answer(
-            "This chat answers from the record and **did not change anything**: without an LLM configured it "
-            "does not act on requests. Make the change with the audited commands (`selfheal models rollback`, "
+            "This chat answers from the record and **did not change anything**: without a model it does not "
+            "act on requests. Make the change with the audited commands (`selfheal models rollback`, "
             "`selfheal models promote`, `selfheal approve`), or configure an LLM endpoint (`OPENAI_BASE_URL`): "
             "an action asked for in chat is then checked against the runbook's allowlist and approval policy "
             "and audited.",

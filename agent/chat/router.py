@@ -35,7 +35,7 @@ INTENTS: tuple[Intent, ...] = (
         "Was anyone paged, and why (or why not)?",
         (
             (r"\bpag(e|ed|es|ing)\b", 3),
-            (r"on-?call|pager|escalat|wake|notif", 3),
+            (r"on-?call|pager|escalat|wake|wok(e|en)|notif", 3),
             (r"\bhuman\b|\bsomeone\b", 1),
         ),
         answers.paging,
@@ -105,7 +105,7 @@ INTENTS: tuple[Intent, ...] = (
         "serving",
         "Which model and threshold are serving now?",
         (
-            (r"serv(ing|es)|champion|in production|live model|right now|currently", 3),
+            (r"serv(ing|es)|champion|in production|live model|right now|\bcurrent(ly)?\b", 3),
             (r"which (model|version)|what (model|version)", 2),
             (r"threshold|\bmodel\b|quarantined", 1),
         ),
@@ -139,7 +139,7 @@ INTENTS: tuple[Intent, ...] = (
     Intent(
         "status",
         "What is the status of the incident?",
-        ((r"status|still open|resolved|closed|is it over|where (does|do) (it|we) stand", 3),),
+        ((r"status|still open|resolved|closed|is it over|where (does|do) (it|we) stand", 4),),
         answers.status,
     ),
 )
