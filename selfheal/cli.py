@@ -18,6 +18,7 @@ from rich.table import Table
 from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
 from selfheal.cli_chat import register as register_chat_commands
+from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
 from store import TIME_COLUMNS, StoreError
@@ -44,6 +45,7 @@ app.add_typer(runbooks_app, name="runbooks")
 register_serve_command(app)
 register_agent_commands(app)
 register_chat_commands(app)
+app.command(name="run")(run_command)
 
 console = Console(stderr=True)
 out = Console()
