@@ -325,6 +325,22 @@ def test_an_unknown_incident_is_a_clear_error(demo_copy: Path, parts: ChatParts)
         ask(parts, "INC-3", "   ")
 
 
+def test_an_incident_never_investigated_is_answered_from_what_the_store_holds(demo_home: Path) -> None:
+    with Platform(Workspace(demo_home)) as platform:
+        platform.store.execute("DELETE FROM agent_runs WHERE incident_id = 'INC-2'")
+        parts = ChatParts.for_platform(platform)
+        why = ask(parts, "INC-2", "why did you restore the threshold?")
+        assert why.intent == "why_action" and why.facts == {"investigated": False, "status": "resolved"}
+        assert "has not been investigated" in why.answer
+        (version,) = platform.store.execute(
+            "SELECT max(s.version) FROM serving_state s, incidents i WHERE i.incident_id = 'INC-2' "
+            "AND s.changed_at < i.first_breach_at"
+        )[0]
+        changed = ask(parts, "INC-2", "what changed?")  # the serving history does not need a run
+        assert changed.facts["last_before"]["version"] == version
+        assert ask(parts, "INC-2", "/runbook").facts == {"runbook_id": None}
+
+
 # -- routing and the service path (no workspace needed) -------------------------------------------
 
 PHRASINGS = {

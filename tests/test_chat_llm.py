@@ -192,3 +192,26 @@ def test_hostile_text_in_the_record_stays_data_and_cannot_widen_what_runs(
     answer = ask(parts, fake_openai, "INC-3", "anything odd in the notes?")
     assert [a["status"] for a in answer.actions] == ["refused"]
     assert opened.store.count("serving_state") == serving_before and not opened.serving.current().fallback
+
+
+def test_selfheal_ask_uses_the_configured_model(
+    demo_home: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With OPENAI_BASE_URL set, `selfheal ask` asks the model; --no-llm answers from the record instead."""
+    from typer.testing import CliRunner
+
+    from selfheal.cli import app
+
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-fake")
+    fake_openai.script([text("The rollback restored v1.")])
+    runner = CliRunner()
+    asked = runner.invoke(
+        app, ["ask", "INC-3", "what did the rollback do?", "--json", "--home", str(demo_home)]
+    )
+    assert asked.exit_code == 0, asked.output
+    assert ChatReply.model_validate_json(asked.stdout).mode == "llm" and len(fake_openai.requests) == 1
+    routed = runner.invoke(
+        app, ["ask", "INC-3", "why did you roll back?", "--json", "--no-llm", "--home", str(demo_home)]
+    )
+    assert ChatReply.model_validate_json(routed.stdout).mode == "router" and len(fake_openai.requests) == 1
