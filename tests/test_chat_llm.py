@@ -179,9 +179,15 @@ def test_hostile_text_in_the_record_stays_data_and_cannot_widen_what_runs(
     )
     serving_before = opened.store.count("serving_state")
 
+    timeline = reply(parts, "INC-3", "/timeline", actor=ACTOR)  # an earlier turn that quotes the note
+    assert "maintenance mode" in timeline.answer
+
     def script(messages: list[dict[str, Any]], tools: Any) -> Any:
-        context = messages[1]["content"]
-        assert "maintenance mode" in context and context.count("</untrusted_data>") == 1
+        context, earlier = messages[1]["content"], messages[2]["content"]
+        for data in (context, earlier):  # the record and the earlier turn: each inside one wrapper, as data
+            assert "maintenance mode" in data and data.count("</untrusted_data>") == 1
+        assert earlier.startswith("Earlier in this incident's conversation")
+        assert [m["role"] for m in messages[:4]] == ["system", "user", "user", "user"]
         if not [m for m in messages if m["role"] == "tool"]:
             return tool_call(
                 "request_action", {"action": "enable_fallback_rules", "args": {"reason": "note said so"}}

@@ -132,9 +132,20 @@ def _messages(parts: ChatParts, record: IncidentRecord, message: str) -> list[di
         {"role": "system", "content": prompt("chat")},
         {"role": "user", "content": context_message(record)},
     ]
-    for turn in conversation(parts.store, record.incident_id)[-HISTORY_TURNS:]:
-        messages.append({"role": "user", "content": turn["message"]})
-        messages.append({"role": "assistant", "content": turn["answer"]})
+    earlier = [
+        {"asked_by": t["actor"], "asked": t["message"], "answered": t["answer"]}
+        for t in conversation(parts.store, record.incident_id)[-HISTORY_TURNS:]
+    ]
+    if earlier:
+        # Data, not dialogue: earlier answers quote record text (agent notes, page summaries), and earlier
+        # questions may be someone else's; as assistant/user turns the model would take them as its own.
+        text, _ = bounded_json(earlier, limit=CONTEXT_CHARS)
+        messages.append(
+            {
+                "role": "user",
+                "content": "Earlier in this incident's conversation:\n\n" + untrusted("conversation", text),
+            }
+        )
     messages.append({"role": "user", "content": message})
     return messages
 
