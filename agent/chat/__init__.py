@@ -8,7 +8,8 @@ print(answer.answer)           # markdown quoting the record: audit ids, version
 conversation(parts.store, "INC-3")   # every turn so far, oldest first
 
 record.py    IncidentRecord: the incident, its latest investigation, audit rows, pages, serving history
-answers.py   one answer per common question, built from the record (with its facts and sources)
+answers.py   what the responder decided and did (why this action, root cause, paging, verified, ...)
+state_answers.py  the incident in time and the platform's state (what changed, since when, serving, ...)
 router.py    which question a message asks (weighted patterns); says so when none fits
 commands.py  /timeline /evidence /actions /steps /runbook /report /sql /compare /help
 llm_chat.py  with an LLM: the model, the incident's context and the read tools (record text is untrusted)

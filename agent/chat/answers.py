@@ -1,5 +1,7 @@
 """Answers built from an incident's record: one function per question the chat answers without a model.
 
+This module answers about what the responder decided and did (why this action, root cause, paging,
+verification, runbook, actions, steps); `agent.chat.state_answers` about time and the platform's state.
 Each takes the `IncidentRecord` (and the question, for the few that pick what to show) and returns an
 `Answer`: markdown text quoting the record's numbers, the facts it used, and its sources (audit ids, step
 numbers, tables, files). Free text from the record (agent notes, reasons, page summaries) is quoted inert.
@@ -10,11 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from agent.chat.record import CHANGES_LOOKBACK, IncidentRecord
-from agent.chat.text import bullets, call, duration, minutes, number, quote, when
+from agent.chat.record import IncidentRecord
+from agent.chat.text import bullets, call, number, quote, when
 from tools.audit import AuditRecord
 
 
@@ -38,11 +39,11 @@ ACTION_WORDS: dict[str, str] = {
 }
 
 
-def _run_source(record: IncidentRecord) -> list[str]:
+def run_source(record: IncidentRecord) -> list[str]:
     return [f"agent_runs {record.thread}"] if record.thread else []
 
 
-def _audit_line(row: AuditRecord) -> str:
+def audit_line(row: AuditRecord) -> str:
     result = row.result
     detail = ""
     if row.action == "rollback_model" and "from_version" in result:
@@ -65,7 +66,7 @@ def _audit_line(row: AuditRecord) -> str:
     )
 
 
-def _audit_fact(row: AuditRecord) -> dict[str, Any]:
+def audit_fact(row: AuditRecord) -> dict[str, Any]:
     return {
         "audit_id": row.audit_id,
         "action": row.action,
@@ -107,12 +108,12 @@ def why_action(record: IncidentRecord, question: str) -> Answer:
         done = ", ".join(call(a["action"], a.get("args")) for a in plan) or "nothing"
         lines.append(f"It did not take {' or '.join(sorted(wanted))} for this incident; what it did: {done}.")
     by_id = {row.audit_id: row for row in record.audit}
-    sources = _run_source(record)
+    sources = run_source(record)
     for action in chosen:
         row = by_id.get(str(action.get("audit_id")))
         lines.append(
             f"{call(action['action'], action.get('args'))}: {action.get('status')}"
-            + (f" (audit {_audit_line(row)})" if row else "")
+            + (f" (audit {audit_line(row)})" if row else "")
             + f". Why: {quote(action.get('why', ''))}."
         )
         if row:
@@ -132,92 +133,13 @@ def why_action(record: IncidentRecord, question: str) -> Answer:
     return Answer("\n\n".join(lines), facts, sources)
 
 
-def what_changed(record: IncidentRecord, question: str) -> Answer:
-    """The serving changes before the first breach (the likely trigger) and the ones made for the incident."""
-    first = record.incident.first_breach_at
-    before = [
-        c
-        for c in record.serving_changes(first - CHANGES_LOOKBACK, first)
-        if c["version"] > 1 and record.incident_id not in c["reason"]
-    ]
-    lines = []
-    if before:
-        last = before[-1]
-        lines.append(
-            f"The last change before the first breach ({when(first)}) was **{duration(first - last['changed_at'])} "
-            f"before it**: {_change_line(last)}."
-        )
-        if len(before) > 1:
-            lines.append(f"Earlier, within {CHANGES_LOOKBACK.days} days:")
-            lines.append(bullets([_change_line(c) for c in before[-6:-1]]))
-    else:
-        lines.append(
-            f"No serving change (model, threshold, fallback, quarantine) in the {CHANGES_LOOKBACK.days} "
-            f"days before the first breach ({when(first)})."
-        )
-    changes = record.changes()
-    if changes:
-        lines.append("Changed for this incident:")
-        lines.append(bullets([_audit_line(r) for r in changes]))
-    else:
-        lines.append("Nothing was changed for this incident.")
-    facts = {
-        "first_breach_at": first.isoformat(),
-        "before": [{**c, "changed_at": c["changed_at"].isoformat()} for c in before],
-        "last_before": {**before[-1], "changed_at": before[-1]["changed_at"].isoformat()} if before else None,
-        "by_responder": [_audit_fact(r) for r in changes],
-    }
-    return Answer("\n\n".join(lines), facts, ["serving_state", *[r.audit_id for r in changes]])
-
-
-def _change_line(change: dict[str, Any]) -> str:
-    moved = ", ".join(
-        f"{name} {_shown(v['from'])} -> {_shown(v['to'])}" for name, v in change["changed"].items()
-    )
-    return (
-        f"{when(change['changed_at'])} serving state v{change['version']} by {quote(change['changed_by'], 60)}: "
-        f"{moved or 'no field changed'} ({quote(change['reason'], 160)})"
-    )
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(sorted(value)) + "}" if value else "none"
-    return number(value)
-
-
-def since_when(record: IncidentRecord, question: str) -> Answer:
-    """When it started, when the incident opened, and whether (and when) it closed."""
-    incident = record.incident
-    closed = incident.closed_at
-    end_text = (
-        f"It closed at {when(closed)} ({incident.status}), {duration(closed - incident.first_breach_at)} "
-        "after the first breach."
-        if closed
-        else f"It is still **{incident.status}**."
-    )
-    text = (
-        f"The first breached monitor window was at **{when(incident.first_breach_at)}**; {incident.incident_id} "
-        f"opened at {when(incident.opened_at)}. {end_text}"
-    )
-    facts = {
-        "first_breach_at": incident.first_breach_at.isoformat(),
-        "opened_at": incident.opened_at.isoformat(),
-        "closed_at": closed.isoformat() if closed else None,
-        "status": incident.status,
-    }
-    return Answer(text, facts, ["incidents", "incident_events"])
-
-
 def paging(record: IncidentRecord, question: str) -> Answer:
     """Whether a human was paged, by which rule and why, and what the outbox holds."""
     decision = record.page_decision
     if not decision:
         if not record.state:
             return not_investigated(record)
-        return Answer(
-            "The investigation has not decided on paging yet.", {"paged": None}, _run_source(record)
-        )
+        return Answer("The investigation has not decided on paging yet.", {"paged": None}, run_source(record))
     sent = bool(decision.get("sent"))
     triggers = [p for p in record.pages if p.get("action") == "trigger"]
     if sent:
@@ -245,7 +167,7 @@ def paging(record: IncidentRecord, question: str) -> Answer:
             {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in p.items()} for p in record.pages
         ],
     }
-    sources = [*_run_source(record), "pages", *[str(p["page_id"]) for p in record.pages]]
+    sources = [*run_source(record), "pages", *[str(p["page_id"]) for p in record.pages]]
     sources += [f"step {s['n']}" for s in record.steps if s.get("node") == "decide_page" and "n" in s]
     return Answer(text, facts, sources)
 
@@ -273,7 +195,7 @@ def root_cause(record: IncidentRecord, question: str) -> Answer:
         for k in ("root_cause", "confidence", "runbook_id", "planner", "abstained", "reason", "evidence")
     }
     steps = [f"step {s['n']}" for s in record.steps if s.get("node") == "diagnose" and "n" in s]
-    return Answer(text, facts, [*_run_source(record), *steps])
+    return Answer(text, facts, [*run_source(record), *steps])
 
 
 def verified(record: IncidentRecord, question: str) -> Answer:
@@ -283,7 +205,7 @@ def verified(record: IncidentRecord, question: str) -> Answer:
         return (
             not_investigated(record)
             if not record.state
-            else Answer("Nothing has been verified yet.", {"status": None}, _run_source(record))
+            else Answer("Nothing has been verified yet.", {"status": None}, run_source(record))
         )
     findings = [
         f"{f.get('metric')} = {number(f.get('value'))} (threshold {number(f.get('threshold'))}, "
@@ -308,68 +230,7 @@ def verified(record: IncidentRecord, question: str) -> Answer:
         for k in ("status", "check", "since", "until", "deadline", "attempts", "reason", "findings")
     }
     steps = [f"step {s['n']}" for s in record.steps if s.get("node") == "verify" and "n" in s]
-    return Answer(text, facts, [*_run_source(record), *steps])
-
-
-def serving_now(record: IncidentRecord, question: str) -> Answer:
-    """What serves now, and what served when the incident began."""
-    if not record.serving:
-        return Answer(
-            "Nothing has been written to the serving state: no model serves.", {}, ["serving_state"]
-        )
-    now = record.serving[-1]
-    then = record.serving_at(record.incident.first_breach_at)
-
-    def describe(state: Any) -> str:
-        quarantined = ", ".join(sorted(state.quarantined_features)) or "none"
-        return (
-            f"model **v{state.champion_version}**, decline threshold **{number(state.threshold)}**, review "
-            f"threshold **{number(state.review_threshold)}**, fallback rules {'ON' if state.fallback else 'off'}, "
-            f"quarantined features: {quarantined} (serving state v{state.version}, {when(state.changed_at)} by "
-            f"{quote(state.changed_by, 60)})"
-        )
-
-    text = f"Serving now: {describe(now)}."
-    if then is not None and then.version != now.version:
-        text += f"\n\nAt the first breach ({when(record.incident.first_breach_at)}): {describe(then)}."
-    facts = {"now": _state_fact(now), "at_first_breach": _state_fact(then) if then is not None else None}
-    return Answer(text, facts, ["serving_state"])
-
-
-def _state_fact(state: Any) -> dict[str, Any]:
-    return {
-        "version": state.version,
-        "champion_version": state.champion_version,
-        "threshold": state.threshold,
-        "review_threshold": state.review_threshold,
-        "fallback": state.fallback,
-        "quarantined_features": sorted(state.quarantined_features),
-        "changed_at": state.changed_at.isoformat(),
-        "changed_by": state.changed_by,
-    }
-
-
-def evidence(record: IncidentRecord, question: str) -> Answer:
-    """The monitor's evidence (metric, value, threshold, sample sizes) and what the diagnosis cited."""
-    e = record.incident.evidence
-    head = (
-        f"The monitor's check `{e.get('check')}` found **{e.get('metric')} = {number(e.get('value'))}** against "
-        f"threshold {number(e.get('threshold'))} on {record.incident.subject} ({record.incident.kind}, "
-        f"severity {record.incident.severity})."
-    )
-    extra = [
-        f"{key}: {number(value)}"
-        for key, value in e.items()
-        if key not in ("check", "metric", "value", "threshold", "problems") and not isinstance(value, dict)
-    ]
-    for feature, problem in (e.get("problems") or {}).items():
-        extra.append(f"{feature}: " + ", ".join(f"{k} {number(v)}" for k, v in problem.items()))
-    text = head + "\n\n" + bullets([quote(x, 200) for x in extra])
-    cited = [quote(x, 160) for x in record.diagnosis.get("evidence", [])[:6]]
-    if cited:
-        text += "\n\nThe diagnosis cites:\n" + bullets(cited)
-    facts = {"incident_evidence": e, "diagnosis_evidence": record.diagnosis.get("evidence", [])}
-    return Answer(text, facts, ["incidents.evidence", *_run_source(record)])
+    return Answer(text, facts, [*run_source(record), *steps])
 
 
 def runbook(record: IncidentRecord, question: str) -> Answer:
@@ -380,7 +241,7 @@ def runbook(record: IncidentRecord, question: str) -> Answer:
         return Answer(
             f"No runbook was followed for {record.incident_id} (matches: {matched}).",
             {"runbook_id": None},
-            _run_source(record),
+            run_source(record),
         )
     allowed = ", ".join(f"{a} ({p})" for a, p in book.actions.items())
     text = (
@@ -398,84 +259,6 @@ def runbook(record: IncidentRecord, question: str) -> Answer:
     return Answer(text, facts, [str(book.path or f"runbook {book.id}")])
 
 
-def timing(record: IncidentRecord, question: str) -> Answer:
-    """How long detection, mitigation, verification and closing took, from the record's timestamps."""
-    incident = record.incident
-    changes = record.changes()
-    acted = changes[0].recorded_at if changes else None
-    until = record.verification.get("until") if record.verification.get("status") == "verified" else None
-    verified_at = datetime.fromisoformat(until) if until else None
-    start = incident.first_breach_at
-    rows = [
-        f"first breach {when(start)} -> incident opened {when(incident.opened_at)}: "
-        f"**{duration(incident.opened_at - start)}** to detect (after the first breached window)"
-    ]
-    rows.append(
-        f"opened -> first fix ({changes[0].action}, `{changes[0].audit_id}`) {when(acted)}: "
-        f"**{duration(acted - incident.opened_at)}** to mitigate"
-        if acted
-        else "no fix was applied"
-    )
-    if verified_at and acted:
-        rows.append(f"fix -> verified {when(verified_at)}: **{duration(verified_at - acted)}**")
-    if incident.closed_at:
-        rows.append(
-            f"opened -> closed {when(incident.closed_at)}: **{duration(incident.closed_at - incident.opened_at)}**"
-        )
-    text = bullets(rows) + (
-        "\n\nThe fault's own start is not in the record: the monitor sees it at the end of the "
-        "first hourly window that breached."
-    )
-    facts = {
-        "first_breach_at": start.isoformat(),
-        "opened_at": incident.opened_at.isoformat(),
-        "first_action_at": acted.isoformat() if acted else None,
-        "verified_at": verified_at.isoformat() if verified_at else None,
-        "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
-        "detect_minutes": minutes(incident.opened_at - start),
-        "mitigate_minutes": minutes(acted - incident.opened_at) if acted else None,
-        "verify_minutes": minutes(verified_at - acted) if verified_at and acted else None,
-    }
-    return Answer(text, facts, ["incidents", *([changes[0].audit_id] if changes else [])])
-
-
-def report(record: IncidentRecord, question: str) -> Answer:
-    """Where the incident report is."""
-    paths = record.report_paths()
-    exists = {kind: Path(path).exists() for kind, path in paths.items()}
-    if any(exists.values()):
-        text = "The report: " + ", ".join(f"`{p}`" for k, p in paths.items() if exists[k])
-        text += (
-            f" (`selfheal report {record.incident_id}` rewrites it; the service shows it at "
-            f"/incidents/{record.incident_id}/report)."
-        )
-    else:
-        text = f"No report has been written for {record.incident_id} yet (it is written when the investigation ends)."
-    return Answer(text, {"paths": paths, "exists": exists}, [p for k, p in paths.items() if exists[k]])
-
-
-def status(record: IncidentRecord, question: str) -> Answer:
-    """Where the incident stands."""
-    incident = record.incident
-    run = record.run or {}
-    text = (
-        f"{incident.incident_id} is **{incident.status}** (severity {incident.severity}): {quote(incident.title, 200)}."
-        + (
-            f" Investigation {run['thread_id']}: {run['status']}, outcome **{run.get('outcome')}**."
-            if run
-            else " It has not been investigated."
-        )
-    )
-    facts = {
-        "status": incident.status,
-        "severity": incident.severity,
-        "kind": incident.kind,
-        "outcome": run.get("outcome"),
-        "run_status": run.get("status"),
-    }
-    return Answer(text, facts, ["incidents", *_run_source(record)])
-
-
 def actions(record: IncidentRecord, question: str) -> Answer:
     """Every action the audit log records for the incident."""
     rows = record.audit
@@ -483,8 +266,8 @@ def actions(record: IncidentRecord, question: str) -> Answer:
         return Answer(
             f"The audit log holds no action for {record.incident_id}.", {"actions": []}, ["audit_log"]
         )
-    text = f"{len(rows)} audit row(s) for {record.incident_id}:\n\n" + bullets([_audit_line(r) for r in rows])
-    return Answer(text, {"actions": [_audit_fact(r) for r in rows]}, [r.audit_id for r in rows])
+    text = f"{len(rows)} audit row(s) for {record.incident_id}:\n\n" + bullets([audit_line(r) for r in rows])
+    return Answer(text, {"actions": [audit_fact(r) for r in rows]}, [r.audit_id for r in rows])
 
 
 def steps(record: IncidentRecord, question: str) -> Answer:
@@ -504,4 +287,4 @@ def steps(record: IncidentRecord, question: str) -> Answer:
         f"{len(record.steps)} steps, {len(tools)} read tool call(s) ({', '.join(map(str, tools))}):\n\n"
         + "\n".join(lines)
     )
-    return Answer(text, {"steps": len(record.steps), "tool_calls": tools}, _run_source(record))
+    return Answer(text, {"steps": len(record.steps), "tool_calls": tools}, run_source(record))

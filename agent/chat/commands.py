@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from agent.chat import answers
+from agent.chat import answers, state_answers
 from agent.chat.answers import Answer
 from agent.chat.parts import ChatParts
 from agent.chat.record import IncidentRecord
@@ -68,7 +68,7 @@ def runbook_text(parts: ChatParts, record: IncidentRecord, argument: str) -> Ans
 
 def report_text(parts: ChatParts, record: IncidentRecord, argument: str) -> Answer:
     """Where the report is, and the summary the responder wrote."""
-    found = answers.report(record, argument)
+    found = state_answers.report(record, argument)
     summary = str(record.state.get("summary") or "").strip()
     if summary:
         shown = summary[:MAX_REPORT_CHARS]
@@ -160,7 +160,10 @@ def _answer_command(function: Callable[[IncidentRecord, str], Answer]) -> Comman
 
 COMMANDS: dict[str, tuple[Command, str]] = {
     "/timeline": (timeline, "monitor events, status changes, notes, actions and pages in time order"),
-    "/evidence": (_answer_command(answers.evidence), "the monitor's numbers and what the diagnosis cited"),
+    "/evidence": (
+        _answer_command(state_answers.evidence),
+        "the monitor's numbers and what the diagnosis cited",
+    ),
     "/actions": (_answer_command(answers.actions), "every audit-log row for the incident"),
     "/steps": (_answer_command(answers.steps), "the investigation's steps and tool calls"),
     "/runbook": (runbook_text, "the runbook followed, its policy and text"),

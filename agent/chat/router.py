@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.chat import answers
+from agent.chat import answers, state_answers
 from agent.chat.answers import Answer
 from agent.chat.record import IncidentRecord
 
@@ -48,7 +48,7 @@ INTENTS: tuple[Intent, ...] = (
             (r"time to|\bttd\b|\bttm\b|\bmttr\b", 3),
             (r"detect|mitigat|recover|fix", 1),
         ),
-        answers.timing,
+        state_answers.timing,
     ),
     Intent(
         "why_action",
@@ -89,7 +89,7 @@ INTENTS: tuple[Intent, ...] = (
             (r"what changed|what was changed|changes?\b", 3),
             (r"deploy|rollout|differen", 2),
         ),
-        answers.what_changed,
+        state_answers.what_changed,
     ),
     Intent(
         "since_when",
@@ -99,7 +99,7 @@ INTENTS: tuple[Intent, ...] = (
             (r"\bstart|\bbegan|\bbegin|first (breach|seen|noticed)|going on", 2),
             (r"\bwhen\b", 1),
         ),
-        answers.since_when,
+        state_answers.since_when,
     ),
     Intent(
         "serving",
@@ -109,18 +109,18 @@ INTENTS: tuple[Intent, ...] = (
             (r"which (model|version)|what (model|version)", 2),
             (r"threshold|\bmodel\b|quarantined", 1),
         ),
-        answers.serving_now,
+        state_answers.serving_now,
     ),
     Intent(
         "evidence",
         "What evidence is there?",
         ((r"evidence|numbers|metric|data show|what did (you|the monitor) see|psi|null rate|alert rate", 3),),
-        answers.evidence,
+        state_answers.evidence,
     ),
     Intent(
         "runbook", "Which runbook did you follow?", ((r"runbook|playbook|procedure", 3),), answers.runbook
     ),
-    Intent("report", "Where is the report?", ((r"report|write-?up|post-?mortem", 3),), answers.report),
+    Intent("report", "Where is the report?", ((r"report|write-?up|post-?mortem", 3),), state_answers.report),
     Intent(
         "actions",
         "What did you do?",
@@ -140,7 +140,7 @@ INTENTS: tuple[Intent, ...] = (
         "status",
         "What is the status of the incident?",
         ((r"status|still open|resolved|closed|is it over|where (does|do) (it|we) stand", 4),),
-        answers.status,
+        state_answers.status,
     ),
 )
 
