@@ -43,6 +43,7 @@ from scorer import columns as C
 from scorer.errors import ModelIntegrityError, ModelRegistryError
 from scorer.feature_state import FeatureState
 from scorer.features import FeatureConfig
+from scorer.one_row import OneRowPredictor
 from scorer.outcomes import (
     DECISIONS,
     FEATURE_INDEX,
@@ -125,6 +126,7 @@ class Scorer:
         self._last_model_ms = 0.0
         self._model: LoadedModel | None = None
         self._model_columns: tuple[LoadedModel | None, np.ndarray] = (None, np.empty(0, dtype=np.int64))
+        self._one_row: tuple[LoadedModel | None, OneRowPredictor | None] = (None, None)
         self._failed: dict[int, str] = {}  # champion version -> why it could not load (until state changes)
         self._failed_state_version: int | None = None
         self._seen: set[str] = set()
@@ -385,10 +387,22 @@ class Scorer:
             rules = score_with_rules({name: np.array([value]) for name, value in zip(LOGGED_FEATURES, features, strict=True)})
             score, rule = float(rules.scores[0]), str(rules.fired[0])
         else:
-            row = np.array([[features[i] for i in self._columns_of(serving.model).tolist()]], dtype=np.float32)
-            score = float(serving.model.booster.inplace_predict(row)[0])
+            values = [features[i] for i in self._columns_of(serving.model).tolist()]
+            predictor = self._one_row_predictor(serving.model)
+            if predictor is not None:  # the same C call as inplace_predict, without its per-call Python
+                score = predictor.predict(values)
+            else:
+                score = float(serving.model.booster.inplace_predict(np.array([values], dtype=np.float32))[0])
         self._last_model_ms = (time.perf_counter() - started) * 1000.0
         return score, rule
+
+    def _one_row_predictor(self, model: LoadedModel) -> OneRowPredictor | None:
+        """`scorer.one_row.OneRowPredictor` for the loaded model (built once per model; None: not usable)."""
+        cached, predictor = self._one_row
+        if cached is not model:
+            predictor = OneRowPredictor.for_booster(model.booster)
+            self._one_row = (model, predictor)
+        return predictor
 
     def _columns_of(self, model: LoadedModel) -> np.ndarray:
         """Positions of the model's feature columns among `LOGGED_FEATURES` (cached per loaded model)."""
