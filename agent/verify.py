@@ -5,10 +5,13 @@ each hour, a daily check on the hours added up). The answer is one of:
 
 - ``verified``: enough hours after the action (``AgentConfig.verify_min_hours``) and the check is back under
   its threshold (for an hourly check: on each of the latest hours needed);
-- ``failed``: the runbook's deadline (``verification.within``) passed without that;
+- ``failed``: the runbook's deadline (``verification.within``) passed without that, or, for a runbook that
+  pages a human in any case (``paging: always``), the check had its hours of data and is still not clean
+  (waiting for the deadline would only hold the page back);
 - ``pending``: not enough data yet; the graph waits (`interrupt`) and the loop wakes it later.
 
-What the model does not see does not count: problems in quarantined features (they are imputed) and,
+A ``model_integrity`` check is never verified while the fallback rules serve: no load failures then only
+means no model was loaded. What the model does not see does not count: problems in quarantined features (they are imputed) and,
 while fallback rules serve, in any model feature, are left out of a ``feature_quality`` verdict. The
 upstream fault itself stays visible to the monitor, so the incident stays open until it is really fixed.
 """
@@ -63,8 +66,18 @@ def verify_fix(
     else:
         clean = hours >= need and bool(findings) and not any(f.breached for f in findings)
         evidence = f"{hours} hours after the action evaluated together"
+    if clean and name == "model_integrity" and serving.fallback:
+        # No load failures while the fallback rules serve only means nobody tried to load the model.
+        clean, evidence = False, "fallback rules still serve, so no model has been loaded to prove its integrity"
+        rows = [{**row, "breached": True} for row in rows]
     if clean:
         return {**base, "status": "verified", "findings": rows, "reason": f"{name} back under its threshold: {evidence}"}
+    enough = len(findings) >= need if cadence == "hour" else hours >= need
+    if runbook.paging == "always" and enough and now < deadline:
+        # The runbook pages a human whatever happens: once the check has had its data and is still not
+        # clean, holding the page until the deadline (a day for some) only delays the person who must act.
+        return {**base, "status": "failed", "findings": rows,
+                "reason": f"{name} not clean after the action ({evidence}); the runbook pages at once rather than wait for {deadline:%Y-%m-%d %H:%M}"}  # fmt: skip
     if now >= deadline:
         breached = [r for r in rows if r["breached"]]
         why = (
