@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint typecheck unit bench clean help
+.PHONY: venv demo test lint typecheck unit eval bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' Makefile | sed 's/:.*##/\t/'
@@ -40,6 +40,9 @@ unit: venv  ## the test suite only
 	$(BIN)/pytest -q
 
 test: lint typecheck unit  ## lint, type-check and run every test
+
+eval: venv  ## the offline eval suite: every scenario, 3 seeds, default size, 2 workers; results in test-artifacts/eval-results.json
+	$(BIN)/selfheal eval run --seeds 3 --size default --workers 2 --json test-artifacts/eval-results.json
 
 bench: venv  ## performance benchmarks (ratios against baselines measured in the same run)
 	$(BIN)/python -m benchmarks

@@ -18,6 +18,7 @@ from rich.table import Table
 from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
 from selfheal.cli_chat import register as register_chat_commands
+from selfheal.cli_eval import eval_app
 from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
@@ -42,6 +43,7 @@ app.add_typer(monitor_app, name="monitor")
 incidents_app = typer.Typer(help="List and inspect incidents raised by the monitor.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(runbooks_app, name="runbooks")
+app.add_typer(eval_app, name="eval")
 register_serve_command(app)
 register_agent_commands(app)
 register_chat_commands(app)

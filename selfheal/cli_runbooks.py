@@ -170,3 +170,66 @@ def lint_runbooks(
         err.print(f"{len(problems)} problem(s) in {files} file(s)")
         raise typer.Exit(1)
     err.print("all runbooks lint clean")
+
+
+@runbooks_app.command("test")
+def test_runbook(
+    runbook_id: Annotated[str, typer.Argument(help="The runbook's id, e.g. bad_model_deploy.")],
+    scenario: Annotated[Path, typer.Option("--scenario", help="A scenario file (evals/scenarios/*.yaml).")],
+    folder: DirOption = None,
+    size: Annotated[
+        str, typer.Option(help="small (quick) or default (the world as the file says).")
+    ] = "small",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the case result as JSON.")] = False,
+) -> None:
+    """Play one scenario with only this runbook installed and score it like the eval harness does.
+
+    The deterministic planner can use no other runbook, so what happens is this runbook's doing (or its
+    absence: an incident it does not match is abstained on and paged). Exits 1 when a check fails.
+
+    Example: selfheal runbooks test bad_model_deploy --scenario evals/scenarios/bad-deploy-inverted-labels.yaml
+    """
+    import shutil
+    import tempfile
+
+    from evals.scenario import ScenarioError, load_scenario
+    from evals.suite import SuiteOptions, run_suite
+    from selfheal.cli_eval import open_platform
+
+    library = _library(folder)
+    if runbook_id not in library:
+        err.print(f"[red]error:[/red] no runbook {runbook_id!r}; known: {', '.join(library.ids())}")
+        raise typer.Exit(1)
+    if size not in ("small", "default"):
+        err.print(f"[red]error:[/red] unknown size {size!r}: small or default")
+        raise typer.Exit(2)
+    try:
+        loaded = load_scenario(scenario)
+    except ScenarioError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    only = Path(tempfile.mkdtemp(prefix="selfheal-runbook-test-"))
+    try:
+        source = library.get(runbook_id).path
+        if source is None:
+            raise typer.Exit(1)
+        shutil.copy(source, only)
+        options = SuiteOptions(size="small" if size == "small" else "default", runbooks_dir=only)
+        with err.status(
+            f"playing {loaded.id} ({loaded.world.live_days} live days) with runbook {runbook_id}"
+        ):
+            result = run_suite([loaded], options, open_platform)
+    finally:
+        shutil.rmtree(only, ignore_errors=True)
+    case = result.cases[0]
+    if as_json:
+        typer.echo(json.dumps(case.to_json(), indent=2, default=str))
+    else:
+        table = Table(title=f"runbook {runbook_id} on {loaded.id} (seed {case.seed})")
+        for column in ("check", "result", "why"):
+            table.add_column(column, overflow="fold")
+        for check in case.checks:
+            table.add_row(check.name, "[green]pass[/green]" if check.passed else "[red]FAIL[/red]", check.why)
+        out.print(table)
+    if not case.passed:
+        raise typer.Exit(1)
