@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -161,12 +161,11 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """List the responder's investigations: status, root cause, verified, paged.
+    """List the responder's investigations: status, root cause, verified, paged (via the service when one runs).
 
     Example: selfheal runs INC-7
     """
-    with _responder(home, None, "deterministic") as responder:
-        rows = responder.runs(incident_id=incident_id)
+    rows = _runs(home, incident_id)
     if as_json:
         out.print_json(json.dumps([{k: v for k, v in r.items() if k != "state"} for r in rows], default=str))
         return
@@ -177,6 +176,23 @@ def runs(
         table.add_row(r["thread_id"], r["planner"], r["status"], str(r["outcome"]), str(r["root_cause"]),
                       str(r["runbook_id"]), str(r["verified"]), str(r["paged"]))
     out.print(table)
+
+
+def _runs(home: Path | None, incident_id: str | None) -> list[dict[str, Any]]:
+    """The runs, from the running service if one owns the workspace (it holds the file), else the file."""
+    from selfheal.client import ServiceError, discover_service
+
+    client = discover_service(home)
+    if client is None:
+        with _responder(home, None, "deterministic") as responder:
+            return responder.runs(incident_id=incident_id)
+    with client:
+        try:
+            rows: list[dict[str, Any]] = client.get("/v1/runs", incident_id=incident_id)
+        except ServiceError as error:
+            console.print(f"[red]error:[/red] {error.detail}")
+            raise typer.Exit(1) from error
+    return rows
 
 
 def register(app: typer.Typer) -> None:

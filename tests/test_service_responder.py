@@ -214,6 +214,13 @@ def test_steps_are_every_investigations_steps_in_order(service: tuple[TestClient
     assert [s["n"] for s in steps] == [s["n"] for r in runs for s in r["state"]["steps"]]
     assert {s["name"] for s in steps} >= {"get_incident", "quality_report"}
     assert client.get("/v1/incidents/INC-77/steps").status_code == 404
+    listed = client.get("/v1/runs", params={"incident_id": "1"}).json()
+    assert [(r["thread_id"], r["status"]) for r in listed] == [
+        ("INC-1/1", "done"),
+        ("INC-1/2", "waiting_approval"),
+    ]
+    assert all("state" not in r for r in listed)
+    assert client.get("/v1/runs", params={"incident_id": "INC-77"}).status_code == 404
 
 
 # -- chat ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ file order (the approval changes the workspace for the ones after it). Screensho
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -281,6 +282,14 @@ def test_selfheal_deny_goes_through_the_running_service(site: Site) -> None:
     [rollback] = [row for row in plan if row[1] == "rollback_model"]
     assert (rollback[4], rollback[6]) == ("denied", "api:bob")
     expect(page.locator("#paging .page-decision").first).to_contain_text("Page sent")
+    listed = CliRunner().invoke(cli_app, ["runs", "--json", "--home", str(site.home)])
+    assert listed.exit_code == 0, listed.output
+    runs = json.loads(listed.stdout)
+    assert runs == site.api.get("/v1/runs").json()
+    assert [(r["thread_id"], r["status"]) for r in runs if r["incident_id"] == "INC-3"] == [
+        ("INC-3/1", "done"),
+        ("INC-3/2", "done"),
+    ]
     again = CliRunner().invoke(cli_app, ["approve", "INC-3", "--by", "bob", "--home", str(site.home)])
     assert again.exit_code == 1 and "no investigation waiting for approval" in again.output
     page.close()

@@ -53,6 +53,14 @@ def get_steps(runtime: Runtime, incident_id: str) -> list[dict[str, Any]]:
         raise HTTPException(status_code=404, detail=str(error).strip("'\"")) from error
 
 
+@router.get("/runs", summary="The responder's investigations (status, root cause, verified, paged), oldest first",
+            responses=NOT_FOUND)
+def list_runs(
+    runtime: Runtime, incident_id: Annotated[str | None, Query(description="only this incident's")] = None
+) -> list[dict[str, Any]]:
+    return views.runs(runtime.platform, incident_id)
+
+
 @router.get("/incidents/{incident_id}/actions", summary="Actions taken or refused for an incident", responses=NOT_FOUND)
 def get_incident_actions(runtime: Runtime, incident_id: str) -> list[dict[str, Any]]:
     return views.incident_actions(runtime.platform, incident_id)

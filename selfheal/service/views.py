@@ -119,16 +119,20 @@ def investigations(platform: Platform, incident_id: str) -> list[dict[str, Any]]
     return [finite({k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items()}) for run in runs]
 
 
-def latest_investigations(platform: Platform) -> dict[str, dict[str, Any]]:
-    """Each investigated incident's latest run (without its state), by incident id."""
+def runs(platform: Platform, incident_id: str | None = None) -> list[dict[str, Any]]:
+    """The responder's runs (without their state), oldest first; one incident's when given."""
     from agent.responder import agent_runs
 
-    latest: dict[str, dict[str, Any]] = {}
-    for run in agent_runs(platform.store):  # oldest first: the last one per incident wins
-        latest[str(run["incident_id"])] = finite(
-            {k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items() if k != "state"}
-        )
-    return latest
+    key = existing_incident(platform, incident_id) if incident_id else None
+    return [
+        finite({k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items() if k != "state"})
+        for run in agent_runs(platform.store, incident_id=key)
+    ]
+
+
+def latest_investigations(platform: Platform) -> dict[str, dict[str, Any]]:
+    """Each investigated incident's latest run (without its state), by incident id."""
+    return {str(run["incident_id"]): run for run in runs(platform)}  # oldest first: the latest one wins
 
 
 def pending_approval(platform: Platform, incident_id: str) -> dict[str, Any] | None:
