@@ -4,7 +4,7 @@
 |---|---|---|
 | ``POST /v1/score`` | open | one transaction (object) or a batch (array): score, decision, model version, latency |
 | ``GET /v1/incidents[/{id}[/steps, /actions, /pages, /report]]`` | open | incidents and what was done |
-| ``GET /v1/actions``, ``/v1/pages``, ``/v1/dead-letters`` | open | audit log, pager outbox, rejects |
+| ``GET /v1/actions``, ``/v1/pages``, ``/v1/dead-letters``, ``/v1/runs`` | open | audit log, pager outbox, rejects, the responder's runs |
 | ``GET /v1/models[/{v}]``, ``/v1/serving[/history]``, ``/v1/runbooks[/{id}]`` | open | registry, serving state, runbooks |
 | ``POST /v1/models/{v}/promote``, ``POST /v1/models/rollback`` | token | through the agent's action tools |
 | ``POST /v1/incidents/{id}/approve``, ``/deny``, ``/chat``, ``/chat/stream`` | token | responder hooks (503 when not wired) |
