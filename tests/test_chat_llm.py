@@ -128,6 +128,10 @@ def test_an_action_that_needs_approval_is_pending_and_not_run(
         opened.store.count("model_aliases") == aliases_before
         and opened.serving.current().champion_version == champion
     )
+    # Whatever the model writes, the answer ends with what code recorded.
+    assert (
+        f"rollback_model(to_version=2): **pending_approval** (audit `{action['audit_id']}`)" in answer.answer
+    )
 
 
 def test_an_allowed_action_runs_through_the_tool_and_is_audited_as_the_person(

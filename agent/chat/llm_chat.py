@@ -26,6 +26,8 @@ from agent.chat.history import conversation
 from agent.chat.parts import ChatParts
 from agent.chat.record import IncidentRecord
 from agent.chat.reply import ChatReply
+from agent.chat.text import bullets, quote
+from agent.chat.text import call as call_text
 from agent.llm import LLMClient, LLMRequestError, LLMUnavailable
 from agent.planners.llm_planner import prompt, read_tool_names, untrusted
 from tools.audit import finite
@@ -243,7 +245,7 @@ def _answered(
     return ChatReply(
         incident_id=record.incident_id,
         message=message,
-        answer=text,
+        answer=text + outcomes_footer(outcomes),
         mode="llm",
         intent=None,
         facts={"tool_calls": called, "tokens": tokens},
@@ -252,9 +254,23 @@ def _answered(
     )
 
 
+def outcomes_footer(outcomes: list[dict[str, Any]]) -> str:
+    """What the actions asked for really came to, in code's words: the model's text may say otherwise."""
+    if not outcomes:
+        return ""
+    lines = [
+        f"{call_text(str(o.get('action')), o.get('args'))}: **{o.get('status')}**"
+        + (f" (audit `{o['audit_id']}`)" if o.get("audit_id") else "")
+        + (f": {quote(o['message'], 200)}" if o.get("message") else "")
+        for o in outcomes
+    ]
+    return "\n\nActions asked for in this chat, as recorded:\n\n" + bullets(lines)
+
+
 def _fallback(record: IncidentRecord, message: str, why: str, outcomes: list[dict[str, Any]]) -> ChatReply:
     preface = f"_The LLM could not answer ({why[:300]}); this answer comes from the deterministic router._"
     reply = routed(record, message, mode="llm_fallback", preface=preface)
     reply.facts = {**reply.facts, "llm_error": why}
     reply.actions = [*outcomes, *reply.actions]
+    reply.answer += outcomes_footer(outcomes)  # actions asked for before the model failed still happened
     return reply

@@ -201,8 +201,8 @@ def report(record: IncidentRecord, question: str) -> Answer:
     if any(exists.values()):
         text = "The report: " + ", ".join(f"`{p}`" for k, p in paths.items() if exists[k])
         text += (
-            f" (`selfheal report {record.incident_id}` rewrites it; the service shows it at "
-            f"/incidents/{record.incident_id}/report)."
+            f" (`selfheal serve` shows it at /incidents/{record.incident_id}/report; `/report` here shows its "
+            "summary)."
         )
     else:
         text = f"No report has been written for {record.incident_id} yet (it is written when the investigation ends)."
