@@ -299,14 +299,17 @@ def test_the_conversation_persists_across_two_asks_and_a_chat_session(demo_home:
     session = runner.invoke(
         app,
         ["chat", "INC-3", "--no-llm", "--home", str(demo_home)],
-        input="what changed?\n\n/quit\nnever asked\n",
+        input="what changed?\n\n/history\n/quit\nnever asked\n",
     )
     assert session.exit_code == 0, session.output
     with Platform(Workspace(demo_home)) as platform:
         turns = conversation(platform.store, "INC-3")
         assert conversation(platform.store, "INC-2") == []
-    assert [t["turn"] for t in turns] == [1, 2, 3]
-    assert [t["message"] for t in turns] == ["why did you roll back?", "was anyone paged?", "what changed?"]
+    assert [t["turn"] for t in turns] == [1, 2, 3, 4]
+    asked = ["why did you roll back?", "was anyone paged?", "what changed?", "/history"]
+    assert [t["message"] for t in turns] == asked
+    assert turns[3]["facts"] == {"turns": 3} and all(f"{n}. " in turns[3]["answer"] for n in (1, 2, 3))
+    assert all(message in session.stdout for message in asked[:3])  # /history listed them in the session
     assert (
         turns[0]["answer"] == first.answer
         and turns[1]["intent"] == "paging"

@@ -11,7 +11,7 @@ record.py    IncidentRecord: the incident, its latest investigation, audit rows,
 answers.py   what the responder decided and did (why this action, root cause, paging, verified, ...)
 state_answers.py  the incident in time and the platform's state (what changed, since when, serving, ...)
 router.py    which question a message asks (weighted patterns); says so when none fits
-commands.py  /timeline /evidence /actions /steps /runbook /report /sql /compare /help
+commands.py  /timeline /evidence /actions /steps /runbook /report /history /sql /compare /help
 llm_chat.py  with an LLM: the model, the incident's context and the read tools (record text is untrusted)
 actions.py   an action asked for in chat: runbook allowlist, schema, preconditions, approval; audited
 history.py   chat_messages (store migration 6)

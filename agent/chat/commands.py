@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.chat import answers, state_answers
 from agent.chat.answers import Answer
+from agent.chat.history import conversation
 from agent.chat.parts import ChatParts
 from agent.chat.record import IncidentRecord
 from agent.chat.text import bullets, number, quote, when
@@ -24,6 +25,7 @@ from tools.registry import call_tool
 MAX_SQL_ROWS_SHOWN = 20
 MAX_RUNBOOK_CHARS = 6_000
 MAX_REPORT_CHARS = 4_000
+MAX_HISTORY_SHOWN = 30
 
 Command = Callable[[ChatParts, IncidentRecord, str], Answer]
 
@@ -154,6 +156,22 @@ def compare(parts: ChatParts, record: IncidentRecord, argument: str) -> Answer:
     )
 
 
+def history(parts: ChatParts, record: IncidentRecord, argument: str) -> Answer:
+    """The conversation so far about this incident (it persists: every `ask` and `chat` adds to it)."""
+    turns = conversation(parts.store, record.incident_id)
+    shown = turns[-MAX_HISTORY_SHOWN:]
+    lines = [
+        f"{t['turn']}. {quote(t['actor'], 40)} ({t['intent'] or t['mode']}): {quote(t['message'], 160)}"
+        for t in shown
+    ]
+    head = f"{len(turns)} earlier turn(s)" + (
+        f", the last {len(shown)} shown" if len(shown) < len(turns) else ""
+    )
+    return Answer(
+        head + (":\n\n" + "\n".join(lines) if lines else "."), {"turns": len(turns)}, ["chat_messages"]
+    )
+
+
 def _answer_command(function: Callable[[IncidentRecord, str], Answer]) -> Command:
     return lambda parts, record, argument: function(record, argument)
 
@@ -168,6 +186,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "/steps": (_answer_command(answers.steps), "the investigation's steps and tool calls"),
     "/runbook": (runbook_text, "the runbook followed, its policy and text"),
     "/report": (report_text, "where the report is, and the summary"),
+    "/history": (history, "the conversation so far about this incident"),
     "/sql": (sql, "`/sql SELECT ...`: one read-only query (sandboxed; no writes, no files)"),
     "/compare": (compare, "`/compare v3 v2`: two model versions side by side"),
 }
