@@ -6,13 +6,16 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from agent.responder import Responder, ResponderError, RunResult
+
+if TYPE_CHECKING:
+    from selfheal.client import ServiceClient
 
 console = Console(stderr=True)
 out = Console()
@@ -84,8 +87,15 @@ def investigate(
 ) -> None:
     """Investigate an incident, or resume its investigation (after a crash, or when data has arrived).
 
+    Through the running service when there is one (it owns the workspace), else on the workspace file.
+
     Example: selfheal investigate INC-7
     """
+    client = _service(home, runbooks)
+    if client is not None:
+        body = {"again": again, "planner": None if planner == "auto" else planner}
+        show_run(_run_from_answer(_post(client, f"/v1/incidents/{incident_id}/investigate", body)))
+        return
     with _responder(home, runbooks, planner) as responder:
         show_run(responder.investigate(incident_id, planner=planner, again=again))
 
@@ -136,24 +146,44 @@ def _decided_by_service(
 
     The audit log then records the decision as ``api:<by>``: it came through the API.
     """
-    from selfheal.client import ServiceError, discover_service
-
-    client = discover_service(home, actor=by)
+    client = _service(home, runbooks, actor=by)
     if client is None:
         return False
-    if runbooks is not None:
-        console.print(f"[yellow]note:[/yellow] the service at {client.base_url} uses the runbooks it was started "
-                      "with; --runbooks is ignored")
+    show_run(_run_from_answer(_post(client, f"/v1/incidents/{incident_id}/{decision}", {"note": note})))
+    return True
+
+
+def _service(home: Path | None, runbooks: Path | None, *, actor: str | None = None) -> ServiceClient | None:
+    """A client for the service that owns the workspace, or None; says so if --runbooks cannot apply."""
+    from selfheal.client import discover_service
+
+    client = discover_service(home, actor=actor)
+    if client is not None and runbooks is not None:
+        console.print(
+            f"[yellow]note:[/yellow] the service at {client.base_url} uses the runbooks it was started "
+            "with; --runbooks is ignored"
+        )
+    return client
+
+
+def _post(client: ServiceClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A mutating call to the service; its refusal (401, 404, 409, 503) exits with 1 and its message."""
+    from selfheal.client import ServiceError
+
     with client:
         try:
-            answer = client.decide(incident_id, decision, note)
+            answer: dict[str, Any] = client.post(path, body)
         except ServiceError as error:
             console.print(f"[red]error:[/red] {error.detail}")
             raise typer.Exit(1) from error
-    state = {k: answer.get(k) for k in ("diagnosis", "plan", "verification", "page_decision", "report", "outcome")}
-    show_run(RunResult(answer["thread_id"], answer["incident_id"], answer["status"],
-                       {k: v for k, v in state.items() if v is not None}, answer.get("waiting")))
-    return True
+    return answer
+
+
+def _run_from_answer(answer: dict[str, Any]) -> RunResult:
+    """A `RunResult` from the service's summary of a run (what `show_run` prints)."""
+    keys = ("diagnosis", "plan", "verification", "page_decision", "report", "outcome")
+    state = {k: answer[k] for k in keys if answer.get(k) is not None}
+    return RunResult(answer["thread_id"], answer["incident_id"], answer["status"], state, answer.get("waiting"))
 
 
 def runs(

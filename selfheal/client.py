@@ -95,6 +95,10 @@ class ServiceClient:
     def promote(self, version: int, reason: str) -> dict[str, Any]:
         return self._post(f"/v1/models/{version}/promote", {"reason": reason})  # type: ignore[no-any-return]
 
+    def post(self, path: str, body: Any) -> Any:
+        """Any mutating endpoint, with the token and the actor, e.g. ``post("/v1/incidents/INC-7/investigate", {})``."""
+        return self._post(path, body)
+
     def decide(self, incident_id: str, decision: str, note: str = "") -> dict[str, Any]:
         """Approve or deny (``decision``) what an incident's paused investigation waits on."""
         if decision not in ("approve", "deny"):

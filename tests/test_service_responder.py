@@ -196,7 +196,7 @@ def test_without_the_token_approve_deny_and_chat_answer_401_and_change_nothing(
 ) -> None:
     client, platform = service
     before = (state_snapshot(platform), agent_runs(platform.store), platform.store.count("chat_messages"))
-    for path in ("approve", "deny", "chat", "chat/stream"):
+    for path in ("approve", "deny", "chat", "chat/stream", "investigate"):
         for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"X-Selfheal-Actor": "alice"}):
             response = client.post(
                 f"/v1/incidents/INC-1/{path}", json={"note": "n", "message": "why?"}, headers=headers
@@ -204,6 +204,31 @@ def test_without_the_token_approve_deny_and_chat_answer_401_and_change_nothing(
             assert response.status_code == 401, (path, headers, response.text)
     after = (state_snapshot(platform), agent_runs(platform.store), platform.store.count("chat_messages"))
     assert after == before
+
+
+def test_investigate_through_the_api_carries_on_or_starts_again(service: tuple[TestClient, Platform]) -> None:
+    client, platform = service
+    latest = client.post("/v1/incidents/INC-2/investigate", json={}, headers=AUTH)
+    assert latest.status_code == 200, latest.text
+    assert (latest.json()["thread_id"], latest.json()["status"]) == (
+        "INC-2/1",
+        "done",
+    )  # finished: returned as is
+    assert len(agent_runs(platform.store, incident_id="INC-2")) == 1
+    refused = client.post(
+        "/v1/incidents/INC-2/investigate", json={"again": True, "planner": "llm"}, headers=AUTH
+    )
+    assert refused.status_code == 409 and "needs an endpoint" in refused.json()["detail"]
+    again = client.post("/v1/incidents/INC-2/investigate", json={"again": True}, headers=AUTH)
+    assert again.status_code == 200, again.text
+    run = again.json()
+    assert run["thread_id"] == "INC-2/2" and run["status"] != "running"
+    stored = agent_runs(platform.store, incident_id="INC-2")
+    assert [r["thread_id"] for r in stored] == ["INC-2/1", "INC-2/2"] and stored[-1]["status"] == run[
+        "status"
+    ]
+    assert runtime_of(client).metrics.agent_runs.value(outcome=run["outcome"] or run["status"]) >= 1
+    assert client.post("/v1/incidents/INC-9/investigate", json={}, headers=AUTH).status_code == 404
 
 
 def test_steps_are_every_investigations_steps_in_order(service: tuple[TestClient, Platform]) -> None:

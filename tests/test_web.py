@@ -282,6 +282,8 @@ def test_selfheal_deny_goes_through_the_running_service(site: Site) -> None:
     [rollback] = [row for row in plan if row[1] == "rollback_model"]
     assert (rollback[4], rollback[6]) == ("denied", "api:bob")
     expect(page.locator("#paging .page-decision").first).to_contain_text("Page sent")
+    carried_on = CliRunner().invoke(cli_app, ["investigate", "INC-3", "--home", str(site.home)])
+    assert carried_on.exit_code == 0 and "INC-3/2: done (escalated)" in carried_on.stdout, carried_on.output
     listed = CliRunner().invoke(cli_app, ["runs", "--json", "--home", str(site.home)])
     assert listed.exit_code == 0, listed.output
     runs = json.loads(listed.stdout)

@@ -6,6 +6,7 @@ serve` passes the responder's, `selfheal.service.responder_hooks`; tests pass th
 - ``decide``: called by ``POST /v1/incidents/{id}/approve`` and ``.../deny`` with a `Decision`;
 - ``chat``: called by ``POST /v1/incidents/{id}/chat`` with a `ChatMessage`;
 - ``steps``: called by ``GET /v1/incidents/{id}/steps``: the investigation's steps as JSON-able dicts;
+- ``investigate``: called by ``POST /v1/incidents/{id}/investigate`` with an `InvestigateRequest`;
 - ``jobs``: `PeriodicJob`s the `Scheduler` runs in a background thread, e.g. "every hour: run the monitor
   over the hour that closed, then the responder on every incident that opened";
 - ``on_start`` / ``on_stop``: called with the `ServiceRuntime` when the app starts (before the scheduler),
@@ -66,6 +67,16 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class InvestigateRequest:
+    """A person's request to investigate an incident now (``again``: even if an investigation finished)."""
+
+    incident_id: str
+    actor: str
+    again: bool = False
+    planner: str | None = None
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """A person's message about an incident (a question, or a request to act)."""
 
@@ -77,6 +88,7 @@ class ChatMessage:
 DecideHook = Callable[[Decision], dict[str, Any]]
 ChatHook = Callable[[ChatMessage], dict[str, Any]]
 StepsHook = Callable[[str], list[dict[str, Any]]]
+InvestigateHook = Callable[[InvestigateRequest], dict[str, Any]]
 StartHook = Callable[["ServiceRuntime"], None]
 
 
@@ -100,6 +112,7 @@ class ServiceHooks:
     decide: DecideHook | None = None
     chat: ChatHook | None = None
     steps: StepsHook | None = None
+    investigate: InvestigateHook | None = None
     jobs: list[PeriodicJob] = field(default_factory=list)
     # Called once the app's scoring engine runs (the responder needs the engine's lock) and at shutdown.
     on_start: StartHook | None = None
@@ -114,6 +127,11 @@ class ServiceHooks:
         if self.chat is None:
             raise ResponderUnavailable(RESPONDER_UNAVAILABLE)
         return self.chat
+
+    def require_investigate(self) -> InvestigateHook:
+        if self.investigate is None:
+            raise ResponderUnavailable(RESPONDER_UNAVAILABLE)
+        return self.investigate
 
     def require_steps(self) -> StepsHook:
         if self.steps is None:

@@ -5,6 +5,7 @@
 - ``decide``: `Responder.approve` / `Responder.deny` on the incident's paused investigation, recorded as
   decided by the API caller (``api:<who>``); nothing pending is a refusal (409);
 - ``steps``: the steps of every investigation of the incident, from ``agent_runs`` (oldest run first);
+- ``investigate``: `Responder.investigate` (start, or carry on with the latest run; ``again`` for a new one);
 - ``chat``: `agent.chat.reply` (imported when first used, so a service runs without it);
 - ``jobs``: one `PeriodicJob` that, once an hour has closed (plus a grace period for late arrivals),
   flushes the scorer's log and runs `Autopilot.after_hour` for it: monitor, investigate what opened, wake
@@ -43,6 +44,7 @@ from selfheal.service.hooks import (
     RESPONDER_UNAVAILABLE,
     ChatMessage,
     Decision,
+    InvestigateRequest,
     PeriodicJob,
     ResponderUnavailable,
     ServiceHooks,
@@ -124,6 +126,7 @@ class ResponderHooks:
             decide=self.decide,
             chat=self.chat,
             steps=self.steps,
+            investigate=self.investigate,
             jobs=jobs,
             on_start=self.start,
             on_stop=self.close,
@@ -180,6 +183,27 @@ class ResponderHooks:
             raise ValueError(
                 f"{len(waiting)} actions wait for approval together ({waiting}): leave out `action` to decide on all"
             )
+
+    # -- investigate ------------------------------------------------------------------------------
+
+    def investigate(self, request: InvestigateRequest) -> dict[str, Any]:
+        """`Responder.investigate`: start an investigation, or carry on with the latest one.
+
+        Raises:
+            KeyError: No such incident.
+            ValueError: The planner cannot be used (e.g. ``llm`` without an endpoint).
+        """
+        with self._lock:
+            self.monitor.incidents.get(request.incident_id)
+            self._flush()
+            try:
+                run = self.responder.investigate(
+                    request.incident_id, planner=request.planner, again=request.again
+                )
+            except ResponderError as error:
+                raise ValueError(str(error)) from error
+            self._count(run)
+            return run_summary(run)
 
     # -- steps ------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Mutating endpoints: promote, roll back, approve, deny, chat. Every one needs the token.
+"""Mutating endpoints: promote, roll back, investigate, approve, deny, chat. Every one needs the token.
 
 `TokenGuard` (the middleware) refuses a request without the token before its body is read; the
 ``Security(bearer_scheme)`` dependency here checks again (so these routes stay protected even if someone
@@ -9,7 +9,7 @@ whose actor is ``api:<who>`` (``<who>`` from the ``X-Selfheal-Actor`` header, de
 approval is ``human`` (a person made the call). So they are validated, idempotent, rate-limited and in the
 audit log exactly like the responder's actions.
 
-Approve, deny and chat call the responder's hooks (`ServiceHooks`); until the responder is wired they
+Investigate, approve, deny and chat call the responder's hooks (`ServiceHooks`); until the responder is wired they
 answer **503 "responder not available"** (the app turns `ResponderUnavailable` into 503 and
 `views.NotFound`, e.g. an unknown incident, into 404: see `selfheal.service.app`).
 """
@@ -25,9 +25,17 @@ from fastapi.security import HTTPAuthorizationCredentials
 from monitor.incidents import IncidentManager
 from selfheal.service import views
 from selfheal.service.auth import bearer_scheme, token_matches
-from selfheal.service.hooks import ChatMessage, Decision
+from selfheal.service.hooks import ChatMessage, Decision, InvestigateRequest
 from selfheal.service.runtime import ServiceRuntime, runtime_of
-from selfheal.service.schemas import ActionOut, ChatIn, DecisionIn, Problem, PromoteIn, RollbackIn
+from selfheal.service.schemas import (
+    ActionOut,
+    ChatIn,
+    DecisionIn,
+    InvestigateIn,
+    Problem,
+    PromoteIn,
+    RollbackIn,
+)
 from tools import ToolContext, ToolRefused, ToolRetry, call_tool
 from tools.audit import finite
 
@@ -133,6 +141,16 @@ def approve(runtime: Runtime, actor: Actor, incident_id: str, body: DecisionIn) 
 def deny(runtime: Runtime, actor: Actor, incident_id: str, body: DecisionIn) -> dict[str, Any]:
     """Deny the responder's pending action (503 until the responder is wired: `ServiceHooks.decide`)."""
     return _decide(runtime, actor, incident_id, body, "deny")
+
+
+@router.post("/incidents/{incident_id}/investigate", summary="Investigate an incident now (or carry on)",
+             responses=RESPONDER_ERRORS)
+def investigate(runtime: Runtime, actor: Actor, incident_id: str, body: InvestigateIn) -> dict[str, Any]:
+    """Start the responder on an incident, or resume its latest run (503 without a responder)."""
+    hook = runtime.hooks.require_investigate()
+    key = views.existing_incident(runtime.platform, incident_id)
+    request = InvestigateRequest(incident_id=key, actor=actor, again=body.again, planner=body.planner)
+    return _call_hook(lambda: hook(request))
 
 
 @router.post("/incidents/{incident_id}/chat", summary="Ask the responder about an incident, or ask it to act",

@@ -118,6 +118,17 @@ class DecisionIn(BaseModel):
     action: int | None = Field(None, ge=0, description="index of the planned action; default the pending one")
 
 
+class InvestigateIn(BaseModel):
+    """Start (or carry on with) the responder's investigation of an incident."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    again: bool = Field(False, description="start a new investigation even if one finished")
+    planner: Literal["deterministic", "llm", "auto"] | None = Field(
+        None, description="default: the planner the service was started with"
+    )
+
+
 class ChatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
