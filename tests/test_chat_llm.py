@@ -225,3 +225,12 @@ def test_selfheal_ask_uses_the_configured_model(
         app, ["ask", "INC-3", "why did you roll back?", "--json", "--no-llm", "--home", str(demo_home)]
     )
     assert ChatReply.model_validate_json(routed.stdout).mode == "router" and len(fake_openai.requests) == 1
+
+
+def test_a_model_that_loops_is_stopped_and_the_router_answers(
+    opened: Platform, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script([tool_call("serving_state", {})] * 3)
+    answer = ask(ChatParts.for_platform(opened), fake_openai, "INC-3", "was it verified?")
+    assert answer.mode == "llm_fallback" and answer.intent == "verified"
+    assert "repeated serving_state" in answer.facts["llm_error"] and "Yes, the fix verified" in answer.answer
