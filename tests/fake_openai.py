@@ -212,7 +212,9 @@ class FakeOpenAI:
             "base_url": self.base_url,
             "api_key": "sk-test-fake",
             "model": "fake-model",
-            "timeout_s": 5.0,
+            # Generous: on a loaded 2-core machine a scripted answer can take seconds, and a timeout here
+            # would be retried as a request the script does not expect (tests of timeouts set their own).
+            "timeout_s": 30.0,
             "max_attempts": 3,
             "backoff_initial_s": 0.01,
             "backoff_max_s": 0.05,
