@@ -1,63 +1,64 @@
-"""The hourly alert-rate check and clustered fraud: one hour's burst of rightly flagged fraud is no incident.
+"""The hourly alert-rate check and clustered fraud: one card's burst of rightly flagged fraud is no incident.
 
-A compromised card makes several transactions in an hour and the model flags them all, so one hour's alerts
-are over-dispersed against the binomial the Wilson interval assumes (the eval suite's no-fault controls
-raised a prediction-drift incident for 10 alerts in 152 rows, 3 expected). A moderate rise must persist a
-second hour; a large one (a wrong threshold) or a collapse is raised at once.
+A compromised card (or terminal) makes several transactions in an hour and the model flags them all, so
+flagged rows are over-dispersed against the binomial the Wilson interval assumes: the eval suite's no-fault
+controls raised a prediction-drift incident for 10 alerts in 152 rows (3 expected). A rise is therefore
+judged on distinct cards or terminals among the flagged rows; a wrong threshold spreads its alerts over
+many of them, and a collapse of alerts is judged on the rows.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import pandas as pd
 import pytest
 
-from monitor.checks import ALERT_RATE_SURE, CheckContext, alert_rate_check
-from monitor.counts import WindowCounts
+from monitor.checks import CheckContext, alert_rate_check
+from monitor.counts import WindowCounts, _alert_sources
 
-HOUR = timedelta(hours=1)
 NOON = datetime(2018, 5, 17, 12)
 REFERENCE_RATE = 0.02
 
 
-def _window(start: datetime, rows: int, alerts: int) -> WindowCounts:
-    return WindowCounts(
-        start=start, end=start + HOUR, model_version=1, scalars={"rows": float(rows), "alerts": float(alerts)}
-    )
-
-
-def _breached(rows: int, alerts: int, previous: tuple[int, int] | None) -> bool:
-    history = [] if previous is None else [_window(NOON - HOUR, *previous)]
+def _breached(rows: int, alerts: int, sources: float | None) -> bool:
+    scalars = {"rows": float(rows), "alerts": float(alerts)}
+    if sources is not None:
+        scalars["alert_sources"] = sources
+    window = WindowCounts(start=NOON, end=NOON + timedelta(hours=1), model_version=1, scalars=scalars)
     profile: Any = SimpleNamespace(alert_rate=REFERENCE_RATE)
-    ctx = CheckContext(profile=profile, window=_window(NOON, rows, alerts), cadence="hour", now=NOON + HOUR,
-                       store=None, history=history)  # type: ignore[arg-type]  # fmt: skip
-    (finding,) = alert_rate_check(ctx)
+    store: Any = None
+    (finding,) = alert_rate_check(
+        CheckContext(profile=profile, window=window, cadence="hour", now=NOON, store=store)
+    )
     return finding.breached
 
 
 @pytest.mark.parametrize(
-    ("rows", "alerts", "previous", "breached"),
+    ("rows", "alerts", "sources", "breached"),
     [
-        (152, 10, (171, 4), False),  # the control's burst: the hour before was ordinary
-        (152, 10, None, False),  # no hour before to confirm it
-        (152, 10, (170, 12), True),  # the rise held for two hours
-        (150, 60, None, True),  # twenty times the reference: a wrong threshold, raised at once
-        (1500, 0, None, True),  # alerts collapsed (a threshold set far too high): raised at once
-        (150, 4, (170, 12), False),  # within the interval: nothing, whatever came before
+        (152, 10, 3, False),  # the control's burst: ten flagged rows from three cards
+        (152, 10, 10, True),  # the same count from ten cards: the alert policy moved
+        (150, 60, 55, True),  # a wrong threshold: many more alerts, from many cards
+        (1500, 0, 0, True),  # alerts collapsed (a threshold set far too high): judged on rows
+        (152, 10, None, True),  # a window counted before sources were: judged on rows, as it was
+        (150, 4, 4, False),  # within the interval
     ],
 )
-def test_a_moderate_alert_rate_rise_needs_a_second_hour(
-    rows: int, alerts: int, previous: tuple[int, int] | None, breached: bool
+def test_a_rise_in_alerts_is_judged_on_distinct_sources(
+    rows: int, alerts: int, sources: float | None, breached: bool
 ) -> None:
-    assert _breached(rows, alerts, previous) is breached
+    assert _breached(rows, alerts, sources) is breached
 
 
-def test_the_confirming_hour_must_be_the_one_just_before() -> None:
-    profile: Any = SimpleNamespace(alert_rate=REFERENCE_RATE)
-    stale = _window(NOON - 3 * HOUR, 170, 12)  # high, but three hours ago (a gap in the history)
-    ctx = CheckContext(profile=profile, window=_window(NOON, 152, 10), cadence="hour", now=NOON + HOUR,
-                       store=None, history=[stale])  # type: ignore[arg-type]  # fmt: skip
-    assert alert_rate_check(ctx)[0].breached is False
-    assert (60 / 150 - REFERENCE_RATE) / REFERENCE_RATE > ALERT_RATE_SURE  # the "at once" case is above it
+def test_alert_sources_are_the_fewer_of_distinct_cards_and_terminals_among_flagged_rows() -> None:
+    rows = pd.DataFrame({
+        "decision": ["decline", "decline", "review", "approve", "decline"],
+        "customer_id": [1, 1, 1, 2, 3],  # one card made three of the four flagged rows
+        "terminal_id": [10, 11, 12, 13, 14],
+    })  # fmt: skip
+    assert _alert_sources(rows) == 2.0
+    assert math.isnan(_alert_sources(rows.drop(columns=["customer_id"])))
