@@ -25,15 +25,23 @@ from selfheal.cli_eval import open_platform
 from tests.fake_openai import FakeOpenAI, Turn, tool_call
 
 SUITE = load_suite(default_scenarios_dir())
-# One seed at small size of these (one live day each) is what every `make test` plays, about 12 s each on
-# this machine: a fault the platform contains and pages for (feature job), one where containment cannot
-# restore the metrics (producer schema), a corrupted artifact with no version to roll back to (fallback and
-# a page, never "verified"), and two faults in one run (a fix without a page, a page without a fix).
+# One seed at small size of every one-day scenario of the suite that holds there is what every `make test`
+# plays (about 4 s each on an idle machine): faults the platform contains and pages for (feature jobs, a
+# producer's schema, the amount's unit), a corrupted only version (fallback and a page, never "verified"),
+# a wrong threshold (fixed, no page), an upstream volume drop (a page, no action), two faults in one run,
+# and the hostile-text control. Left out: the multi-day ones (bad deploy, population shift, label stall,
+# slow deploy, the quiet and seasonal controls, the new fraud pattern) for time, and
+# multi-feature-then-threshold, which fails (see evals/README.md); `make eval` plays them all.
 SMALL_SUBSET = (
-    "feature-nulls-terminal-risk",
-    "schema-change-amount-dropped",
+    "amount-units-shift",
+    "control-hostile-merchant-text",
     "corrupt-artifact-only-version",
+    "feature-constant-minor",
+    "feature-nulls-terminal-risk",
     "multi-threshold-then-volume-drop",
+    "schema-change-amount-dropped",
+    "threshold-misconfig-low",
+    "volume-drop-partner-feed",
 )
 GOOD = """\
 id: good
@@ -170,8 +178,8 @@ def test_small_suite_has_no_regressions(cache: Path, tmp_path: Path) -> None:
     assert _failures(result) == []
     summary = result.summary
     assert summary["detection_recall"] == 1.0 and summary["false_incidents_on_controls"] == 0
-    assert summary["page_confusion"] == {"tp": 4, "fp": 0, "fn": 0, "tn": 1}
-    assert summary["forbidden_actions"] == 0 and summary["pass_hat_k"] == 1.0
+    assert summary["page_confusion"] == {"tp": 7, "fp": 0, "fn": 0, "tn": 3}
+    assert summary["forbidden_actions"] == summary["needless_actions"] == 0 and summary["pass_hat_k"] == 1.0
     data = json.loads(json.dumps(result.to_json(), default=str))
     for key in (
         "scenarios",
