@@ -20,6 +20,7 @@ from agent.planners import deterministic, llm_planner
 from agent.runbook_steps import incident_scope, page_arguments, plan_from_runbook, step_record
 from agent.state import PlannedAction, ResponderState, StepRecord
 from agent.verify import next_wake, verify_fix
+from tools.audit import canonical_json
 from tools.errors import ToolError, ToolRefused
 from tools.registry import call_tool
 from tools.runbooks import Runbook
@@ -135,32 +136,80 @@ def act(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]
     rt = runtime.context
     diagnosis = state.get("diagnosis", {})
     reason = f"{diagnosis.get('root_cause')} ({diagnosis.get('runbook_id')}): {diagnosis.get('reason', '')}"
+    runbook = _runbook(rt, state)
+    # Action steps that save their result (``save_as``) feed later steps: a promotion guarded by the
+    # retrain's ``beats_champion`` cannot be planned before the retrain ran, so it is planned after it.
+    saves = {s.line: s.save_as for s in runbook.steps if s.block == "action" and s.save_as} if runbook else {}
+    follow_runbook = runbook is not None and not (state.get("planner") == "llm" and state.get("proposal"))
+    results = dict(state.get("results") or {})
     updated: list[PlannedAction] = []
     records: list[StepRecord] = []
     acted_at = state.get("acted_at")
-    for action in state.get("plan", []):
-        if action.get("status") not in RUNNABLE:
+    pending = list(state.get("plan", []))
+    for _ in range(MAX_FOLLOW_UPS + 1):
+        saved = False
+        for action in pending:
+            if action.get("status") not in RUNNABLE:
+                updated.append(action)
+                continue
+            action, record = _run_planned(rt, state["incident_id"], action, reason)
+            if action["status"] in ("applied", "repeat"):
+                if action["action"] != "add_note":
+                    acted_at = rt.now_iso()
+                if action.get("step_line") in saves:
+                    results[str(saves[action["step_line"]])] = action.get("result", {})
+                    saved = True
+            records.append(record)
             updated.append(action)
-            continue
-        approval_text = f"human:{action['decided_by']}" if action.get("status") == "approved" else "auto"
-        ctx = rt.tool_context(state["incident_id"], reason=reason, approval=approval_text)
-        try:
-            result = call_tool(action["action"], ctx, action["args"]).data
-        except ToolRefused as refusal:
-            action = {**action, "status": "refused", "result": {"message": str(refusal)}}
-        except ToolError as error:
-            action = {**action, "status": "failed", "result": {"message": str(error)}}
-        else:
-            status = "repeat" if result.get("repeat") else "applied"
-            action = {**action, "status": status, "audit_id": result.get("audit_id"), "result": result}
-            if action["action"] != "add_note":
-                acted_at = rt.now_iso()
-        records.append(step_record("act", "tool", action["action"], rt, args=action["args"],
-                                   ok=action["status"] in ("applied", "repeat"),
-                                   output=str(action.get("result", ""))[:400]))
-        updated.append(action)
-        rt.side_effect("act", action["action"])
-    return {"plan": updated, "acted_at": acted_at, "steps": records}
+            rt.side_effect("act", action["action"])
+        if not (saved and follow_runbook and runbook is not None):
+            break
+        pending, notes = _follow_ups(rt, state["incident_id"], runbook, results, updated)
+        records += [step_record("act", "decision", "plan", rt, ok=True, note=n) for n in notes]
+        if not pending:
+            break
+    return {"plan": updated, "acted_at": acted_at, "steps": records, "results": results}
+
+
+MAX_FOLLOW_UPS = 3  # rounds of steps planned from an action's saved result (retrain -> promote is one)
+
+
+def _run_planned(rt: AgentRuntime, incident_id: str, action: PlannedAction, reason: str) -> tuple[PlannedAction, StepRecord]:
+    approval_text = f"human:{action['decided_by']}" if action.get("status") == "approved" else "auto"
+    ctx = rt.tool_context(incident_id, reason=reason, approval=approval_text)
+    try:
+        result = call_tool(action["action"], ctx, action["args"]).data
+    except ToolRefused as refusal:
+        action = {**action, "status": "refused", "result": {"message": str(refusal)}}
+    except ToolError as error:
+        action = {**action, "status": "failed", "result": {"message": str(error)}}
+    else:
+        status = "repeat" if result.get("repeat") else "applied"
+        action = {**action, "status": status, "audit_id": result.get("audit_id"), "result": result}
+    record = step_record("act", "tool", action["action"], rt, args=action["args"],
+                         ok=action["status"] in ("applied", "repeat"), output=str(action.get("result", ""))[:400])
+    return action, record
+
+
+def _follow_ups(
+    rt: AgentRuntime, incident_id: str, runbook: Runbook, results: dict[str, Any], done: list[PlannedAction]
+) -> tuple[list[PlannedAction], list[str]]:
+    """Runbook actions that can be planned now that earlier actions saved their results, and were not yet.
+
+    Only actions the runbook lets run without a person are taken here; one that needs approval is noted
+    (the approval node has already run for this plan).
+    """
+    lines = {a.get("step_line") for a in done}
+    known = {(a["action"], canonical_json(a["args"])) for a in done}
+    planned, _ = plan_from_runbook(runbook, incident_scope(rt, incident_id, results))
+    # A step runs once: one already planned (even rendered differently before) is not planned again.
+    fresh = [
+        a for a in planned if a.get("step_line") not in lines and (a["action"], canonical_json(a["args"])) not in known
+    ]
+    runnable = [a for a in fresh if a.get("approval") == "auto"]
+    notes = [f"planned after an earlier action's result: {a['action']}" for a in runnable]
+    notes += [f"{a['action']} needs approval and was not run after the earlier action; a human may run it" for a in fresh if a not in runnable]
+    return runnable, notes
 
 
 def verify(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:

@@ -114,7 +114,8 @@ def plan_from_runbook(runbook: Runbook, scope: dict[str, Any]) -> tuple[list[Pla
                 continue
             why = f"runbook {runbook.id}, line {step.line}" + (f": when {step.when}" if step.when else "")
             planned.append(
-                {"action": step.name, "args": args, "approval": runbook.approval(step.name), "status": "planned", "why": why}
+                {"action": step.name, "args": args, "approval": runbook.approval(step.name), "status": "planned", "why": why,
+                 "step_line": step.line}
             )
     return planned, notes
 

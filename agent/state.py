@@ -60,7 +60,8 @@ class PlannedAction(TypedDict, total=False):
     """One action the plan holds: ``action`` and ``args`` (validated against the tool schema),
     ``approval`` (``auto`` | ``human``), ``status`` (``planned`` | ``awaiting_approval`` | ``approved`` |
     ``denied`` | ``applied`` | ``repeat`` | ``refused`` | ``failed``), ``why`` (the runbook line or model
-    rationale), ``audit_id`` and ``result`` once it ran, ``decided_by`` (who approved or denied)."""
+    rationale), ``audit_id`` and ``result`` once it ran, ``decided_by`` (who approved or denied),
+    ``step_line`` (the runbook step it came from, for runbook plans)."""
 
     action: str
     args: dict[str, Any]
@@ -70,6 +71,7 @@ class PlannedAction(TypedDict, total=False):
     audit_id: str | None
     result: dict[str, Any]
     decided_by: str
+    step_line: int
 
 
 class Verification(TypedDict, total=False):

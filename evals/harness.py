@@ -164,9 +164,14 @@ def play_case(
 
 
 def _serving_at(platform: OpenPlatform, moment: datetime) -> dict[str, Any]:
-    states = [s for s in platform.serving.history() if s.changed_at < moment] or [platform.serving.current()]
-    latest = max(states, key=lambda s: s.version)
-    return latest.model_dump()
+    """The serving state in force just before ``moment`` (a fault's start).
+
+    A fault at the very start of the live period finds the template's first state, stamped at that same
+    instant; a serving fault's own change at ``moment`` is not "before" it.
+    """
+    history = platform.serving.history()
+    states = [s for s in history if s.changed_at < moment] or [min(history, key=lambda s: s.version)]
+    return max(states, key=lambda s: s.version).model_dump()
 
 
 def _actions(platform: OpenPlatform) -> list[dict[str, Any]]:
