@@ -36,8 +36,8 @@ lint: venv  ## ruff
 typecheck: venv  ## mypy over every package
 	$(BIN)/mypy
 
-unit: venv  ## the test suite only
-	$(BIN)/pytest -q
+unit: venv  ## the test suite only, one worker per core (a module's tests stay on one worker)
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 test: lint typecheck unit  ## lint, type-check and run every test
 
