@@ -223,8 +223,8 @@ def _print_incidents(
     # A log or a pipe reports 80 columns and Rich would cut "feature_pipeline_break" to "featur…": the story's
     # last table is what people read, so off a terminal it gets the width it needs (print(width=) can only
     # narrow, so the console itself is widened; the demo prints nothing after this).
-    if not console.is_terminal and console.width < 120:
-        console.width = 120
+    if not console.is_terminal and console.width < 150:
+        console.width = 150
     console.print(table)
     for incident in incidents:
         state = (runs.get(incident.incident_id) or {}).get("state") or {}
