@@ -143,6 +143,7 @@ def _run(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agent.autopilot import Autopilot
+    from agent.responder import ResponderError
     from evals.live import SimClock
     from monitor.runner import Monitor
     from selfheal.app import Platform, save_simulated_now, simulated_now
@@ -173,6 +174,10 @@ def _run(
         autopilot = None
         if planner != "none":
             responder = platform.responder(monitor, planner=planner, runbooks_dir=runbooks)
+            try:
+                responder.planner()  # an unusable planner fails now, not at the first incident hours in
+            except ResponderError as error:
+                raise ValueError(str(error)) from error
             autopilot = Autopilot(monitor, responder)
         loop = LiveLoop(platform, clock, monitor=monitor, autopilot=autopilot, label_delay=label_delay,
                         source=f"file:{source}")  # fmt: skip

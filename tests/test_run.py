@@ -130,3 +130,18 @@ def test_bad_sources_fail_clearly(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no champion model" in " ".join(result.output.split())
     result = runner.invoke(app, ["run", str(source), "--planner", "guess"])
     assert result.exit_code == 2 and "--planner" in result.output
+
+
+def test_the_llm_planner_without_an_endpoint_fails_before_anything_is_scored(
+    played: tuple[Path, Path, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, _, live = played
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    source = tmp_path / "live.parquet"
+    live.head(50).to_parquet(source)
+    result = runner.invoke(app, ["run", str(source), "--home", str(home), "--planner", "llm"])
+    assert result.exit_code == 1
+    assert "needs an endpoint" in " ".join(result.output.split())
+    with Platform(Workspace(home)) as platform:
+        assert platform.store.count("predictions") == 0
