@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,6 +18,7 @@ from agent.responder import RunResult
 if TYPE_CHECKING:
     import pandas as pd
 
+    from scorer.sources import Batch
     from selfheal.live_loop import LoopTotals
 
 err = Console(stderr=True)
@@ -54,7 +55,11 @@ def _still_waiting(run: RunResult) -> bool:
 
 def run(
     source: Annotated[
-        str, typer.Argument(help="A .csv, .parquet or .jsonl file of transactions, or - for JSONL on stdin.")
+        str,
+        typer.Argument(
+            help="A .csv, .parquet or .jsonl file of transactions, - for JSONL on stdin, or `simulator` for "
+            "days of the simulated world (--days, --start-day, --seed, --customers, --terminals)."
+        ),
     ],
     home: Annotated[
         Path | None, typer.Option("--home", help="Workspace folder (default: $SELFHEAL_HOME or ./.selfheal).")
@@ -83,6 +88,16 @@ def run(
         typer.Option(min=0, help="When a row's label (is_fraud / TX_FRAUD) arrives if it has no label_time."),
     ] = 7.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows read from the source at a time.")] = 10_000,
+    days: Annotated[int, typer.Option(min=1, help="simulator: days to play.")] = 1,
+    start_day: Annotated[
+        int,
+        typer.Option(
+            min=0, help="simulator: first day (offset from the world's start; 60 follows `simulate`)."
+        ),
+    ] = 60,
+    seed: Annotated[int, typer.Option(help="simulator: the world's seed.")] = 0,
+    customers: Annotated[int, typer.Option(min=1, help="simulator: customers in the world.")] = 5000,
+    terminals: Annotated[int, typer.Option(min=1, help="simulator: terminals in the world.")] = 10000,
 ) -> None:
     """Consume a source hour by hour: score, deliver labels, run the monitor and the responder.
 
@@ -90,6 +105,10 @@ def run(
     closed hour goes to the monitor; incidents it opens are investigated (and fixed, verified, paged as
     the runbooks say). Every row is scored or dead-lettered with a reason. Progress and what the platform
     did are printed as they happen; a summary table ends the run.
+
+    `simulator` plays days of the same simulated world `selfheal simulate` writes (train on its first 60
+    days, then run from day 60); when the workspace has logged no traffic, the 31 days before the first
+    one warm the feature windows.
 
     Example: selfheal simulate --days 3 --start-day 60 --out live.parquet && selfheal run live.parquet
     """
@@ -100,9 +119,14 @@ def run(
     if planner not in ("auto", "deterministic", "llm", "none"):
         err.print(f"[red]error:[/red] --planner must be auto, deterministic, llm or none, not {planner!r}")
         raise typer.Exit(2)
+    warm_batches: Iterable[Batch] | None
+    batches: Iterable[Batch]
     try:
-        batches = read_records(source, batch_size=batch_size, stdin=sys.stdin)
         warm_batches = read_records(warm_from, batch_size=100_000) if warm_from is not None else None
+        if source == "simulator":
+            batches, warm_batches = _simulated(days, start_day, seed, customers, terminals, warm_batches)
+        else:
+            batches = read_records(source, batch_size=batch_size, stdin=sys.stdin)
     except (DataFormatError, FileNotFoundError) as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
@@ -131,10 +155,33 @@ def run(
         raise typer.Exit(1)
 
 
+def _simulated(
+    days: int, start_day: int, seed: int, customers: int, terminals: int, warm: Iterable[Batch] | None
+) -> tuple[Iterator[Batch], Iterable[Batch] | None]:
+    """Day frames of the simulated world (with labels), and the days before them to warm the features."""
+    from scorer.simulate import Simulator, WorldConfig
+
+    simulator = Simulator(WorldConfig(seed=seed, customers=customers, terminals=terminals))
+    live = (simulator.day(day) for day in range(start_day, start_day + days))
+    if warm is None and start_day > 0:
+        warm = _WarmIfEmpty(lambda: simulator.generate(max(0, start_day - 31), min(31, start_day)))
+    return live, warm
+
+
+class _WarmIfEmpty:
+    """Warm-up rows built only if the workspace has logged no traffic of its own (see `_run`)."""
+
+    def __init__(self, build: Callable[[], pd.DataFrame]) -> None:
+        self.build = build
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        yield self.build()
+
+
 def _run(
     source: str,
-    batches: Iterable[pd.DataFrame],
-    warm_batches: Iterable[pd.DataFrame] | None,
+    batches: Iterable[Batch],
+    warm_batches: Iterable[Batch] | None,
     home: Path | None,
     planner: str,
     runbooks: Path | None,
@@ -162,7 +209,9 @@ def _run(
             raise ValueError(
                 f"{workspace.home} has no champion model: run `selfheal train --data FILE` first"
             )
-        if warm_batches is not None:
+        if isinstance(warm_batches, _WarmIfEmpty) and platform.scorer.warm_up() > 0:
+            warm_batches = None  # the workspace's own logs warmed the features
+        elif warm_batches is not None:
             observed = 0
             for batch in warm_batches:
                 platform.scorer.features.observe(batch)

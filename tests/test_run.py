@@ -145,3 +145,26 @@ def test_the_llm_planner_without_an_endpoint_fails_before_anything_is_scored(
     assert "needs an endpoint" in " ".join(result.output.split())
     with Platform(Workspace(home)) as platform:
         assert platform.store.count("predictions") == 0
+
+
+def test_the_simulator_is_a_source_warmed_with_the_month_before(
+    played: tuple[Path, Path, pd.DataFrame], small_world: SmallWorld
+) -> None:
+    home, _, live = played
+    world = small_world.simulator.config
+    result = runner.invoke(
+        app,
+        ["run", "simulator", "--days", "1", "--start-day", str(HISTORY_DAYS), "--seed", str(world.seed),
+         "--customers", str(world.customers), "--terminals", str(world.terminals), "--home", str(home),
+         "--planner", "none", "--label-delay-days", "0.25"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "warmed with" in result.output  # the template logged no traffic: the 31 days before warm it
+    with Platform(Workspace(home)) as platform:
+        logged = platform.store.query("SELECT transaction_id, customer_tx_count_30d FROM predictions")
+        labels = platform.store.count("labels")
+    assert sorted(logged["transaction_id"]) == sorted(live["transaction_id"].astype(str))  # the same day
+    # Warm windows: a customer's 30-day count includes the month before (cold state would start near 1).
+    assert logged["customer_tx_count_30d"].mean() > 5
+    stamps = pd.to_datetime(live["timestamp"])
+    assert labels == int((stamps + timedelta(hours=6) < stamps.max().ceil("h")).sum())  # the day's own labels
