@@ -83,7 +83,9 @@ class ServingChanges(TypedDict, total=False):
     quarantined_features: dict[str, float]
 
 
-_CHANGEABLE: Final = frozenset(ServingChanges.__optional_keys__)
+# What a change can touch, in declaration order (readers that diff two states walk these).
+CHANGEABLE_FIELDS: Final[tuple[str, ...]] = tuple(ServingChanges.__annotations__)
+_CHANGEABLE: Final = frozenset(CHANGEABLE_FIELDS)
 
 
 class ServingState(BaseModel):

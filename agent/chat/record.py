@@ -19,21 +19,13 @@ import pandas as pd
 from agent.chat.parts import ChatParts
 from agent.responder import agent_runs
 from monitor.incidents import Incident
-from scorer.serving import ServingState, as_naive_utc
+from scorer.serving import CHANGEABLE_FIELDS, ServingState, as_naive_utc
 from tools.audit import ActionLog, AuditRecord
 from tools.runbooks import Runbook
 
 # Serving changes before the first breach that "what changed" looks at: the runbooks look back 10 days
 # for a deploy (bad_model_deploy) and 2 days for a threshold change (threshold_misconfig).
 CHANGES_LOOKBACK = timedelta(days=10)
-SERVING_FIELDS = (
-    "champion_version",
-    "fallback",
-    "fallback_reason",
-    "threshold",
-    "review_threshold",
-    "quarantined_features",
-)
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ class IncidentRecord:
                     "from": getattr(older, name) if older is not None else None,
                     "to": getattr(newer, name),
                 }
-                for name in SERVING_FIELDS
+                for name in CHANGEABLE_FIELDS
                 if older is None or getattr(older, name) != getattr(newer, name)
             }
             changes.append(
