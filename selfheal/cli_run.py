@@ -119,12 +119,12 @@ def run(
     if planner not in ("auto", "deterministic", "llm", "none"):
         err.print(f"[red]error:[/red] --planner must be auto, deterministic, llm or none, not {planner!r}")
         raise typer.Exit(2)
-    warm_batches: Iterable[Batch] | None
     batches: Iterable[Batch]
+    warm_if_cold: Callable[[], pd.DataFrame] | None = None
     try:
         warm_batches = read_records(warm_from, batch_size=100_000) if warm_from is not None else None
         if source == "simulator":
-            batches, warm_batches = _simulated(days, start_day, seed, customers, terminals, warm_batches)
+            batches, warm_if_cold = _simulated(days, start_day, seed, customers, terminals)
         else:
             batches = read_records(source, batch_size=batch_size, stdin=sys.stdin)
     except (DataFormatError, FileNotFoundError) as error:
@@ -132,7 +132,14 @@ def run(
         raise typer.Exit(1) from error
     try:
         totals = _run(
-            source, batches, warm_batches, home, planner, runbooks, timedelta(days=label_delay_days)
+            source,
+            batches,
+            warm_batches,
+            warm_if_cold,
+            home,
+            planner,
+            runbooks,
+            timedelta(days=label_delay_days),
         )
     except (DataFormatError, ScorerError, ValueError) as error:
         err.print(f"[red]error:[/red] {error}")
@@ -156,32 +163,21 @@ def run(
 
 
 def _simulated(
-    days: int, start_day: int, seed: int, customers: int, terminals: int, warm: Iterable[Batch] | None
-) -> tuple[Iterator[Batch], Iterable[Batch] | None]:
-    """Day frames of the simulated world (with labels), and the days before them to warm the features."""
+    days: int, start_day: int, seed: int, customers: int, terminals: int
+) -> tuple[Iterator[Batch], Callable[[], pd.DataFrame]]:
+    """Day frames of the simulated world (with labels), and the month before them (built only if asked)."""
     from scorer.simulate import Simulator, WorldConfig
 
     simulator = Simulator(WorldConfig(seed=seed, customers=customers, terminals=terminals))
     live = (simulator.day(day) for day in range(start_day, start_day + days))
-    if warm is None and start_day > 0:
-        warm = _WarmIfEmpty(lambda: simulator.generate(max(0, start_day - 31), min(31, start_day)))
-    return live, warm
-
-
-class _WarmIfEmpty:
-    """Warm-up rows built only if the workspace has logged no traffic of its own (see `_run`)."""
-
-    def __init__(self, build: Callable[[], pd.DataFrame]) -> None:
-        self.build = build
-
-    def __iter__(self) -> Iterator[pd.DataFrame]:
-        yield self.build()
+    return live, lambda: simulator.generate(max(0, start_day - 31), min(31, start_day))
 
 
 def _run(
     source: str,
     batches: Iterable[Batch],
     warm_batches: Iterable[Batch] | None,
+    warm_if_cold: Callable[[], pd.DataFrame] | None,
     home: Path | None,
     planner: str,
     runbooks: Path | None,
@@ -209,16 +205,16 @@ def _run(
             raise ValueError(
                 f"{workspace.home} has no champion model: run `selfheal train --data FILE` first"
             )
-        if isinstance(warm_batches, _WarmIfEmpty) and platform.scorer.warm_up() > 0:
-            warm_batches = None  # the workspace's own logs warmed the features
-        elif warm_batches is not None:
+        if warm_batches is None and platform.scorer.warm_up() == 0 and warm_if_cold is not None:
+            warm_batches = [
+                warm_if_cold()
+            ]  # nothing logged yet: the simulated month before warms the windows
+        if warm_batches is not None:
             observed = 0
             for batch in warm_batches:
                 platform.scorer.features.observe(batch)
                 observed += len(batch)
             err.print(f"feature windows warmed with {observed:,} earlier transactions")
-        else:
-            platform.scorer.warm_up()
         monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
         autopilot = None
         if planner != "none":
