@@ -117,22 +117,10 @@ class AgentRuntime:
         self, incident_id: str, *, actor: str = "agent", reason: str = "", approval: str = "auto"
     ) -> ToolContext:
         """A tool context acting for one incident."""
-        return ToolContext(
-            store=self.store,
-            registry=self.registry,
-            serving=self.serving,
-            incidents=self.incidents,
-            clock=self.clock,
-            scorer=self.scorer,
-            monitor=self.monitor,
-            runbooks_dir=self.runbooks_dir,
-            actor=actor,
-            incident_id=incident_id,
-            reason=reason,
-            approval=approval,
-            limits=self.limits,
+        return ToolContext.acting_for(
+            self, incident_id, actor=actor, reason=reason, approval=approval,
             extras={**self.extras, "pagers": self.pagers},
-        )
+        )  # fmt: skip
 
     def side_effect(self, node: str, what: str) -> None:
         if self.after_side_effect is not None:

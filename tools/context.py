@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +29,29 @@ class ToolLimits(BaseModel):
     threshold_max: float = Field(0.99, ge=0, le=1)
 
 
+class ToolParts(Protocol):
+    """The workspace's parts a tool context is built from (the responder's runtime, the chat's parts)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def registry(self) -> ModelRegistry: ...
+    @property
+    def serving(self) -> ServingStateStore: ...
+    @property
+    def incidents(self) -> IncidentManager: ...
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+    @property
+    def scorer(self) -> Scorer | None: ...
+    @property
+    def monitor(self) -> Monitor | None: ...
+    @property
+    def runbooks_dir(self) -> Path | None: ...
+    @property
+    def limits(self) -> ToolLimits: ...
+
+
 @dataclass
 class ToolContext:
     """What a tool may use: the workspace's parts, who is acting, and for which incident."""
@@ -47,3 +70,32 @@ class ToolContext:
     approval: str = "not_required"
     limits: ToolLimits = field(default_factory=ToolLimits)
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. the training history for retrain_model
+
+    @classmethod
+    def acting_for(
+        cls,
+        parts: ToolParts,
+        incident_id: str,
+        *,
+        actor: str,
+        reason: str,
+        approval: str,
+        extras: dict[str, Any] | None = None,
+    ) -> ToolContext:
+        """A context acting (or reading) for one incident on behalf of ``actor``, with ``parts``' workspace."""
+        return cls(
+            store=parts.store,
+            registry=parts.registry,
+            serving=parts.serving,
+            incidents=parts.incidents,
+            clock=parts.clock,
+            scorer=parts.scorer,
+            monitor=parts.monitor,
+            runbooks_dir=parts.runbooks_dir,
+            actor=actor,
+            incident_id=incident_id,
+            reason=reason,
+            approval=approval,
+            limits=parts.limits,
+            extras=dict(extras or {}),
+        )

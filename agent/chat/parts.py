@@ -69,18 +69,4 @@ class ChatParts:
 
     def tool_context(self, incident_id: str, *, actor: str, reason: str, approval: str) -> ToolContext:
         """A tool context acting (or reading) for one incident on behalf of ``actor``."""
-        return ToolContext(
-            store=self.store,
-            registry=self.registry,
-            serving=self.serving,
-            incidents=self.incidents,
-            clock=self.clock,
-            scorer=self.scorer,
-            monitor=self.monitor,
-            runbooks_dir=self.runbooks_dir,
-            actor=actor,
-            incident_id=incident_id,
-            reason=reason,
-            approval=approval,
-            limits=self.limits,
-        )
+        return ToolContext.acting_for(self, incident_id, actor=actor, reason=reason, approval=approval)
