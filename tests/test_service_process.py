@@ -8,12 +8,10 @@ every row posted is in the store, scored or dead-lettered.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,14 +25,12 @@ from typer.testing import CliRunner
 from selfheal.app import Platform
 from selfheal.cli import app as cli_app
 from selfheal.client import discover_service
-from selfheal.service.config import TOKEN_ENV, read_token_file, token_path
+from selfheal.service.config import read_token_file, token_path
 from selfheal.service.discovery import ServiceRecord, service_file
 from store import Workspace
 from tests.conftest import SmallWorld
+from tests.service_process import serve_process
 from tests.test_service import concrete, live_records
-
-REPO = Path(__file__).resolve().parents[1]
-STARTUP_ATTEMPTS = 1200  # x 0.1 s: a loaded 2-core machine imports the platform slowly
 
 
 @dataclass
@@ -52,38 +48,10 @@ class Served:
 def served(small_world: SmallWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("served") / "workspace"
     shutil.copytree(small_world.template, home)
-    env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, "SELFHEAL_HOME")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "selfheal.cli", "serve", "--home", str(home), "--port", "0",
-         "--flush-interval", "0.1"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    stderr: list[str] = []
-    reader = threading.Thread(target=lambda: stderr.extend(process.stderr or []), daemon=True)
-    reader.start()
-    record = _wait_for_record(Workspace(home), process, stderr)
-    token = read_token_file(token_path(Workspace(home)))
-    with httpx.Client(base_url=record.url, timeout=60) as http:
-        yield Served(process, home, record, http, token, stderr=stderr)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    reader.join(timeout=10)
-    if process.stderr is not None:
-        process.stderr.close()
-
-
-def _wait_for_record(workspace: Workspace, process: subprocess.Popen[str], stderr: list[str]) -> ServiceRecord:
-    pause = threading.Event()
-    for _ in range(STARTUP_ATTEMPTS):
-        if process.poll() is not None:
-            raise AssertionError(f"selfheal serve exited with {process.returncode}: {''.join(stderr)}")
-        path = service_file(workspace)
-        if path.exists():
-            return ServiceRecord.model_validate_json(path.read_text())
-        pause.wait(0.1)
-    process.kill()
-    raise AssertionError(f"selfheal serve never wrote service.json: {''.join(stderr)}")
+    with serve_process(home, "--flush-interval", "0.1") as served:
+        token = read_token_file(token_path(Workspace(home)))
+        with httpx.Client(base_url=served.record.url, timeout=60) as http:
+            yield Served(served.process, home, served.record, http, token, stderr=served.stderr)
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -116,7 +84,9 @@ def test_serve_binds_loopback_by_default_and_writes_discovery_and_token(served: 
     assert health["workspace"] == str(served.home.resolve()) and health["model_version"] == 1
 
 
-def test_scores_good_transactions_and_answers_422_for_bad_ones(served: Served, small_world: SmallWorld) -> None:
+def test_scores_good_transactions_and_answers_422_for_bad_ones(
+    served: Served, small_world: SmallWorld
+) -> None:
     records = live_records(small_world, 12)
     for record in records[:5]:
         response = served.http.post("/v1/score", json=record)
@@ -131,23 +101,38 @@ def test_scores_good_transactions_and_answers_422_for_bad_ones(served: Served, s
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert (error["index"], error["transaction_id"], error["field"], error["reason"]) == (
-        0, str(bad["transaction_id"]), "amount", "amount must be a number")
-    batch = [*records[6:9], {"transaction_id": "no-time", "customer_id": "1", "terminal_id": "2", "amount": 3},
-             records[9], records[0]]  # the last one was scored already
+        0,
+        str(bad["transaction_id"]),
+        "amount",
+        "amount must be a number",
+    )
+    batch = [
+        *records[6:9],
+        {"transaction_id": "no-time", "customer_id": "1", "terminal_id": "2", "amount": 3},
+        records[9],
+        records[0],
+    ]  # the last one was scored already
     response = served.http.post("/v1/score", json=batch)
     served.posted.extend(batch)
     assert response.status_code == 200
     body = response.json()
     assert (body["scored"], body["dead_lettered"]) == (4, 2)
-    assert [r["status"] for r in body["results"]] == ["scored"] * 3 + ["dead_lettered", "scored", "dead_lettered"]
+    assert [r["status"] for r in body["results"]] == ["scored"] * 3 + [
+        "dead_lettered",
+        "scored",
+        "dead_lettered",
+    ]
     assert body["results"][3]["field"] == "timestamp"
     assert body["results"][5]["reason"] == "transaction_id already scored"
     # Concurrent singles (coalesced or not, each gets its own answer).
     with httpx.Client(base_url=served.record.url, timeout=60) as other:
         answers: dict[str, int] = {}
         threads = [
-            threading.Thread(target=lambda r=r: answers.__setitem__(str(r["transaction_id"]),
-                                                                     other.post("/v1/score", json=r).status_code))
+            threading.Thread(
+                target=lambda r=r: answers.__setitem__(
+                    str(r["transaction_id"]), other.post("/v1/score", json=r).status_code
+                )
+            )
             for r in records[10:12]
         ]
         for thread in threads:
@@ -162,20 +147,30 @@ def test_scores_good_transactions_and_answers_422_for_bad_ones(served: Served, s
 
 def test_every_mutating_endpoint_needs_the_token_and_changes_nothing_without_it(served: Served) -> None:
     http = served.http
-    before = (http.get("/v1/serving/history").json(), http.get("/v1/actions").json(), http.get("/v1/models").json())
+    before = (
+        http.get("/v1/serving/history").json(),
+        http.get("/v1/actions").json(),
+        http.get("/v1/models").json(),
+    )
     paths = http.get("/openapi.json").json()["paths"]
     mutating = [(m.upper(), p) for p, ops in paths.items() for m in ops if m != "get" and p != "/v1/score"]
     assert len(mutating) >= 5
     for method, path in mutating:
         for headers in ({}, {"Authorization": "Bearer not-the-token"}):
-            response = http.request(method, concrete(path), json={"reason": "r", "to_version": 1, "message": "m"},
-                                    headers=headers)
+            response = http.request(
+                method, concrete(path), json={"reason": "r", "to_version": 1, "message": "m"}, headers=headers
+            )
             assert response.status_code == 401, (method, path, response.text)
-    after = (http.get("/v1/serving/history").json(), http.get("/v1/actions").json(), http.get("/v1/models").json())
+    after = (
+        http.get("/v1/serving/history").json(),
+        http.get("/v1/actions").json(),
+        http.get("/v1/models").json(),
+    )
     assert after == before
     # With the token the same door opens (and refuses what the action refuses).
-    response = http.post("/v1/models/1/promote", json={"reason": "r"},
-                         headers={"Authorization": f"Bearer {served.token}"})
+    response = http.post(
+        "/v1/models/1/promote", json={"reason": "r"}, headers={"Authorization": f"Bearer {served.token}"}
+    )
     assert response.status_code == 409 and "already the champion" in response.json()["detail"]
 
 
@@ -202,4 +197,8 @@ def test_shutdown_removes_discovery_and_every_posted_row_is_on_disk(served: Serv
         dead = store.query("SELECT transaction_id, reason FROM dead_letters ORDER BY received_at, rowid")
     assert transactions == predictions == 11
     assert transactions + len(dead) == len(served.posted) == 14
-    assert list(dead["reason"]) == ["amount must be a number", "missing field timestamp", "transaction_id already scored"]
+    assert list(dead["reason"]) == [
+        "amount must be a number",
+        "missing field timestamp",
+        "transaction_id already scored",
+    ]

@@ -9,12 +9,7 @@ file order (the approval changes the workspace for the ones after it). Screensho
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,15 +23,14 @@ from typer.testing import CliRunner
 
 from selfheal.app import Platform
 from selfheal.cli import app as cli_app
-from selfheal.service.config import TOKEN_ENV, read_token_file, token_path
+from selfheal.service.config import read_token_file, token_path
 from selfheal.service.discovery import ServiceRecord
 from store import Workspace
 from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_executable
 from tests.conftest import DemoRun
-from tests.test_service_process import _wait_for_record
+from tests.service_process import serve_process
 from tests.test_service_responder import approval_runbooks, pause_for_approval
 
-REPO = Path(__file__).resolve().parents[1]
 HOSTILE_TITLE = '<img src=x onerror="window.__pwned=1"> merchant <b>Acme</b>'
 HOSTILE_MERCHANT = "</code><script>window.__pwned=2</script>"
 
@@ -80,40 +74,10 @@ def site(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     runbooks = approval_runbooks(root / "runbooks")
     pause_for_approval(home, runbooks)
     _add_hostile_incident(home)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in (TOKEN_ENV, "SELFHEAL_HOME")
-        and not k.startswith(("OPENAI_", "SELFHEAL_PAGER", "PAGERDUTY"))
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "selfheal.cli",
-            "serve",
-            "--home",
-            str(home),
-            "--port",
-            "0",
-            "--runbooks",
-            str(runbooks),
-            "--planner",
-            "deterministic",
-            "--flush-interval",
-            "0.1",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    stderr: list[str] = []
-    reader = threading.Thread(target=lambda: stderr.extend(process.stderr or []), daemon=True)
-    reader.start()
-    try:
-        record = _wait_for_record(Workspace(home), process, stderr)
+    with serve_process(
+        home, "--runbooks", str(runbooks), "--planner", "deterministic", "--flush-interval", "0.1"
+    ) as served:
+        record = served.record
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as playwright, httpx.Client(base_url=record.url, timeout=60) as api:
             browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
@@ -123,17 +87,6 @@ def site(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 )
             finally:
                 browser.close()
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        reader.join(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def sign_in(page: Page, site: Site, actor: str = "alice") -> None:
