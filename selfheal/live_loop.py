@@ -232,6 +232,9 @@ class LiveLoop:
 
 def _timestamps(values: pd.Series) -> pd.Series:
     """Timestamps as naive UTC; what cannot be read becomes NaT."""
+    if pd.api.types.is_datetime64_any_dtype(values):  # Parquet, the simulator: no per-row look needed
+        return values.dt.tz_convert(None) if values.dt.tz is not None else values
+    # Text or mixed objects: numbers and other odd values are not timestamps (the scorer dead-letters them).
     text = values.where(values.map(lambda v: isinstance(v, (str, pd.Timestamp, datetime))), None)
     parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
     return parsed.dt.tz_convert(None)
