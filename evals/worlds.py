@@ -28,6 +28,7 @@ import pandas as pd
 
 from evals.platform import PlatformFactory
 from evals.scenario import WorldSpec
+from monitor.profile import PROFILE_FORMAT
 from monitor.reference import train_register_and_profile
 from scorer.simulate import Simulator, WorldConfig
 from scorer.train import TrainParams
@@ -97,7 +98,7 @@ def _params(size: Size) -> TrainParams:
 def _key(spec: WorldSpec, size: Size) -> str:
     trained = spec.model_dump(exclude={"live_days"})  # live days do not change the template
     text = json.dumps(
-        {"v": CACHE_VERSION, "world": trained, "params": _params(size).model_dump()}, sort_keys=True
+        {"v": CACHE_VERSION, "profile": PROFILE_FORMAT, "world": trained, "params": _params(size).model_dump()}, sort_keys=True
     )
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return f"seed{spec.seed}-{spec.customers}c-{spec.history_days}d-{digest}"

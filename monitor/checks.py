@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from monitor.stats import (
     wilson_interval,
 )
 from monitor.thresholds import NoDriftBootstrap, benjamini_hochberg, decide_feature
+from scorer.serving import ServingState, ServingStateStore
 from store import Store
 
 # Data-quality floors: how much worse than the reference a window must be, whatever the sample size.
@@ -43,6 +44,9 @@ VOLUME_DROP_SHARE = 0.6
 VOLUME_Z = 4.0
 # Alert rate: a relative change this large, outside a Wilson interval at this z (two-sided ~1e-4).
 ALERT_RATE_FLOOR = 0.5
+# The decision-policy check looks at threshold changes this recent, among this many serving-state versions.
+POLICY_CHANGE_HOURS = 48
+POLICY_HISTORY = 50
 FALLBACK_SHARE = 0.5
 ALERT_Z = 3.89
 # Latency: p99 this many times the trailing baseline and at least this many ms above it. Per-row latency
@@ -250,6 +254,52 @@ def alert_rate_check(ctx: CheckContext) -> list[Finding]:
                       "rows": n, "alerts": alerts, "declines": ctx.window.scalars.get("declines", 0.0)},
         )
     ]
+
+
+@check("decision_policy", "hour")
+def decision_policy_check(ctx: CheckContext) -> list[Finding]:
+    """A recent threshold change that moves the alert rate the policy implies on the reference scores.
+
+    The live alert rate needs traffic to show a wrong threshold: in a world whose scores are bimodal, a
+    decline threshold of 0.02 only lifts one hour's alert rate from 1.9 % to 2.9 %, within noise, and the
+    alert-rate check took seven hours to see it. The reference scores say at once what a threshold will
+    flag: this check compares the share of them at or above the review threshold now in force with the
+    share at the profiled threshold, for a threshold change made in the last `POLICY_CHANGE_HOURS`. It
+    has no sampling noise, so it needs no interval, only the same practical floor as the alert rate.
+    """
+    if served_by_fallback(ctx.window):
+        return []
+    change = _latest_threshold_change(ctx.store, ctx.now)
+    if change is None:
+        return []
+    implied = ctx.profile.implied_alert_rate(change.review_threshold)
+    expected = ctx.profile.implied_alert_rate(ctx.profile.review_threshold)
+    if implied is None or expected is None:
+        return []
+    relative = abs(implied - expected) / max(expected, 1e-6)
+    return [
+        Finding(
+            check="decision_policy", kind="prediction_drift", subject="predictions",
+            breached=relative > ALERT_RATE_FLOOR, metric="implied_alert_rate_relative_change", value=relative,
+            threshold=ALERT_RATE_FLOOR, severity="high",
+            evidence={"alert_rate": implied, "reference_alert_rate": expected, "implied": True,
+                      "threshold": change.threshold, "review_threshold": change.review_threshold,
+                      "reference_review_threshold": ctx.profile.review_threshold,
+                      "changed_at": str(change.changed_at), "changed_by": change.changed_by,
+                      "serving_state_version": change.version},
+        )
+    ]
+
+
+def _latest_threshold_change(store: Store, now: datetime) -> ServingState | None:
+    """The serving state that last changed a threshold, if that was within `POLICY_CHANGE_HOURS` of `now`."""
+    states = [s for s in ServingStateStore(store).history(limit=POLICY_HISTORY) if s.changed_at <= now]
+    for newer, older in zip(states, [*states[1:], None][: len(states)], strict=True):
+        if newer.changed_at < now - timedelta(hours=POLICY_CHANGE_HOURS):
+            return None
+        if older is not None and (newer.threshold, newer.review_threshold) != (older.threshold, older.review_threshold):
+            return newer
+    return None
 
 
 @check("model_integrity", "hour")

@@ -9,6 +9,7 @@
   opening a new one, so a fault that comes and goes over three days is one incident, not dozens.
 - **Folding**: drift explained by an open data-quality or model-integrity incident (the broken feature
   *causes* the drift, a fallback *causes* the score shift) is recorded on that incident, not raised again.
+  A prediction drift that starts after that incident was mitigated is not its doing and opens its own.
 
 Status moves ``open -> investigating -> mitigated | resolved | escalated``; the monitor itself only opens,
 updates, reopens and resolves (when the condition clears); the agent sets the others.
@@ -135,12 +136,15 @@ class IncidentManager:
         self._recent_causes = [
             i for i in self.list() if i.kind in CAUSE_KINDS and (i.closed_at is None or i.closed_at >= window_start)
         ]
+        # Two checks can watch one subject (the live alert rate and the decision policy): one that is calm
+        # must not clear an incident the other breaches in the same window.
+        breached_keys = {_dedup_key(model_version, f) for f in findings if f.breached}
         for finding in sorted(findings, key=lambda f: f.kind not in CAUSE_KINDS):  # causes first
             key = _dedup_key(model_version, finding)
             incident = active.get(key)
             if finding.breached:
-                change = self._on_breach(finding, incident, key, active, window_end, cadence, model_version)
-            elif incident is not None:
+                change = self._on_breach(finding, incident, key, active, window_start, window_end, cadence, model_version)
+            elif incident is not None and key not in breached_keys:
                 change = self._maybe_clear(finding, incident, window_end, cadence)
             else:
                 change = None
@@ -179,6 +183,7 @@ class IncidentManager:
         incident: Incident | None,
         key: str,
         active: dict[str, Incident],
+        window_start: datetime,
         now: datetime,
         cadence: Cadence,
         model_version: int | None,
@@ -186,7 +191,7 @@ class IncidentManager:
         if incident is not None:
             self._update(incident, finding, now)
             return IncidentChange(incident_id=incident.incident_id, change="updated", kind=finding.kind, subject=finding.subject)
-        cause = self._explaining_incident(finding, active)
+        cause = self._explaining_incident(finding, active, cadence, window_start)
         if cause is not None:
             self._event(cause.incident_id, now, "folded", {"finding": _finding_summary(finding), "why": _fold_reason(finding, cause)})
             return IncidentChange(incident_id=cause.incident_id, change="folded", kind=finding.kind, subject=finding.subject)
@@ -213,13 +218,38 @@ class IncidentManager:
         )
         return int(recent["breached"].sum()) >= k
 
-    def _explaining_incident(self, finding: Finding, active: dict[str, Incident]) -> Incident | None:
+    def _breached_in_previous_window(self, finding: Finding, cadence: Cadence) -> bool:
+        """Whether `finding`'s (kind, subject) breached in the window before this one (already recorded)."""
+        previous = self.store.query(
+            "SELECT breached FROM monitor_findings WHERE check_name = ? AND kind = ? AND subject = ? AND cadence = ? "
+            "ORDER BY window_end DESC LIMIT 1 OFFSET 1",
+            [finding.check, finding.kind, finding.subject, cadence],
+        )
+        return bool(len(previous)) and bool(previous["breached"].iloc[0])
+
+    def _mitigated_after(self, incident: Incident, moment: datetime) -> bool:
+        """Whether `incident` was last marked mitigated after `moment` (it was unmitigated during part of it)."""
+        mitigated_at = self.store.scalar(
+            "SELECT max(recorded_at) FROM incident_events WHERE incident_id = ? AND event = 'status:mitigated'",
+            [incident.incident_id],
+        )
+        return mitigated_at is None or pd.Timestamp(mitigated_at) > pd.Timestamp(moment)
+
+    def _explaining_incident(
+        self, finding: Finding, active: dict[str, Incident], cadence: Cadence, window_start: datetime
+    ) -> Incident | None:
         if finding.kind not in FOLDABLE_KINDS:
             return None
         causes = [i for i in active.values() if i.kind in CAUSE_KINDS and i.status != "resolved"]
         causes += [i for i in self._recent_causes if i.incident_id not in {c.incident_id for c in causes}]
         if finding.kind == "prediction_drift":
-            return causes[0] if causes else None  # broken inputs or a fallback move the scores
+            # Broken inputs or a fallback move the scores. Once the cause is mitigated (its fix applied and
+            # verified), the scores are back to the model's, so a drift that *starts* afterwards is news (a
+            # later threshold rollout, say) and must be raised on its own. One still running since before
+            # the fix, or seen over a window that began before it (the day of the outage), is the cause's.
+            if not self._breached_in_previous_window(finding, cadence):
+                causes = [c for c in causes if c.status != "mitigated" or self._mitigated_after(c, window_start)]
+            return causes[0] if causes else None
         implicated = set(finding.features)
         for cause in causes:
             if cause.kind == "model_integrity" or implicated & set(cause.features) or not implicated:
@@ -278,9 +308,9 @@ class IncidentManager:
     def _maybe_clear(self, finding: Finding, incident: Incident, now: datetime, cadence: Cadence) -> IncidentChange | None:
         needed = self.rules.clear_after.get(finding.kind, 3)
         recent = self.store.query(
-            "SELECT value, threshold FROM monitor_findings WHERE kind = ? AND subject = ? AND cadence = ? "
-            "ORDER BY window_end DESC LIMIT ?",
-            [finding.kind, finding.subject, cadence, needed],
+            "SELECT value, threshold FROM monitor_findings WHERE check_name = ? AND kind = ? AND subject = ? "
+            "AND cadence = ? ORDER BY window_end DESC LIMIT ?",
+            [finding.check, finding.kind, finding.subject, cadence, needed],
         )
         if len(recent) < needed:
             return None

@@ -5,7 +5,8 @@ compared with; windows are then counted in one pass into vectors over the same b
 so no check ever rescans the reference. Per numeric feature: quantile edges plus tail edges (p0.1, p1,
 p99, p99.9) and business edges (0 for amounts and counts), null and range statistics. Per categorical
 field: the top categories covering >= 99.5 % of the reference, then OTHER and NULL. Also the score
-distribution, the alert rate, the reference performance and the hour-of-week volume baseline.
+distribution, the alert rate, the reference performance, the hour-of-week volume baseline, and for each
+feature the sibling features that best estimate it (what a quarantine imputes with, `scorer.imputation`).
 
 Calendar features (``is_weekend``, ``is_night``) are deliberately not drift subjects: they are functions
 of the clock, so a Saturday or a night-time window "drifts" on them by construction.
@@ -22,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.stats import category_counts, histogram_counts, quantile_edges
 from scorer import columns as C
+from scorer.imputation import Surrogate, fit_surrogates
 
-PROFILE_FORMAT = 1
+# 2: surrogates (sibling features that estimate each feature, for quarantines) and the alert-rate curve.
+PROFILE_FORMAT = 2
 CALENDAR_FEATURES = frozenset({"is_weekend", "is_night"})
 CATEGORICAL_FIELDS = (C.CHANNEL, C.MCC, C.COUNTRY)
 QUANTILES = (*tuple(np.round(np.linspace(0.05, 0.95, 19), 2)), 0.001, 0.01, 0.99, 0.999)
@@ -32,6 +35,7 @@ BUSINESS_EDGES = {"amount": (0.0, 1.0, 2.0, 5.0, 220.0)}
 COUNT_FEATURE_EDGES = (0.0,)
 CATEGORY_COVERAGE = 0.995
 MIN_DAYTYPE_ROWS = 200
+ALERT_CURVE_POINTS = 400
 SCORE_QUANTILES = (*tuple(np.round(np.linspace(0.1, 0.9, 9), 2)), 0.95, 0.99, 0.999)
 
 
@@ -107,12 +111,27 @@ class ReferenceProfile(BaseModel):
     hourly_volume: list[float] = Field(description="mean transactions per hour of week (Monday 00h = 0)")
     hourly_volume_cv: float = Field(description="spread of hourly volume around the baseline, beyond Poisson")
     latency_ms_p99: float | None = None
+    alert_rate_curve: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="(score cut, share of reference scores >= it) on a log grid: the alert rate any review threshold would give",
+    )
+    surrogates: dict[str, list[Surrogate]] = Field(
+        default_factory=dict,
+        description="feature -> sibling features that estimate it on this window, best first (quarantine imputes with them)",
+    )
 
     def numeric_subjects(self) -> list[str]:
         return list(self.numeric)
 
     def expected_volume(self, hour_start: pd.Timestamp) -> float:
         return self.hourly_volume[_hour_of_week(hour_start)]
+
+    def implied_alert_rate(self, review_threshold: float) -> float | None:
+        """The share of reference scores a review threshold would flag (None: the profile has no curve)."""
+        if not self.alert_rate_curve:
+            return None
+        cuts, shares = zip(*self.alert_rate_curve, strict=True)
+        return float(np.interp(review_threshold, cuts, shares))
 
 
 def _hour_of_week(moment: pd.Timestamp) -> int:
@@ -255,7 +274,19 @@ def build_profile(
         performance=performance or {},
         hourly_volume=volume,
         hourly_volume_cv=cv,
+        alert_rate_curve=alert_rate_curve(score_values),
+        surrogates=fit_surrogates(features),
     )
+
+
+def alert_rate_curve(scores: np.ndarray) -> list[tuple[float, float]]:
+    """(cut, share of `scores` >= cut) on a grid dense where fraud scores live (log-spaced, 1e-4 .. 1)."""
+    if len(scores) == 0:
+        return []
+    cuts = np.unique(np.concatenate(([0.0], np.geomspace(1e-4, 1.0, ALERT_CURVE_POINTS))))
+    ordered = np.sort(scores)
+    shares = 1.0 - np.searchsorted(ordered, cuts, side="left") / len(ordered)
+    return [(float(c), float(s)) for c, s in zip(cuts, shares, strict=True)]
 
 
 def _normalised(importance: dict[str, float]) -> dict[str, float]:

@@ -7,8 +7,9 @@ One `Scorer` serves a workspace. `score_batch` is the vectorised path (files, th
   or in ``dead_letters`` (with the reason and the raw payload): rows in = rows scored + rows dead-lettered;
 - serving state decides what serves: the champion model, or the fallback rules when fallback is on, when no
   champion exists, or when the champion's artifact fails its integrity check (recorded in the audit log);
-- quarantined features are imputed from their serving-state values before the model sees them (the logged
-  features stay as computed, so the monitor keeps seeing the broken feature);
+- quarantined features are imputed (from a healthy sibling feature, else their serving-state constant:
+  `scorer.imputation`) before the model sees them (the logged features stay as computed, so the monitor
+  keeps seeing the broken feature);
 - log rows go through a `store.LogWriter`: buffered (``flush_rows``), written in large chunks, optionally
   by a writer thread (``background_writes``); `flush` is the barrier after which every row is in the
   store. What a hard kill can lose is spelled out in `store.log_writer`.
@@ -43,6 +44,7 @@ from scorer import columns as C
 from scorer.errors import ModelIntegrityError, ModelRegistryError
 from scorer.feature_state import FeatureState
 from scorer.features import FeatureConfig
+from scorer.imputation import Surrogate, impute_column, impute_value, usable_surrogates
 from scorer.one_row import OneRowPredictor
 from scorer.outcomes import (
     DECISIONS,
@@ -62,7 +64,7 @@ from scorer.outcomes import (
 )
 from scorer.registry import LoadedModel, ModelRegistry
 from scorer.rules import score_with_rules
-from scorer.serving import ServingStateStore
+from scorer.serving import ServingState, ServingStateStore
 from scorer.validate import ScoringLimits, validate
 from scorer.validate_record import DeadRecord, validate_record
 from store import LogWriter, Store
@@ -356,15 +358,15 @@ class Scorer:
         n = matrix.shape[1]
         if n == 0:
             return np.empty(0), np.empty(0, dtype=object)
+        live = dict(zip(LOGGED_FEATURES, matrix, strict=True))
         quarantined = {
-            FEATURE_INDEX[name]: value
-            for name, value in serving.state.quarantined_features.items()
-            if name in FEATURE_INDEX
+            FEATURE_INDEX[name]: impute_column(constant, surrogates, live, n)
+            for name, (constant, surrogates) in _imputations(serving.state).items()
         }
         if serving.model is None:
-            features = dict(zip(LOGGED_FEATURES, matrix, strict=True))
-            for i, value in quarantined.items():
-                features[LOGGED_FEATURES[i]] = np.full(n, value, dtype=np.float64)
+            features = dict(live)
+            for i, values in quarantined.items():
+                features[LOGGED_FEATURES[i]] = values
             rules = score_with_rules(features)
             return rules.scores, rules.fired
         model_input = np.empty((n, len(self._columns_of(serving.model))), dtype=np.float32)
@@ -376,12 +378,11 @@ class Scorer:
     def _score_row(self, features: list[float], serving: Serving) -> tuple[float, str]:
         """`_predict` for one transaction's features (the same float32 input, the same rules)."""
         started = time.perf_counter()
-        quarantined = serving.state.quarantined_features
-        if quarantined:
+        if serving.state.quarantined_features:
+            live = dict(zip(LOGGED_FEATURES, features, strict=True))
             features = list(features)
-            for name, value in quarantined.items():
-                if name in FEATURE_INDEX:
-                    features[FEATURE_INDEX[name]] = float(value)
+            for name, (constant, surrogates) in _imputations(serving.state).items():
+                features[FEATURE_INDEX[name]] = impute_value(constant, surrogates, live)
         rule = ""
         if serving.model is None:
             rules = score_with_rules({name: np.array([value]) for name, value in zip(LOGGED_FEATURES, features, strict=True)})
@@ -461,6 +462,16 @@ class Scorer:
                 }
             ),
         )
+
+
+def _imputations(state: ServingState) -> dict[str, tuple[float, list[Surrogate]]]:
+    """Quarantined logged features -> (constant, usable surrogates best first) under `state`."""
+    quarantined = state.quarantined_features
+    return {
+        name: (value, usable_surrogates(name, state.quarantine_surrogates, quarantined))
+        for name, value in quarantined.items()
+        if name in FEATURE_INDEX
+    }
 
 
 def _utc_now() -> datetime:

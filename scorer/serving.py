@@ -19,7 +19,7 @@ import json
 import math
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TypedDict, Unpack, cast
 
@@ -27,6 +27,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scorer.errors import ServingStateError
+from scorer.imputation import Surrogate
 from store.db import Store
 
 __all__ = [
@@ -56,6 +57,7 @@ _COLUMNS: Final = (
     "threshold",
     "review_threshold",
     "quarantined_features",
+    "quarantine_surrogates",
 )
 _SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM serving_state"
 
@@ -81,6 +83,7 @@ class ServingChanges(TypedDict, total=False):
     threshold: float
     review_threshold: float
     quarantined_features: dict[str, float]
+    quarantine_surrogates: dict[str, list[Surrogate]]
 
 
 # What a change can touch, in declaration order (readers that diff two states walk these).
@@ -101,8 +104,10 @@ class ServingState(BaseModel):
         fallback_reason: Why the fallback is on; set exactly when `fallback` is.
         threshold: Decline when ``score >= threshold``.
         review_threshold: Review when ``review_threshold <= score < threshold``; approve below it.
-        quarantined_features: Feature name -> value imputed in place of the live value. Treat as
-            read-only: the scorer shares one cached instance.
+        quarantined_features: Feature name -> value imputed in place of the live value when no
+            surrogate can estimate it. Treat as read-only: the scorer shares one cached instance.
+        quarantine_surrogates: Quarantined feature -> healthy sibling features that estimate it, best
+            first (`scorer.imputation`); a feature absent here is imputed with its constant.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -117,6 +122,7 @@ class ServingState(BaseModel):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     review_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
     quarantined_features: dict[str, float] = Field(default_factory=dict)
+    quarantine_surrogates: dict[str, list[Surrogate]] = Field(default_factory=dict)
 
     @field_validator("quarantined_features")
     @classmethod
@@ -138,6 +144,9 @@ class ServingState(BaseModel):
             raise ValueError("fallback on needs a fallback_reason")
         if not self.fallback and self.fallback_reason is not None:
             raise ValueError("fallback_reason is only set while the fallback is on")
+        orphans = set(self.quarantine_surrogates) - set(self.quarantined_features)
+        if orphans:
+            raise ValueError(f"surrogates given for features that are not quarantined: {sorted(orphans)}")
         return self
 
     def changes(self) -> ServingChanges:
@@ -277,11 +286,20 @@ class ServingStateStore:
             )
         return self._apply(actor, reason, lambda _latest: changes)
 
-    def quarantine_feature(self, feature: str, value: float, *, actor: str, reason: str) -> ServingState:
-        """Impute `value` for `feature` from now on (merged with the latest state, safe under concurrency)."""
+    def quarantine_feature(
+        self, feature: str, value: float, *, actor: str, reason: str, surrogates: Sequence[Surrogate] = ()
+    ) -> ServingState:
+        """Impute `feature` from now on (merged with the latest state, safe under concurrency).
+
+        Each row gets the first of `surrogates` (best first) whose source is live on that row, else `value`.
+        """
 
         def change(latest: ServingState) -> ServingChanges:
-            return {"quarantined_features": {**latest.quarantined_features, feature: value}}
+            others = {name: s for name, s in latest.quarantine_surrogates.items() if name != feature}
+            return {
+                "quarantined_features": {**latest.quarantined_features, feature: value},
+                "quarantine_surrogates": {**others, feature: list(surrogates)} if surrogates else others,
+            }
 
         return self._apply(actor, reason, change)
 
@@ -290,7 +308,8 @@ class ServingStateStore:
 
         def change(latest: ServingState) -> ServingChanges:
             kept = {name: v for name, v in latest.quarantined_features.items() if name != feature}
-            return {"quarantined_features": kept}
+            surrogates = {name: s for name, s in latest.quarantine_surrogates.items() if name != feature}
+            return {"quarantined_features": kept, "quarantine_surrogates": surrogates}
 
         return self._apply(actor, reason, change)
 
@@ -325,6 +344,11 @@ class ServingStateStore:
         """The next state, or None when it would equal `latest` in every changeable field."""
         before = latest.model_dump(include=set(_CHANGEABLE))
         fields: dict[str, Any] = {**before, **changes}
+        if "quarantine_surrogates" in changes:  # compared with `before` as plain data
+            fields["quarantine_surrogates"] = {
+                name: [s.model_dump() if isinstance(s, Surrogate) else s for s in ranked]
+                for name, ranked in changes["quarantine_surrogates"].items()
+            }
         if fields["fallback"] and fields["fallback_reason"] is None:
             fields["fallback_reason"] = reason
         if not fields["fallback"] and "fallback_reason" not in changes:
@@ -349,6 +373,10 @@ class ServingStateStore:
     def _insert(self, state: ServingState) -> None:
         values = state.model_dump()
         values["quarantined_features"] = json.dumps(state.quarantined_features, sort_keys=True)
+        values["quarantine_surrogates"] = json.dumps(
+            {name: [s.model_dump() for s in ranked] for name, ranked in state.quarantine_surrogates.items()},
+            sort_keys=True,
+        )
         placeholders = ", ".join("?" for _ in _COLUMNS)
         self.store.execute(
             f"INSERT INTO serving_state ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
@@ -359,6 +387,7 @@ class ServingStateStore:
 def _from_row(row: tuple[Any, ...]) -> ServingState:
     fields = dict(zip(_COLUMNS, row, strict=True))
     fields["quarantined_features"] = json.loads(fields["quarantined_features"])
+    fields["quarantine_surrogates"] = json.loads(fields["quarantine_surrogates"] or "{}")
     return ServingState.model_validate(fields)
 
 

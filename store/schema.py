@@ -250,4 +250,11 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        7,
+        "serving_state.quarantine_surrogates: sibling features that estimate a quarantined feature",
+        """
+        ALTER TABLE serving_state ADD COLUMN quarantine_surrogates JSON DEFAULT '{}';
+        """,
+    ),
 )

@@ -7,9 +7,12 @@ records the call that writes the old values back.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
+
+from pydantic import ValidationError
 
 from scorer.errors import ModelRegistryError, ServingStateError
+from scorer.imputation import Surrogate, usable_surrogates
 from scorer.serving import ServingState
 from tools.actions.common import change_reason, require_verified
 from tools.audit import Effect, Inverse, bounded_text, run_action
@@ -150,14 +153,16 @@ def set_threshold(ctx: ToolContext, value: float, review_threshold: float | None
 
 @tool(kind="action", risk="medium")
 def quarantine_feature(ctx: ToolContext, feature: str, value: float | None = None) -> dict[str, Any]:
-    """Stop using a broken feature's live values: impute its reference mean instead.
+    """Stop using a broken feature's live values: estimate it from a healthy sibling feature instead.
 
-    The feature must be one of the champion's features and not already quarantined, and the champion's
-    reference profile must hold its mean. The inverse releases it.
+    Each row gets the best of the champion's reference surrogates (e.g. the 7-day average amount for the
+    30-day one) whose source is live, else the reference mean. The feature must be one of the champion's
+    features and not already quarantined, and the champion's reference profile must hold its mean. The
+    inverse releases it.
 
     Args:
         feature: The champion model's feature to quarantine, e.g. terminal_risk_7d.
-        value: The value to impute; omit to impute the champion's reference mean (the usual choice).
+        value: A constant to impute for every row instead; omit to use the reference (the usual choice).
     """
     args: dict[str, Any] = {"feature": feature}
     if value is not None:
@@ -169,23 +174,27 @@ def quarantine_feature(ctx: ToolContext, feature: str, value: float | None = Non
             raise ToolRefused(
                 f"feature {feature!r} is already quarantined (imputed as {before.quarantined_features[feature]})"
             )
-        mean = _reference_mean(ctx, before.champion_version, feature, required=value is None)
-        imputed = value if value is not None else mean
+        reference = _reference_imputation(ctx, before.champion_version, feature, required=value is None)
+        imputed = value if value is not None else reference.mean
         if imputed is None or not math.isfinite(imputed):
             raise ToolRefused(f"cannot impute {imputed} for {feature!r}: the value must be finite")
+        # A constant a person chose is what they get; the reference's own imputation uses the surrogates.
+        surrogates = reference.surrogates if value is None else []
         reason = change_reason(ctx, "quarantine_feature")
         try:
-            state = ctx.serving.quarantine_feature(feature, imputed, actor=ctx.actor, reason=reason)
+            state = ctx.serving.quarantine_feature(
+                feature, imputed, actor=ctx.actor, reason=reason, surrogates=surrogates
+            )
         except ServingStateError as error:
             raise ToolRefused(f"cannot quarantine {feature!r}: {error}") from error
+        live = usable_surrogates(feature, state.quarantine_surrogates, state.quarantined_features)
         return Effect(
             result={
                 "feature": feature,
                 "imputed_value": imputed,
-                "reference_mean": mean,
-                "imputed_from": f"reference mean of model v{before.champion_version}"
-                if value is None
-                else "given",
+                "reference_mean": reference.mean,
+                "imputed_from": _imputed_from(before.champion_version, value, live),
+                "surrogates": [s.describe() for s in surrogates],
                 "quarantined_features": sorted(state.quarantined_features),
                 "serving_state_version": state.version,
             },
@@ -202,11 +211,20 @@ def quarantine_feature(ctx: ToolContext, feature: str, value: float | None = Non
     )
 
 
+def _imputed_from(champion: int | None, value: float | None, live: list[Surrogate]) -> str:
+    if value is not None:
+        return "given"
+    if live:
+        return f"{live[0].describe()} where {live[0].source} is live, else the reference mean of model v{champion}"
+    return f"reference mean of model v{champion}"
+
+
 @tool(kind="action", risk="low")
 def release_feature(ctx: ToolContext, feature: str) -> dict[str, Any]:
     """Use a quarantined feature's live values again (after its pipeline is fixed).
 
-    Refused when the feature is not quarantined. The inverse quarantines it again with the same value.
+    Refused when the feature is not quarantined. The inverse quarantines it again the same way: from the
+    reference (surrogates, then mean) when that is how it was imputed, else with the same constant.
 
     Args:
         feature: The quarantined feature to release.
@@ -227,7 +245,10 @@ def release_feature(ctx: ToolContext, feature: str) -> dict[str, Any]:
                 "serving_state_version": state.version,
             },
             inverse=Inverse(
-                "quarantine_feature", {"feature": feature, "value": before.quarantined_features[feature]}
+                "quarantine_feature",
+                {"feature": feature}
+                if feature in before.quarantine_surrogates
+                else {"feature": feature, "value": before.quarantined_features[feature]},
             ),
         )
 
@@ -260,11 +281,16 @@ def _review_for(before: ServingState, value: float, requested: float | None) -> 
     return before.review_threshold * value / before.threshold if before.threshold > 0 else value
 
 
-def _reference_mean(ctx: ToolContext, champion: int | None, feature: str, *, required: bool) -> float | None:
-    """The champion's reference mean of `feature`: the value imputed while it is quarantined.
+class _ReferenceImputation(NamedTuple):
+    mean: float | None
+    surrogates: list[Surrogate]
+
+
+def _reference_imputation(ctx: ToolContext, champion: int | None, feature: str, *, required: bool) -> _ReferenceImputation:
+    """The champion's reference mean of `feature` and its ranked surrogates: what a quarantine imputes.
 
     Refuses when `feature` is not one of the champion's features, and when the mean is `required` but the
-    reference profile does not hold it.
+    reference profile does not hold it. A profile without (valid) surrogates imputes the mean alone.
     """
     if champion is None:
         raise ToolRefused("cannot quarantine a feature: there is no champion model")
@@ -277,13 +303,17 @@ def _reference_mean(ctx: ToolContext, champion: int | None, feature: str, *, req
             f"{feature!r} is not a feature of the champion model v{champion}; "
             f"its features: {', '.join(metadata.feature_columns)}"
         )
-    numeric = (metadata.reference_profile or {}).get("numeric", {})
-    mean = numeric.get(feature, {}).get("mean")
+    profile = metadata.reference_profile or {}
+    mean = profile.get("numeric", {}).get(feature, {}).get("mean")
+    try:
+        surrogates = [Surrogate.model_validate(s) for s in profile.get("surrogates", {}).get(feature, [])]
+    except ValidationError:
+        surrogates = []
     if isinstance(mean, (int, float)) and math.isfinite(mean):
-        return float(mean)
+        return _ReferenceImputation(float(mean), surrogates)
     if required:
         raise ToolRefused(
             f"cannot quarantine {feature!r}: model v{champion}'s reference profile has no mean for it "
             "(nothing safe to impute); consider the fallback rules instead"
         )
-    return None
+    return _ReferenceImputation(None, surrogates)
