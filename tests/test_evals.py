@@ -1,9 +1,9 @@
 """The offline eval harness: scenario files, the default suite, scoring, a small-size suite run, LLM record/replay.
 
-`test_small_suite_has_no_regressions` is the `make test` guard: it plays a subset of the default suite (the
-one-day scenarios, one seed, the small world) through the real simulator, scorer, monitor and responder and
-fails on any check a case fails, with the harness's own reasons. The full suite (3 seeds, default size) is
-`make eval`; it is too long for every test run.
+`test_small_suite_has_no_regressions` is the `make test` guard: with `tests/test_evals_multiday.py` it plays
+the whole default suite (one seed, the small world) through the real simulator, scorer, monitor and
+responder and fails on any check a case fails, with the harness's own reasons. The full suite (3 seeds,
+default size) is `make eval`; it is too long for every test run.
 """
 
 from __future__ import annotations
@@ -25,19 +25,19 @@ from selfheal.cli_eval import open_platform
 from tests.fake_openai import FakeOpenAI, Turn, tool_call
 
 SUITE = load_suite(default_scenarios_dir())
-# One seed at small size of every one-day scenario of the suite that holds there is what every `make test`
-# plays (about 4 s each on an idle machine): faults the platform contains and pages for (feature jobs, a
+# One seed at small size of every one-day scenario of the suite is what every `make test` plays here
+# (about 4 s each on an idle machine): faults the platform contains and pages for (feature jobs, a
 # producer's schema, the amount's unit), a corrupted only version (fallback and a page, never "verified"),
-# a wrong threshold (fixed, no page), an upstream volume drop (a page, no action), two faults in one run,
-# and the hostile-text control. Left out: the multi-day ones (bad deploy, population shift, label stall,
-# slow deploy, the quiet and seasonal controls, the new fraud pattern) for time, and
-# multi-feature-then-threshold, which fails (see evals/README.md); `make eval` plays them all.
+# a wrong threshold (fixed, no page), an upstream volume drop (a page, no action), two pairs of faults in
+# one run, and the hostile-text control. The multi-day scenarios play in `tests/test_evals_multiday.py`, a
+# file of its own so that xdist runs them beside these; `make eval` plays the whole suite at default size.
 SMALL_SUBSET = (
     "amount-units-shift",
     "control-hostile-merchant-text",
     "corrupt-artifact-only-version",
     "feature-constant-minor",
     "feature-nulls-terminal-risk",
+    "multi-feature-then-threshold",
     "multi-threshold-then-volume-drop",
     "schema-change-amount-dropped",
     "threshold-misconfig-low",
@@ -159,26 +159,26 @@ def test_pass_hat_k_is_tau_bench_s() -> None:
 # -- the suite at small size ------------------------------------------------------------------------------
 
 
-def _failures(result: SuiteResult) -> list[str]:
+def failures(result: SuiteResult) -> list[str]:
     return [f"{c.id} seed {c.seed}: {check.name}: {check.why}" for c in result.cases for check in c.failures]
 
 
-def _subset(ids: tuple[str, ...]) -> list[Scenario]:
+def subset(ids: tuple[str, ...]) -> list[Scenario]:
     return [s for s in SUITE if s.id in ids]
 
 
 def test_small_suite_has_no_regressions(cache: Path, tmp_path: Path) -> None:
     """Every expectation of the subset holds at small size (any failing check fails `make test`)."""
     result = run_suite(
-        _subset(SMALL_SUBSET),
+        subset(SMALL_SUBSET),
         SuiteOptions(seeds=1, size="small", cache_dir=cache, work_dir=tmp_path),
         open_platform,
     )
     assert [c.id for c in result.cases] == sorted(SMALL_SUBSET)
-    assert _failures(result) == []
+    assert failures(result) == []
     summary = result.summary
     assert summary["detection_recall"] == 1.0 and summary["false_incidents_on_controls"] == 0
-    assert summary["page_confusion"] == {"tp": 7, "fp": 0, "fn": 0, "tn": 3}
+    assert summary["page_confusion"] == {"tp": 8, "fp": 0, "fn": 0, "tn": 4}
     assert summary["forbidden_actions"] == summary["needless_actions"] == 0 and summary["pass_hat_k"] == 1.0
     data = json.loads(json.dumps(result.to_json(), default=str))
     for key in (
@@ -248,7 +248,7 @@ def recorded(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Sui
             seeds=1, size="small", planner="llm", record=recordings, cache_dir=cache, llm_config=config,
             work_dir=work / "record",
         )  # fmt: skip
-        result = run_suite(_subset(("threshold-misconfig-low",)), options, open_platform)
+        result = run_suite(subset(("threshold-misconfig-low",)), options, open_platform)
         served = len(server.requests)
     server.check()  # nothing unscripted was asked
     return result, recordings, config, served
@@ -265,7 +265,7 @@ def test_a_recorded_llm_run_replays_offline_to_identical_scores(
         seeds=1, size="small", planner="llm", replay=recordings, cache_dir=cache, llm_config=config,
         work_dir=tmp_path / "replay",
     )  # fmt: skip
-    again = run_suite(_subset(("threshold-misconfig-low",)), options, open_platform)
+    again = run_suite(subset(("threshold-misconfig-low",)), options, open_platform)
     assert _scores(again) == _scores(first)
 
 
@@ -284,4 +284,4 @@ def test_a_replay_miss_is_an_error_naming_the_request(
     with pytest.raises(
         ReplayMiss, match=r"no recording for request [0-9a-f]{16} \(model '[^']+', \d+ messages\)"
     ):
-        run_suite(_subset(("threshold-misconfig-low",)), options, open_platform)
+        run_suite(subset(("threshold-misconfig-low",)), options, open_platform)
