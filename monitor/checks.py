@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -293,11 +294,13 @@ def decision_policy_check(ctx: CheckContext) -> list[Finding]:
 
 def _latest_threshold_change(store: Store, now: datetime) -> ServingState | None:
     """The serving state that last changed a threshold, if that was within `POLICY_CHANGE_HOURS` of `now`."""
-    states = [s for s in ServingStateStore(store).history(limit=POLICY_HISTORY) if s.changed_at <= now]
-    for newer, older in zip(states, [*states[1:], None][: len(states)], strict=True):
+    states = ServingStateStore(store).history(limit=POLICY_HISTORY)  # newest first
+    for newer, older in pairwise(states):
+        if newer.changed_at > now:  # written after this window (a replay of an earlier hour)
+            continue
         if newer.changed_at < now - timedelta(hours=POLICY_CHANGE_HOURS):
             return None
-        if older is not None and (newer.threshold, newer.review_threshold) != (older.threshold, older.review_threshold):
+        if (newer.threshold, newer.review_threshold) != (older.threshold, older.review_threshold):
             return newer
     return None
 

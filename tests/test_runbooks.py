@@ -483,7 +483,7 @@ def test_a_broken_runbook_does_not_parse_and_says_where() -> None:
 # -- the evidence vocabulary is what the monitor emits ---------------------------------------------------
 
 
-def _checks_on_a_synthetic_window(platform: Platform) -> dict[str, list[Finding]]:
+def _checks_on_a_synthetic_window(platform: Platform, *, threshold_rollout: bool = True) -> dict[str, list[Finding]]:
     """Run every registered check once on a window built from the reference itself (so all of them speak)."""
     profile = ReferenceProfile.model_validate(platform.registry.get(1).metadata.reference_profile)
     start = (pd.Timestamp(profile.window_end).floor("D") + pd.Timedelta(days=10, hours=12)).to_pydatetime()
@@ -543,6 +543,14 @@ def _checks_on_a_synthetic_window(platform: Platform) -> dict[str, list[Finding]
             }
         ),
     )
+    if threshold_rollout:  # two hours before the window, for the decision-policy check to judge
+        clock, platform.serving.clock = platform.serving.clock, lambda: start - timedelta(hours=2)
+        before = platform.serving.current()
+        platform.serving.update(
+            actor="deploy-bot", reason="config rollout", threshold=before.threshold,
+            review_threshold=before.review_threshold / 2,
+        )
+        platform.serving.clock = clock
     history = [window(start - timedelta(hours=h)) for h in range(48, 0, -1)]
     ctx = CheckContext(
         profile=profile,
@@ -637,7 +645,7 @@ def test_threshold_scope_ignores_changes_after_the_breach(platform: Platform) ->
     platform.serving.update(
         actor="agent", reason="restore", threshold=before.threshold, review_threshold=before.review_threshold
     )
-    finding = _checks_on_a_synthetic_window(platform)["alert_rate"][0]
+    finding = _checks_on_a_synthetic_window(platform, threshold_rollout=False)["alert_rate"][0]
     scope = build_scope(_incident(finding, rollout.changed_at), platform.serving, platform.registry)
     assert scope["serving"]["threshold"] == before.threshold  # what serves now
     assert scope["serving"]["previous_threshold"] == before.threshold  # what the breach's change replaced

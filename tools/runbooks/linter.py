@@ -64,6 +64,13 @@ EVIDENCE_FIELDS: dict[str, tuple[str, frozenset[str]]] = {
             {"alert_rate", "reference_alert_rate", "wilson_low", "wilson_high", "rows", "alerts", "declines"}
         ),
     ),
+    "decision_policy": (
+        "prediction_drift",
+        frozenset(
+            {"alert_rate", "reference_alert_rate", "implied", "threshold", "review_threshold",
+             "reference_review_threshold", "changed_at", "changed_by", "serving_state_version"}
+        ),
+    ),
     "model_integrity": ("model_integrity", frozenset({"fallback_rows", "rows"})),
     "latency": (
         "latency",
