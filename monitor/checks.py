@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -45,9 +44,8 @@ VOLUME_DROP_SHARE = 0.6
 VOLUME_Z = 4.0
 # Alert rate: a relative change this large, outside a Wilson interval at this z (two-sided ~1e-4).
 ALERT_RATE_FLOOR = 0.5
-# The decision-policy check looks at threshold changes this recent, among this many serving-state versions.
+# The decision-policy check looks at threshold changes this recent.
 POLICY_CHANGE_HOURS = 48
-POLICY_HISTORY = 50
 FALLBACK_SHARE = 0.5
 ALERT_Z = 3.89
 # Latency: p99 this many times the trailing baseline and at least this many ms above it. Per-row latency
@@ -294,15 +292,10 @@ def decision_policy_check(ctx: CheckContext) -> list[Finding]:
 
 def _latest_threshold_change(store: Store, now: datetime) -> ServingState | None:
     """The serving state that last changed a threshold, if that was within `POLICY_CHANGE_HOURS` of `now`."""
-    states = ServingStateStore(store).history(limit=POLICY_HISTORY)  # newest first
-    for newer, older in pairwise(states):
-        if newer.changed_at > now:  # written after this window (a replay of an earlier hour)
-            continue
-        if newer.changed_at < now - timedelta(hours=POLICY_CHANGE_HOURS):
-            return None
-        if (newer.threshold, newer.review_threshold) != (older.threshold, older.review_threshold):
-            return newer
-    return None
+    change = ServingStateStore(store).last_change(("threshold", "review_threshold"), now)
+    if change is None or change[0].changed_at < now - timedelta(hours=POLICY_CHANGE_HOURS):
+        return None
+    return change[0]
 
 
 @check("model_integrity", "hour")

@@ -247,7 +247,7 @@ class IncidentManager:
             # verified), the scores are back to the model's, so a drift that *starts* afterwards is news (a
             # later threshold rollout, say) and must be raised on its own. One still running since before
             # the fix, or seen over a window that began before it (the day of the outage), is the cause's.
-            if not self._breached_in_previous_window(finding, cadence):
+            if any(c.status == "mitigated" for c in causes) and not self._breached_in_previous_window(finding, cadence):
                 causes = [c for c in causes if c.status != "mitigated" or self._mitigated_after(c, window_start)]
             return causes[0] if causes else None
         implicated = set(finding.features)

@@ -358,13 +358,15 @@ class Scorer:
         n = matrix.shape[1]
         if n == 0:
             return np.empty(0), np.empty(0, dtype=object)
-        live = dict(zip(LOGGED_FEATURES, matrix, strict=True))
-        quarantined = {
-            FEATURE_INDEX[name]: impute_column(constant, surrogates, live, n)
-            for name, (constant, surrogates) in _imputations(serving.state).items()
-        }
+        quarantined: dict[int, np.ndarray] = {}
+        if serving.state.quarantined_features:
+            live = dict(zip(LOGGED_FEATURES, matrix, strict=True))
+            quarantined = {
+                FEATURE_INDEX[name]: impute_column(constant, surrogates, live, n)
+                for name, (constant, surrogates) in _imputations(serving.state).items()
+            }
         if serving.model is None:
-            features = dict(live)
+            features = dict(zip(LOGGED_FEATURES, matrix, strict=True))
             for i, values in quarantined.items():
                 features[LOGGED_FEATURES[i]] = values
             rules = score_with_rules(features)

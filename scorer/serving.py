@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any, Final, TypedDict, Unpack, cast
 
 import duckdb
@@ -259,6 +260,17 @@ class ServingStateStore:
             params.append(limit)
         return [_from_row(row) for row in self.store.execute(sql, params)]
 
+    def last_change(self, fields: Sequence[str], at: datetime) -> tuple[ServingState, ServingState] | None:
+        """The last change of any of `fields` made at or before `at`: (the state that made it, the one before).
+
+        Changes written after `at` are left out, so an incident judged at its breach does not read the fix
+        made for it (or a replayed hour a later change) as the cause. None when `fields` never changed.
+        """
+        for newer, older in pairwise(self.history()):  # newest first; versions, not clocks, give the order
+            if newer.changed_at <= at and any(getattr(newer, name) != getattr(older, name) for name in fields):
+                return newer, older
+        return None
+
     # -- changes ----------------------------------------------------------------------------------
 
     def update(self, *, actor: str, reason: str, **changes: Unpack[ServingChanges]) -> ServingState:
@@ -344,19 +356,12 @@ class ServingStateStore:
         """The next state, or None when it would equal `latest` in every changeable field."""
         before = latest.model_dump(include=set(_CHANGEABLE))
         fields: dict[str, Any] = {**before, **changes}
-        if "quarantine_surrogates" in changes:  # compared with `before` as plain data
-            fields["quarantine_surrogates"] = {
-                name: [s.model_dump() if isinstance(s, Surrogate) else s for s in ranked]
-                for name, ranked in changes["quarantine_surrogates"].items()
-            }
         if fields["fallback"] and fields["fallback_reason"] is None:
             fields["fallback_reason"] = reason
         if not fields["fallback"] and "fallback_reason" not in changes:
             fields["fallback_reason"] = None
-        if fields == before:
-            return None
         try:
-            return ServingState(
+            proposed = ServingState(
                 version=latest.version + 1,
                 changed_at=as_naive_utc(self.clock()),
                 changed_by=actor,
@@ -365,6 +370,8 @@ class ServingStateStore:
             )
         except ValidationError as error:
             raise ServingStateError(f"invalid serving-state change by {actor}: {_describe(error)}") from error
+        # Compared once validated, so nested values (surrogates) given as models or as dicts compare alike.
+        return None if proposed.model_dump(include=set(_CHANGEABLE)) == before else proposed
 
     def _read_latest(self) -> ServingState:
         rows = self.store.execute(f"{_SELECT} ORDER BY version DESC LIMIT 1")
@@ -372,11 +379,8 @@ class ServingStateStore:
 
     def _insert(self, state: ServingState) -> None:
         values = state.model_dump()
-        values["quarantined_features"] = json.dumps(state.quarantined_features, sort_keys=True)
-        values["quarantine_surrogates"] = json.dumps(
-            {name: [s.model_dump() for s in ranked] for name, ranked in state.quarantine_surrogates.items()},
-            sort_keys=True,
-        )
+        for column in ("quarantined_features", "quarantine_surrogates"):  # JSON columns
+            values[column] = json.dumps(values[column], sort_keys=True)
         placeholders = ", ".join("?" for _ in _COLUMNS)
         self.store.execute(
             f"INSERT INTO serving_state ({', '.join(_COLUMNS)}) VALUES ({placeholders})",

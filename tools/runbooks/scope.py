@@ -65,23 +65,12 @@ def _serving(serving: ServingStateStore, at: datetime) -> dict[str, Any]:
     Changes after the breach are left out: when an incident reopens after the agent restored the threshold,
     "the previous threshold" must still be the one before the bad rollout, not the bad value itself.
     """
-    current = serving.current()
-    previous_threshold: float | None = None
-    previous_review_threshold: float | None = None
-    set_at: datetime | None = None
-    before = [state for state in serving.history() if state.changed_at <= at]  # newest first
-    for state in before:  # walk back to where the threshold was different from the one at the breach
-        if state.threshold != before[0].threshold:
-            previous_threshold, previous_review_threshold = state.threshold, state.review_threshold
-            break
-        set_at = state.changed_at
+    change = serving.last_change(("threshold",), at)
     return {
-        **current.model_dump(mode="json"),
-        "previous_threshold": previous_threshold,
-        "previous_review_threshold": previous_review_threshold,
-        "hours_since_threshold_change": _hours(at, set_at)
-        if previous_threshold is not None and set_at
-        else None,
+        **serving.current().model_dump(mode="json"),
+        "previous_threshold": change[1].threshold if change else None,
+        "previous_review_threshold": change[1].review_threshold if change else None,
+        "hours_since_threshold_change": _hours(at, change[0].changed_at) if change else None,
     }
 
 
