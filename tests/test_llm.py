@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -396,3 +397,18 @@ def _run_conversation(llm: LLMClient) -> list[Any]:
         {"role": "tool", "tool_call_id": first.tool_calls[0]["id"], "content": '{"psi": 0.41}'},
     ]
     return [first, llm.complete(messages, TOOLS)]
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        ReplayMiss("no recording for request abc", key="abc"),
+        LLMUnavailable("gave up", attempts=3, last_error="timeout"),
+        LLMRequestError("bad key", status_code=401),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_cross_a_process_boundary_whole(raised: Exception) -> None:
+    # The eval harness plays cases in worker processes: an error must reach the parent as itself.
+    copy = pickle.loads(pickle.dumps(raised))
+    assert type(copy) is type(raised) and str(copy) == str(raised) and vars(copy) == vars(raised)

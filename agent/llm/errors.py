@@ -16,8 +16,29 @@ Anything else raised from the client is our bug and propagates.
 
 from __future__ import annotations
 
+from typing import Any
 
-class LLMError(Exception):
+
+class _KeywordError(Exception):
+    """An exception whose extra fields survive pickling.
+
+    Python pickles an exception as ``cls(*args)``, which drops keyword-only fields and fails to rebuild
+    these classes: a `ReplayMiss` raised in an eval worker process then reached the parent as a
+    `BrokenProcessPool` instead of the miss that names the request.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[_KeywordError], args: tuple[Any, ...], fields: dict[str, Any]) -> _KeywordError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(fields)
+    return error
+
+
+class LLMError(_KeywordError):
     """Base class for failures of a model call the caller is expected to handle."""
 
 
@@ -38,7 +59,7 @@ class LLMRequestError(LLMError):
         self.status_code = status_code
 
 
-class ReplayMiss(Exception):
+class ReplayMiss(_KeywordError):
     """Replay found no recorded answer for a request: re-record, or fix what made the request change."""
 
     def __init__(self, message: str, *, key: str) -> None:
