@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,8 +60,6 @@ class CaseObservation:
     serving_history: list[dict[str, Any]]  # oldest first
     flags: pd.DataFrame  # per played transaction: timestamp, is_fraud, scored, flagged
     wall_seconds: float = 0.0
-    home: Path | None = None
-    errors: list[str] = field(default_factory=list)
 
 
 def _responder(
@@ -155,7 +153,6 @@ def play_case(
             pages=_pages(platform),
             serving_history=[s.model_dump() for s in reversed(platform.serving.history())],
             flags=_flags(platform, truth),
-            home=home,
         )
     finally:
         platform.close()

@@ -320,6 +320,7 @@ class _FieldProblem(ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
 
 
@@ -341,10 +342,8 @@ def load_scenario(path: Path | str) -> Scenario:
         raise ScenarioError(path, "", "must be a mapping of fields (id, description, world, faults, expect)")
     try:
         scenario = Scenario.model_validate(data)
-    except ValidationError as error:
+    except ValidationError as error:  # pydantic wraps a validator's _FieldProblem: _scenario_error unwraps it
         raise _scenario_error(path, error) from error
-    except _FieldProblem as problem:
-        raise ScenarioError(path, problem.field, str(problem).split(": ", 1)[1]) from problem
     # Build every fault once now, so a bad parameter fails at load time rather than mid-run.
     live_start = datetime(2000, 1, 1)
     for index, fault in enumerate(scenario.faults):
@@ -364,7 +363,7 @@ def _scenario_error(path: Path, error: ValidationError) -> ScenarioError:
     context = first.get("ctx") or {}
     inner = context.get("error")
     if isinstance(inner, _FieldProblem):
-        field, message = inner.field, str(inner).split(": ", 1)[1]
+        field, message = inner.field, inner.message
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     return ScenarioError(path, field, message)

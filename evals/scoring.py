@@ -383,8 +383,9 @@ def _recovery(
 
 
 def _needless(scenario: Scenario, case: _Case) -> list[dict[str, Any]]:
-    """Changes made where nothing should be: any in a control; for an entry whose only accepted end state
-    is no_action, those for its incident."""
+    """Changes made where nothing should be: any in a control, and any in a case whose every entry accepts
+    only no_action. (A case mixing a no_action entry with one that must act leaves the no_action entry to
+    its own end_state check.)"""
     changes = [a for a in case.agent_actions if a["action"] not in HARMLESS]
     if scenario.is_control:
         return changes

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,7 +70,6 @@ class SuiteResult:
     cases: list[CaseResult]
     summary: dict[str, Any]
     wall_seconds: float
-    errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         options = {
@@ -82,7 +81,6 @@ class SuiteResult:
             "summary": {**self.summary, "suite_wall_seconds": round(self.wall_seconds, 1)},
             "options": options,
             "cases": [c.to_json() for c in self.cases],
-            "errors": self.errors,
         }
 
 

@@ -20,9 +20,9 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import pandas as pd
 
@@ -33,10 +33,17 @@ from monitor.reference import train_register_and_profile
 from scorer.simulate import Simulator, WorldConfig
 from scorer.train import TrainParams
 
-__all__ = ["SIZES", "Size", "TrainedWorld", "default_cache_dir", "sized_world", "trained_world"]
+__all__ = ["SIZES", "Size", "TrainedWorld", "default_cache_dir", "parse_size", "sized_world", "trained_world"]
 
 Size = Literal["small", "default"]
 SIZES: Final[tuple[str, ...]] = ("small", "default")
+
+
+def parse_size(text: str) -> Size:
+    """`text` as a `Size`; ValueError naming the sizes otherwise (the CLIs' one check)."""
+    if text not in SIZES:
+        raise ValueError(f"unknown size {text!r}: {' or '.join(SIZES)}")
+    return cast(Size, text)
 # Bump when what a template holds changes (training, profiling, layout): old templates are then ignored.
 CACHE_VERSION: Final = 1
 _SMALL_CAP: Final = {"customers": 1000, "terminals": 2000, "history_days": 45}
@@ -60,9 +67,6 @@ class TrainedWorld:
     def live_start(self) -> datetime:
         start = pd.Timestamp(world_config(self.spec).start_date) + pd.Timedelta(days=self.spec.history_days)
         return start.to_pydatetime()
-
-    def at(self, offset: timedelta) -> datetime:
-        return self.live_start + offset
 
     def history(self) -> pd.DataFrame:
         return pd.read_parquet(self.history_path)

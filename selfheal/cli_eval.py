@@ -20,7 +20,7 @@ from evals.report import compare_table, load_results, print_results
 from evals.scenario import Scenario, ScenarioError, default_scenarios_dir, load_suite
 from evals.scoring import CaseResult
 from evals.suite import SuiteOptions, SuiteResult, run_suite
-from evals.worlds import Size
+from evals.worlds import parse_size
 from selfheal.app import Platform
 from store import Workspace
 
@@ -85,9 +85,11 @@ def run(
     if planner not in ("deterministic", "llm"):
         err.print(f"[red]error:[/red] unknown planner {planner!r}: deterministic or llm")
         raise typer.Exit(2)
-    if size not in ("small", "default"):
-        err.print(f"[red]error:[/red] unknown size {size!r}: small or default")
-        raise typer.Exit(2)
+    try:
+        parsed_size = parse_size(size)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
     if record is not None and replay is not None:
         err.print("[red]error:[/red] --record and --replay exclude each other")
         raise typer.Exit(2)
@@ -96,7 +98,7 @@ def run(
         raise typer.Exit(2)
     scenarios = _pick(_suite(scenarios_dir), only)
     options = SuiteOptions(
-        seeds=seeds, size=_size(size), planner=planner, workers=workers, record=record,  # type: ignore[arg-type]
+        seeds=seeds, size=parsed_size, planner=planner, workers=workers, record=record,  # type: ignore[arg-type]
         replay=replay, cache_dir=cache_dir, work_dir=keep,
     )  # fmt: skip
     result = _run_with_progress(scenarios, options)
@@ -109,10 +111,6 @@ def run(
         out.print(f"results written to {json_out}")
     if fail_on_regression and not all(c.passed for c in result.cases):
         raise typer.Exit(1)
-
-
-def _size(text: str) -> Size:
-    return "small" if text == "small" else "default"
 
 
 def _run_with_progress(scenarios: list[Scenario], options: SuiteOptions) -> SuiteResult:

@@ -194,15 +194,18 @@ def test_runbook(
 
     from evals.scenario import ScenarioError, load_scenario
     from evals.suite import SuiteOptions, run_suite
+    from evals.worlds import parse_size
     from selfheal.cli_eval import open_platform
 
     library = _library(folder)
     if runbook_id not in library:
         err.print(f"[red]error:[/red] no runbook {runbook_id!r}; known: {', '.join(library.ids())}")
         raise typer.Exit(1)
-    if size not in ("small", "default"):
-        err.print(f"[red]error:[/red] unknown size {size!r}: small or default")
-        raise typer.Exit(2)
+    try:
+        parsed_size = parse_size(size)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
     try:
         loaded = load_scenario(scenario)
     except ScenarioError as error:
@@ -214,7 +217,7 @@ def test_runbook(
         if source is None:
             raise typer.Exit(1)
         shutil.copy(source, only)
-        options = SuiteOptions(size="small" if size == "small" else "default", runbooks_dir=only)
+        options = SuiteOptions(size=parsed_size, runbooks_dir=only)
         with err.status(
             f"playing {loaded.id} ({loaded.world.live_days} live days) with runbook {runbook_id}"
         ):
