@@ -8,9 +8,11 @@ default size) is `make eval`; it is too long for every test run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,11 @@ import pytest
 
 from agent.llm import ReplayMiss
 from evals.faults import FAULTS, ROOT_CAUSES
+from evals.harness import CaseObservation, play_case
 from evals.scenario import Scenario, ScenarioError, default_scenarios_dir, load_scenario, load_suite
-from evals.scoring import pass_hat_k
+from evals.scoring import pass_hat_k, score_case
 from evals.suite import SuiteOptions, SuiteResult, run_suite
+from evals.worlds import sized_world, trained_world
 from selfheal.cli_eval import open_platform
 from tests.fake_openai import FakeOpenAI, Turn, tool_call
 
@@ -202,6 +206,56 @@ def test_small_suite_has_no_regressions(cache: Path, tmp_path: Path) -> None:
     assert {"id", "seed", "checks"} <= set(case) and all(
         {"passed", "why"} <= set(c) for c in case["checks"].values()
     )
+
+
+# -- scoring: each check can fail ------------------------------------------------------------------------
+# The suite tests above assert that checks pass; these take one real played case and change what it saw, so
+# a check that stopped looking (always passing) fails here.
+
+
+@pytest.fixture(scope="module")
+def played_threshold_case(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Scenario, CaseObservation]:
+    scenario = subset(("threshold-misconfig-low",))[0]
+    world = trained_world(sized_world(scenario.world, "small"), "small", open_platform, cache)
+    return scenario, play_case(scenario, world, tmp_path_factory.mktemp("played") / "home", open_platform)
+
+
+def _failed(scenario: Scenario, observation: CaseObservation) -> set[str]:
+    return {check.name for check in score_case(scenario, observation, None).failures}
+
+
+def test_the_played_case_passes_as_observed(played_threshold_case: tuple[Scenario, CaseObservation]) -> None:
+    assert _failed(*played_threshold_case) == set()
+
+
+def test_an_undone_fix_fails_the_end_state(played_threshold_case: tuple[Scenario, CaseObservation]) -> None:
+    scenario, observation = played_threshold_case
+    # The responder's restore never happened: the last serving state keeps the rollout's thresholds.
+    history = [s for s in observation.serving_history if s["changed_by"] != "agent"]
+    assert len(history) < len(observation.serving_history)
+    assert "end_state" in _failed(scenario, dataclasses.replace(observation, serving_history=history))
+
+
+def test_a_forbidden_action_fails_the_case(played_threshold_case: tuple[Scenario, CaseObservation]) -> None:
+    scenario, observation = played_threshold_case
+    rollback = {**observation.actions[-1], "action": "rollback_model", "status": "applied", "args": {"to_version": 1}}
+    failed = _failed(scenario, dataclasses.replace(observation, actions=[*observation.actions, rollback]))
+    assert "forbidden_actions" in failed
+
+
+def test_a_page_where_none_is_expected_fails_the_page_check(
+    played_threshold_case: tuple[Scenario, CaseObservation],
+) -> None:
+    scenario, observation = played_threshold_case
+    incident = observation.incidents[0]
+    page = {"incident_id": incident["incident_id"], "at": incident["opened_at"]}
+    assert "page" in _failed(scenario, dataclasses.replace(observation, pages=[*observation.pages, page]))
+
+
+def test_a_late_incident_fails_detection_in_time(played_threshold_case: tuple[Scenario, CaseObservation]) -> None:
+    scenario, observation = played_threshold_case
+    late = [{**i, "opened_at": i["opened_at"] + timedelta(hours=5)} for i in observation.incidents]
+    assert "detect_within" in _failed(scenario, dataclasses.replace(observation, incidents=late))
 
 
 # -- LLM record / replay ----------------------------------------------------------------------------------
