@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent.context import AgentRuntime
 from monitor.incidents import IncidentManager
 from monitor.runner import Monitor
 from scorer.registry import ModelRegistry
@@ -65,6 +66,24 @@ class ChatParts:
             runbooks_dir=runbooks_dir,
             monitor=monitor,
             scorer=getattr(platform, "scorer", None),
+        )
+
+    @classmethod
+    def from_runtime(cls, runtime: AgentRuntime) -> ChatParts:
+        """The responder's own parts (its monitor, runbooks and scorer): what a service's chat uses, so a
+        question about an investigation is answered from the very objects that ran it."""
+        return cls(
+            store=runtime.store,
+            registry=runtime.registry,
+            serving=runtime.serving,
+            incidents=runtime.incidents,
+            clock=runtime.clock,
+            reports_dir=runtime.reports_dir,
+            runbooks=runtime.runbooks,
+            runbooks_dir=runtime.runbooks_dir,
+            monitor=runtime.monitor,
+            scorer=runtime.scorer,
+            limits=runtime.limits,
         )
 
     def tool_context(self, incident_id: str, *, actor: str, reason: str, approval: str) -> ToolContext:

@@ -6,13 +6,13 @@
   decided by the API caller (``api:<who>``); nothing pending is a refusal (409);
 - ``steps``: the steps of every investigation of the incident, from ``agent_runs`` (oldest run first);
 - ``investigate``: `Responder.investigate` (start, or carry on with the latest run; ``again`` for a new one);
-- ``chat``: `agent.chat.reply` (imported when first used, so a service runs without it);
+- ``chat``: `agent.chat.reply` on the responder's own parts (its monitor, runbooks and locked scorer);
 - ``jobs``: one `PeriodicJob` that, once an hour has closed (plus a grace period for late arrivals),
   flushes the scorer's log and runs `Autopilot.after_hour` for it: monitor, investigate what opened, wake
   runs waiting for data, release quarantines and resolve pages of what cleared. It checks every minute and
   catches up on the hours it missed (a service that was down), at most a day of them.
 
-Threads: approve / deny run in FastAPI's thread pool, the job in the scheduler thread, chat in the pool.
+Threads: approve / deny and chat run in FastAPI's thread pool, the job in the scheduler thread.
 One lock serialises every use of the responder: its graph and its SQLite checkpoint connection are not
 meant for two invocations at once, and the order of effects stays readable. Nothing the graph does today
 calls the scorer (actions change serving *state*, which the scorer reads on every batch), but the
@@ -23,7 +23,6 @@ engine's lock (`ScoringEngine.exclusive`) and never races the scoring worker.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pandas as pd
 
 from agent.autopilot import Autopilot, AutopilotEvent
+from agent.chat import ChatParts, reply
 from agent.responder import Responder, ResponderError, RunResult, agent_runs
 from monitor.runner import Monitor
 from scorer.score import Scorer
@@ -41,12 +41,10 @@ from scorer.serving import as_naive_utc
 from selfheal.app import Platform
 from selfheal.service import views
 from selfheal.service.hooks import (
-    RESPONDER_UNAVAILABLE,
     ChatMessage,
     Decision,
     InvestigateRequest,
     PeriodicJob,
-    ResponderUnavailable,
     ServiceHooks,
 )
 from tools.audit import finite
@@ -99,8 +97,6 @@ class ResponderHooks:
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
-        self._chat_lock = threading.Lock()
-        self._chat_parts: Any = None
 
     @classmethod
     def for_platform(
@@ -223,28 +219,17 @@ class ResponderHooks:
     # -- chat -------------------------------------------------------------------------------------
 
     def chat(self, message: ChatMessage) -> dict[str, Any]:
-        """`agent.chat.reply` for one message (its `ChatReply` as JSON).
+        """`agent.chat.reply` for one message (its `ChatReply` as JSON), on the responder's own parts.
 
-        Raises:
-            ResponderUnavailable: agent.chat is not installed in this checkout.
+        Under the responder's lock, like approve / deny and the hourly job: an action asked for in chat
+        changes serving state in the same order of effects as everything else the responder does.
         """
-        try:
-            # By name: agent.chat is optional for the service (it answers 503 without it).
-            chat = importlib.import_module("agent.chat")
-            chat_parts, reply = chat.ChatParts, chat.reply
-        except (ImportError, AttributeError) as error:
-            raise ResponderUnavailable(f"{RESPONDER_UNAVAILABLE} (agent.chat: {error})") from error
-        with self._chat_lock:
-            if self._chat_parts is None:
-                self._chat_parts = chat_parts.for_platform(self.platform, runbooks_dir=self.runbooks_dir)
-                if self.runtime is not None:  # a chat action reaches the scorer through the engine's lock too
-                    self._chat_parts.scorer = ScorerUnderLock(self.runtime.engine)
-            parts = self._chat_parts
         self._flush()
-        # The responder's model, when one is configured (None: the chat answers from the record alone).
-        answer = reply(
-            parts, message.incident_id, message.message, actor=message.actor, llm=self.responder.runtime.llm
-        )
+        with self._lock:
+            runtime = self.responder.runtime
+            # The responder's model, when one is configured (None: the chat answers from the record alone).
+            parts = ChatParts.from_runtime(runtime)
+            answer = reply(parts, message.incident_id, message.message, actor=message.actor, llm=runtime.llm)
         return answer.model_dump(mode="json")  # type: ignore[no-any-return]
 
     # -- the hourly loop --------------------------------------------------------------------------
