@@ -148,3 +148,17 @@ def check_arguments(action: str, args: dict[str, Any]) -> str | None:
     except ValueError as error:
         return f"bad arguments for {action}: {error}"
     return None
+
+
+def proposal_problem(runbook: Runbook, action: str, args: dict[str, Any]) -> str | None:
+    """Why an action someone else proposed (the model, a person in chat) may not run under ``runbook``.
+
+    None when it may, subject to the runbook's approval policy for it. Paging is never proposed: the page
+    decision is made by policy in code. The responder's plan and the chat check proposals with this alike.
+    """
+    if action == "page":
+        return "paging is decided by policy in code"
+    if not runbook.allows(action):
+        return f"runbook {runbook.id} does not allow {action}; it allows only {sorted(runbook.actions)}"
+    problem = check_arguments(action, args)
+    return problem[:400] if problem else None

@@ -3,9 +3,9 @@
 The checks, in order (the first that fails refuses the request, and the refusal is an audit-log row):
 
 1. the incident was investigated with a runbook (no runbook: nothing is allowed);
-2. the action is not ``page`` (paging is a policy in code: `agent.paging`);
-3. the runbook allows the action (its allowlist, as the LLM planner's `validated_plan` checks it);
-4. the arguments fit the action's schema (`agent.runbook_steps.check_arguments`);
+2-4. `agent.runbook_steps.proposal_problem`, the check the LLM planner's `validated_plan` makes too: the
+   action is not ``page`` (paging is a policy in code: `agent.paging`), the runbook allows it (its
+   allowlist), and the arguments fit the action's schema;
 5. the runbook's approval policy: ``human`` means the request is recorded as pending a person's approval
    and **not run**; ``auto`` runs it through the tool itself, whose preconditions and rate limits refuse
    it (audited by `tools.audit.run_action`) or apply it (audited, with its inverse).
@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.chat.parts import ChatParts
 from agent.chat.record import IncidentRecord
-from agent.runbook_steps import check_arguments
+from agent.runbook_steps import proposal_problem
 from tools.audit import ActionLog, bounded_text, idempotency_key
 from tools.errors import ApprovalRequired, ToolError, ToolRefused
 from tools.registry import call_tool
@@ -37,58 +37,17 @@ def request_action(
     """
     runbook = record.runbook
     reason = bounded_text(f"asked in chat by {actor}: {why}" if why else f"asked in chat by {actor}")
+
+    def not_run(status: str, approval: str, message: str) -> dict[str, Any]:
+        return _not_run(parts, record, action, args, actor, reason, status, approval, message)
+
     if runbook is None:
-        return _not_run(
-            parts,
-            record,
-            action,
-            args,
-            actor,
-            reason,
-            REFUSED,
-            "n/a",
-            f"{record.incident_id} was not investigated with a runbook, so no action is allowed",
-        )
-    if action == "page":
-        return _not_run(
-            parts,
-            record,
-            action,
-            args,
-            actor,
-            reason,
-            REFUSED,
-            "n/a",
-            "paging is decided by policy in code, not in chat",
-        )
-    if not runbook.allows(action):
-        return _not_run(
-            parts,
-            record,
-            action,
-            args,
-            actor,
-            reason,
-            REFUSED,
-            "n/a",
-            f"runbook {runbook.id} does not allow {action}; it allows only {sorted(runbook.actions)}",
-        )
-    problem = check_arguments(action, args)
+        return not_run(REFUSED, "n/a", f"{record.incident_id} was not investigated with a runbook, so no action is allowed")
+    problem = proposal_problem(runbook, action, args)
     if problem:
-        return _not_run(parts, record, action, args, actor, reason, REFUSED, "n/a", problem[:400])
-    policy = runbook.approval(action)
-    if policy == "human":
-        return _not_run(
-            parts,
-            record,
-            action,
-            args,
-            actor,
-            reason,
-            PENDING,
-            "human",
-            f"runbook {runbook.id} requires a human's approval for {action}: it was not run",
-        )
+        return not_run(REFUSED, "n/a", problem)
+    if runbook.approval(action) == "human":
+        return not_run(PENDING, "human", f"runbook {runbook.id} requires a human's approval for {action}: it was not run")
     ctx = parts.tool_context(record.incident_id, actor=actor, reason=reason, approval="auto")
     outcome: dict[str, Any] = {"action": action, "args": args, "approval": "auto"}
     try:
@@ -102,9 +61,9 @@ def request_action(
             "audit_id": latest[-1].audit_id if latest else None,
         }
     except ApprovalRequired as required:
-        return _not_run(parts, record, action, args, actor, reason, PENDING, "human", str(required))
+        return not_run(PENDING, "human", str(required))
     except ToolError as error:
-        return _not_run(parts, record, action, args, actor, reason, REFUSED, "auto", str(error)[:400])
+        return not_run(REFUSED, "auto", str(error)[:400])
     status = "repeat" if result.get("repeat") else "applied"
     return {
         **outcome,

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agent.context import AgentRuntime
 from agent.planners import deterministic
-from agent.runbook_steps import check_arguments, step_record
+from agent.runbook_steps import proposal_problem, step_record
 from agent.state import Diagnosis, PlannedAction, ResponderState, StepRecord
 from monitor.findings import ROOT_CAUSES
 from tools.errors import ToolError
@@ -213,15 +213,9 @@ def validated_plan(state: ResponderState, rt: AgentRuntime, runbook: Runbook) ->
     notes: list[str] = []
     for item in (state.get("proposal") or {}).get("actions", []):
         action, args = str(item.get("action")), dict(item.get("args") or {})
-        if action == "page":
-            notes.append("proposed page dropped: paging is decided by policy in code")
-            continue
-        if not runbook.allows(action):
-            notes.append(f"proposed {action} rejected: runbook {runbook.id} allows only {sorted(runbook.actions)}")
-            continue
-        problem = check_arguments(action, args)
+        problem = proposal_problem(runbook, action, args)
         if problem:
-            notes.append(f"proposed {action} rejected: {problem[:300]}")
+            notes.append(f"proposed {action} rejected: {problem}")
             continue
         planned.append({"action": action, "args": args, "approval": runbook.approval(action), "status": "planned",
                         "why": f"proposed by the model: {str(item.get('why', ''))[:200]}"})
