@@ -234,3 +234,15 @@ def test_a_model_that_loops_is_stopped_and_the_router_answers(
     answer = ask(ChatParts.for_platform(opened), fake_openai, "INC-3", "was it verified?")
     assert answer.mode == "llm_fallback" and answer.intent == "verified"
     assert "repeated serving_state" in answer.facts["llm_error"] and "Yes, the fix verified" in answer.answer
+
+
+def test_the_same_call_with_its_arguments_reordered_is_a_repeat(opened: Platform, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(
+        [
+            tool_call("diff_models", {"a": 1, "b": 2}),
+            tool_call("diff_models", {"b": 2, "a": 1}),
+            tool_call("diff_models", {"a": 1, "b": 2}),
+        ]
+    )
+    answer = ask(ChatParts.for_platform(opened), fake_openai, "INC-3", "was it verified?")
+    assert answer.mode == "llm_fallback" and "repeated diff_models" in answer.facts["llm_error"]

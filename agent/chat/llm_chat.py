@@ -29,7 +29,7 @@ from agent.chat.reply import ChatReply
 from agent.chat.text import bullets, quote
 from agent.chat.text import call as call_text
 from agent.llm import LLMClient, LLMRequestError, LLMUnavailable
-from agent.planners.llm_planner import prompt, read_tool_names, untrusted
+from agent.planners.llm_planner import canonical_arguments, prompt, read_tool_names, untrusted
 from tools.audit import finite
 from tools.errors import ToolError
 from tools.registry import TOOLS, bounded_json, call_tool, openai_tool_schemas
@@ -189,7 +189,7 @@ def answer_with_llm(
             return _answered(record, message, text, called, outcomes, tokens)
         for call in reply.tool_calls:
             name, raw = call.get("name", ""), call.get("arguments", "")
-            key = f"{name}:{raw}"
+            key = f"{name}:{canonical_arguments(raw)}"  # the same call re-spaced or re-ordered is a repeat
             seen[key] = seen.get(key, 0) + 1
             if seen[key] > budget.max_repeated_calls:
                 return _fallback(

@@ -124,7 +124,7 @@ def investigate(state: ResponderState, rt: AgentRuntime) -> dict[str, Any]:
             continue
         for call in calls:
             name, raw = call.get("name", ""), call.get("arguments", "")
-            key = f"{name}:{_canonical(raw)}"
+            key = f"{name}:{canonical_arguments(raw)}"
             seen[key] = seen.get(key, 0) + 1
             if seen[key] > config.max_repeated_calls:
                 records.append(step_record("investigate", "error", name, rt, ok=False,
@@ -229,7 +229,8 @@ def _add_usage(usage: dict[str, Any], reply: Any) -> None:
     usage["cost_usd"] = round(float(usage.get("cost_usd", 0.0)) + float(reply.cost_usd), 6)
 
 
-def _canonical(raw: Any) -> str:
+def canonical_arguments(raw: Any) -> str:
+    """A tool call's arguments as one text whatever their key order or spacing (for repeat guards)."""
     try:
         return json.dumps(json.loads(raw) if isinstance(raw, str) else raw, sort_keys=True)
     except (json.JSONDecodeError, TypeError):
