@@ -268,13 +268,18 @@ def checkpoints_path(home: Path) -> Path:
 
 
 def agent_runs(
-    store: Store, *, incident_id: str | None = None, status: str | None = None
+    store: Store, *, incident_id: str | None = None, status: str | None = None, with_state: bool = True
 ) -> list[dict[str, Any]]:
-    """Rows of ``agent_runs`` (JSON columns decoded), oldest first: what readers need without a responder."""
+    """Rows of ``agent_runs`` (JSON columns decoded), oldest first: what readers need without a responder.
+
+    ``with_state=False`` leaves out the ``state`` column (a whole run: steps, plan, tool outputs), for
+    listings that show runs without reading them.
+    """
     clause, params = where_equal(incident_id=incident_id, status=status)
-    frame = store.query(f"SELECT * FROM agent_runs{clause} ORDER BY started_at, attempt", params)
+    columns = "*" if with_state else "* EXCLUDE (state)"
+    frame = store.query(f"SELECT {columns} FROM agent_runs{clause} ORDER BY started_at, attempt", params)
     rows = frame.to_dict("records")
     for row in rows:
-        for column in ("waiting", "state"):
+        for column in ("waiting", "state") if with_state else ("waiting",):
             row[column] = json.loads(row[column]) if isinstance(row[column], str) else None
     return rows

@@ -115,8 +115,7 @@ def investigations(platform: Platform, incident_id: str) -> list[dict[str, Any]]
     from agent.responder import agent_runs  # the agent's table reader; imported when first read
 
     key = existing_incident(platform, incident_id)
-    runs = agent_runs(platform.store, incident_id=key)
-    return [finite({k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items()}) for run in runs]
+    return [_run_view(run) for run in agent_runs(platform.store, incident_id=key)]
 
 
 def runs(platform: Platform, incident_id: str | None = None) -> list[dict[str, Any]]:
@@ -124,10 +123,11 @@ def runs(platform: Platform, incident_id: str | None = None) -> list[dict[str, A
     from agent.responder import agent_runs
 
     key = existing_incident(platform, incident_id) if incident_id else None
-    return [
-        finite({k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items() if k != "state"})
-        for run in agent_runs(platform.store, incident_id=key)
-    ]
+    return [_run_view(run) for run in agent_runs(platform.store, incident_id=key, with_state=False)]
+
+
+def _run_view(run: dict[str, Any]) -> dict[str, Any]:
+    return finite({k: (str(v) if k in ("started_at", "updated_at") else v) for k, v in run.items()})  # type: ignore[no-any-return]
 
 
 def latest_investigations(platform: Platform) -> dict[str, dict[str, Any]]:
@@ -136,14 +136,18 @@ def latest_investigations(platform: Platform) -> dict[str, dict[str, Any]]:
 
 
 def pending_approval(platform: Platform, incident_id: str) -> dict[str, Any] | None:
-    """What the incident's latest investigation waits for a person to approve, or None.
+    """What the incident's latest investigation waits for a person to approve, or None (`pending_of`)."""
+    return pending_of(investigations(platform, incident_id))
+
+
+def pending_of(investigated: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the latest of an incident's runs (`investigations`, oldest first) waits for a person to approve.
 
     ``actions`` are the plan's entries that wait, each with its ``index`` in the plan.
     """
-    runs = investigations(platform, incident_id)
-    if not runs or runs[-1]["status"] != "waiting_approval":
+    if not investigated or investigated[-1]["status"] != "waiting_approval":
         return None
-    latest = runs[-1]
+    latest = investigated[-1]
     plan = (latest.get("state") or {}).get("plan") or []
     waiting = [i for i, a in enumerate(plan) if a.get("approval") == "human" and a.get("status") == "planned"]
     return {

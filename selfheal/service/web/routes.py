@@ -81,7 +81,7 @@ def incident_page(runtime: Runtime, incident_id: str) -> HTMLResponse:
     view = incident_html.IncidentView(
         detail=detail,
         runs=runs,
-        pending=views.pending_approval(platform, key),
+        pending=views.pending_of(runs),
         actions=views.incident_actions(platform, key),
         pages=views.incident_pages(platform, key),
         reports=_reports(platform, key),
