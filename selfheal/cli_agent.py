@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -149,7 +149,7 @@ def _decided_by_service(
     client = _service(home, runbooks, actor=by)
     if client is None:
         return False
-    show_run(_run_from_answer(_post(client, f"/v1/incidents/{incident_id}/{decision}", {"note": note})))
+    show_run(_run_from_answer(_refused_exits(lambda: client.decide(incident_id, decision, note), client)))
     return True
 
 
@@ -168,15 +168,19 @@ def _service(home: Path | None, runbooks: Path | None, *, actor: str | None = No
 
 def _post(client: ServiceClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """A mutating call to the service; its refusal (401, 404, 409, 503) exits with 1 and its message."""
+    return _refused_exits(lambda: client.post(path, body), client)
+
+
+def _refused_exits(call: Callable[[], Any], client: ServiceClient) -> Any:
+    """``call()`` on the open ``client``; a refusal by the service exits with 1 and its message."""
     from selfheal.client import ServiceError
 
     with client:
         try:
-            answer: dict[str, Any] = client.post(path, body)
+            return call()
         except ServiceError as error:
             console.print(f"[red]error:[/red] {error.detail}")
             raise typer.Exit(1) from error
-    return answer
 
 
 def _run_from_answer(answer: dict[str, Any]) -> RunResult:
@@ -210,18 +214,13 @@ def runs(
 
 def _runs(home: Path | None, incident_id: str | None) -> list[dict[str, Any]]:
     """The runs, from the running service if one owns the workspace (it holds the file), else the file."""
-    from selfheal.client import ServiceError, discover_service
+    from selfheal.client import discover_service
 
     client = discover_service(home)
     if client is None:
         with _responder(home, None, "deterministic") as responder:
             return responder.runs(incident_id=incident_id)
-    with client:
-        try:
-            rows: list[dict[str, Any]] = client.get("/v1/runs", incident_id=incident_id)
-        except ServiceError as error:
-            console.print(f"[red]error:[/red] {error.detail}")
-            raise typer.Exit(1) from error
+    rows: list[dict[str, Any]] = _refused_exits(lambda: client.get("/v1/runs", incident_id=incident_id), client)
     return rows
 
 

@@ -6,13 +6,14 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from agent.autopilot import AutopilotEvent
+from agent.context import PlannerChoice
 from agent.responder import RunResult
 
 if TYPE_CHECKING:
@@ -116,8 +117,9 @@ def run(
     from scorer.errors import ScorerError
     from scorer.sources import read_records
 
-    if planner not in ("auto", "deterministic", "llm", "none"):
-        err.print(f"[red]error:[/red] --planner must be auto, deterministic, llm or none, not {planner!r}")
+    choices = (*get_args(PlannerChoice), "none")
+    if planner not in choices:
+        err.print(f"[red]error:[/red] --planner must be one of {', '.join(choices)}, not {planner!r}")
         raise typer.Exit(2)
     batches: Iterable[Batch]
     warm_if_cold: Callable[[], pd.DataFrame] | None = None
