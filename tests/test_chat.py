@@ -259,6 +259,9 @@ def test_sql_refuses_a_write_and_a_file_read_and_answers_a_select(parts: ChatPar
         "SELECT action, count(*) FROM audit_log WHERE incident_id = 'INC-3' GROUP BY ALL ORDER BY 1"
     )
     assert [tuple(row) for row in answer.facts["rows"]] == expected and "table audit_log" in answer.sources
+    # A value holding a bar stays inside its table cell.
+    barred = ask(parts, "INC-3", "/sql SELECT 'a|b' AS v, 1 AS n")
+    assert "| a\\|b | 1 |" in barred.answer, barred.answer
 
 
 def test_commands_timeline_compare_and_help(parts: ChatParts, opened: Platform) -> None:

@@ -70,9 +70,10 @@ def quote(text: Any, limit: int = MAX_QUOTE) -> str:
     flat = re.sub(r"\s+", " ", str(text)).strip()
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
-    # Backslashes and backticks escaped (no code spans), "<" only where it could open a tag (so "<= 240"
-    # reads as written), and a link needs "](", so escaping that parenthesis is enough to break it.
-    flat = re.sub(r"([\\`])", r"\\\1", flat)
+    # Backslashes and backticks escaped (no code spans), bars (a bar in a value would split a /sql table's
+    # cell), "<" only where it could open a tag (so "<= 240" reads as written), and a link needs "](", so
+    # escaping that parenthesis is enough to break it.
+    flat = re.sub(r"([\\`|])", r"\\\1", flat)
     return re.sub(r"<(?=[A-Za-z/!?])", r"\\<", flat).replace("](", "]\\(")
 
 
