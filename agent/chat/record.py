@@ -21,11 +21,14 @@ from agent.responder import agent_runs
 from monitor.incidents import Incident
 from scorer.serving import CHANGEABLE_FIELDS, ServingState, as_naive_utc
 from tools.audit import ActionLog, AuditRecord
+from tools.pagers import OutboxPager
 from tools.runbooks import Runbook
 
 # Serving changes before the first breach that "what changed" looks at: the runbooks look back 10 days
 # for a deploy (bad_model_deploy) and 2 days for a threshold change (threshold_misconfig).
 CHANGES_LOOKBACK = timedelta(days=10)
+# What an answer shows of an outbox row (the payload repeats the summary as the provider's JSON).
+PAGE_FIELDS = frozenset({"page_id", "recorded_at", "action", "severity", "summary", "channel", "status", "attempts", "error"})
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,7 @@ class IncidentRecord:
         state = dict((latest or {}).get("state") or {})
         runbook_id = (state.get("diagnosis") or {}).get("runbook_id") or (latest or {}).get("runbook_id")
         runbook = parts.runbooks.get(runbook_id) if runbook_id and runbook_id in parts.runbooks else None
-        pages = parts.store.query(
-            "SELECT page_id, recorded_at, action, severity, summary, channel, status, attempts, error "
-            "FROM pages WHERE incident_id = ? ORDER BY recorded_at, rowid",
-            [key],
-        ).to_dict("records")
+        pages = [page.model_dump(include=set(PAGE_FIELDS)) for page in OutboxPager(parts.store).rows(incident_id=key)]
         events = parts.incidents.events(key).to_dict("records")
         for event in events:
             event["detail"] = _json(event.get("detail"))
@@ -69,7 +68,7 @@ class IncidentRecord:
             run=None if latest is None else {k: v for k, v in latest.items() if k != "state"},
             state=state,
             audit=ActionLog(parts.store, parts.clock).rows(incident_id=key),
-            pages=[_plain(p) for p in pages],
+            pages=pages,
             events=[_plain(e) for e in events],
             serving=list(reversed(parts.serving.history())),
             runbook=runbook,
