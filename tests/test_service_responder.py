@@ -307,8 +307,16 @@ def test_the_chat_and_decide_answer_503_when_the_service_has_no_responder(demo_h
     with Platform(Workspace(demo_home)) as platform:
         app = create_app(platform, ServiceConfig(token=TOKEN), hooks=ServiceHooks())
         with TestClient(app) as client:
-            streamed = client.post("/v1/incidents/INC-1/chat/stream", json={"message": "why?"}, headers=AUTH)
-            assert streamed.status_code == 503
+            for path, body in [
+                ("chat/stream", {"message": "why?"}),
+                ("chat", {"message": "why?"}),
+                ("approve", {}),
+                ("deny", {}),
+                ("investigate", {}),
+            ]:
+                answer = client.post(f"/v1/incidents/INC-1/{path}", json=body, headers=AUTH)
+                assert answer.status_code == 503, (path, answer.text)
+                assert "responder not available" in answer.text, (path, answer.text)
 
 
 # -- the hourly loop ----------------------------------------------------------------------------------
