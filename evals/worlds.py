@@ -46,8 +46,10 @@ def parse_size(text: str) -> Size:
     return cast(Size, text)
 # Bump when what a template holds changes (training, profiling, layout): old templates are then ignored.
 CACHE_VERSION: Final = 1
-_SMALL_CAP: Final = {"customers": 1000, "terminals": 2000, "history_days": 45}
-_QUICK: Final = TrainParams(n_estimators=60, early_stopping_rounds=10, nthread=1)
+# The small size is the world the monitor's and the responder's tests play in (tests/conftest.py builds
+# its MEDIUM_WORLD from these), so what they prove detectable is what the small suite plays.
+SMALL_CAP: Final = {"customers": 1000, "terminals": 2000, "history_days": 45}
+QUICK_PARAMS: Final = TrainParams(n_estimators=60, early_stopping_rounds=10, nthread=1)
 _FULL: Final = TrainParams(nthread=1)
 
 
@@ -85,7 +87,7 @@ def sized_world(spec: WorldSpec, size: Size, seed_offset: int = 0) -> WorldSpec:
     """The world a case plays: the file's world at ``size``, seed shifted by ``seed_offset``."""
     changes: dict[str, int] = {"seed": spec.seed + seed_offset}
     if size == "small":
-        changes.update({key: min(getattr(spec, key), cap) for key, cap in _SMALL_CAP.items()})
+        changes.update({key: min(getattr(spec, key), cap) for key, cap in SMALL_CAP.items()})
     return spec.model_copy(update=changes)
 
 
@@ -96,7 +98,7 @@ def default_cache_dir() -> Path:
 
 
 def _params(size: Size) -> TrainParams:
-    return _QUICK if size == "small" else _FULL
+    return QUICK_PARAMS if size == "small" else _FULL
 
 
 def _key(spec: WorldSpec, size: Size) -> str:

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from evals.faults import Fault, make_fault
+from evals.worlds import QUICK_PARAMS, SMALL_CAP
 from monitor.reference import train_register_and_profile
 from scorer.simulate import Simulator, WorldConfig
-from scorer.train import TrainParams
 from selfheal.app import Platform
 from store import Workspace
 
@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "handbook"
 SMALL_WORLD = WorldConfig(seed=11, customers=500, terminals=1000)
-HISTORY_DAYS = 45
-FAST_PARAMS = TrainParams(n_estimators=60, early_stopping_rounds=10, nthread=1)
+HISTORY_DAYS = SMALL_CAP["history_days"]
+FAST_PARAMS = QUICK_PARAMS
 
 
 # The monitor's and the responder's tests world: big enough that every fault is detected within its deadline.
-MEDIUM_WORLD = WorldConfig(seed=5, customers=1000, terminals=2000)
+MEDIUM_WORLD = WorldConfig(seed=5, customers=SMALL_CAP["customers"], terminals=SMALL_CAP["terminals"])
 
 
 @dataclass
