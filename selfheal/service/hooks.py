@@ -47,6 +47,22 @@ class ResponderUnavailable(Exception):
     """No responder is wired into this service (the endpoint answers 503)."""
 
 
+def hook_error(error: Exception) -> tuple[int, str] | None:
+    """The HTTP status and detail a hook's error stands for (see `ServiceHooks`), or None: a failure.
+
+    A `KeyError` is a 404 (no such incident), a `ValueError` a 409 (nothing to decide, a bad state), and
+    `ResponderUnavailable` a 503. The routes raise it as an `HTTPException`; the chat stream, whose 200 is
+    already sent, sends it as an error event.
+    """
+    if isinstance(error, KeyError):
+        return 404, str(error).strip("'\"")
+    if isinstance(error, ResponderUnavailable):
+        return 503, str(error)
+    if isinstance(error, ValueError):
+        return 409, str(error)
+    return None
+
+
 @dataclass(frozen=True)
 class Decision:
     """A person's approval or denial of what the responder proposed for an incident.

@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from monitor.incidents import IncidentManager
 from selfheal.service import views
 from selfheal.service.auth import bearer_scheme, token_matches
-from selfheal.service.hooks import ChatMessage, Decision, InvestigateRequest
+from selfheal.service.hooks import ChatMessage, Decision, InvestigateRequest, hook_error
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import (
     ActionOut,
@@ -164,11 +164,10 @@ def chat(runtime: Runtime, actor: Actor, incident_id: str, body: ChatIn) -> dict
 
 
 def _call_hook(call: Any) -> dict[str, Any]:
-    """Run a responder hook; its `KeyError` is a 404, its `ValueError` a 409 (see `ServiceHooks`)."""
+    """Run a responder hook; its errors become their HTTP status (`hook_error`: 404, 409)."""
     try:
         result: dict[str, Any] = call()
-    except KeyError as error:
-        raise HTTPException(status_code=404, detail=str(error).strip("'\"")) from error
-    except ValueError as error:
-        raise HTTPException(status_code=409, detail=str(error)) from error
+    except (KeyError, ValueError) as error:
+        status, detail = hook_error(error) or (500, str(error))
+        raise HTTPException(status_code=status, detail=detail) from error
     return result

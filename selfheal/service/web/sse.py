@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
 
-from selfheal.service.hooks import ChatMessage, ResponderUnavailable
+from selfheal.service.hooks import ChatMessage, hook_error
 from selfheal.service.web.html import markdown
 from tools.audit import finite
 
@@ -60,18 +60,12 @@ async def chat_events(
             yield b": thinking\n\n"
     try:
         reply = task.result()
-    except KeyError as error:
-        yield event("error", {"status": 404, "detail": str(error).strip("'\"")})
-        return
-    except ValueError as error:
-        yield event("error", {"status": 409, "detail": str(error)})
-        return
-    except ResponderUnavailable as error:
-        yield event("error", {"status": 503, "detail": str(error)})
-        return
     except Exception as error:  # the stream has begun (200 is sent): the failure can only be an event now
-        logger.exception("chat about %s failed", message.incident_id)
-        yield event("error", {"status": 500, "detail": f"the chat failed: {type(error).__name__}"})
+        known = hook_error(error)
+        if known is None:
+            logger.exception("chat about %s failed", message.incident_id)
+            known = 500, f"the chat failed: {type(error).__name__}"
+        yield event("error", {"status": known[0], "detail": known[1]})
         return
     answer = str(reply.get("answer") or "")
     for piece in pieces(answer):
