@@ -66,10 +66,6 @@ def verify_fix(
     else:
         clean = hours >= need and bool(findings) and not any(f.breached for f in findings)
         evidence = f"{hours} hours after the action evaluated together"
-    if clean and name == "model_integrity" and serving.fallback:
-        # No load failures while the fallback rules serve only means nobody tried to load the model.
-        clean, evidence = False, "fallback rules still serve, so no model has been loaded to prove its integrity"
-        rows = [{**row, "breached": True} for row in rows]
     if clean:
         return {**base, "status": "verified", "findings": rows, "reason": f"{name} back under its threshold: {evidence}"}
     enough = len(findings) >= need if cadence == "hour" else hours >= need
@@ -104,6 +100,15 @@ def _relevant(findings: list[Finding], incident: dict[str, Any]) -> list[Finding
 
 
 def _as_model_sees_it(finding: Finding, serving: ServingState) -> Finding:
+    """A finding as it bears on the model, given what serves: quarantined features (and, under the fallback
+    rules, all features) do not reach it; and no load failures while the rules serve prove nothing about
+    the artifact, since nobody tried to load it."""
+    if finding.check == "model_integrity" and serving.fallback:
+        return replace(
+            finding,
+            breached=True,
+            evidence={**finding.evidence, "unproven": "fallback rules serve, so no model was loaded to prove its integrity"},
+        )
     if finding.check != "feature_quality":
         return finding
     problems = dict(finding.evidence.get("problems", {}))
