@@ -52,6 +52,7 @@ from evals.faults import (
     FaultParameterError,
     make_fault,
 )
+from evals.faults.base import require_known
 from scorer.score import LOGGED_FEATURES
 from tools.registry import TOOLS
 
@@ -187,9 +188,7 @@ class EndState(BaseModel):
     @field_validator("quarantined_features_include")
     @classmethod
     def _known_features(cls, value: list[str] | None) -> list[str] | None:
-        unknown = sorted(set(value or []) - set(LOGGED_FEATURES))
-        if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; features: {', '.join(LOGGED_FEATURES)}")
+        require_known(value or [], LOGGED_FEATURES, "feature(s)")
         return value
 
     @model_validator(mode="after")
@@ -231,9 +230,7 @@ class Expectation(BaseModel):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(INCIDENT_KINDS))
-        if unknown:
-            raise ValueError(f"unknown incident kind(s) {unknown}; kinds: {', '.join(INCIDENT_KINDS)}")
+        require_known(value, INCIDENT_KINDS, "incident kind(s)")
         return value
 
     @field_validator("root_cause")
@@ -246,9 +243,7 @@ class Expectation(BaseModel):
     @field_validator("forbidden_actions")
     @classmethod
     def _known_actions(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(ACTION_TOOLS))
-        if unknown:
-            raise ValueError(f"unknown action(s) {unknown}; actions: {', '.join(ACTION_TOOLS)}")
+        require_known(value, ACTION_TOOLS, "action(s)")
         return value
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ Errors::
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -230,6 +230,13 @@ class Fault(BaseModel):
     def filter_labels(self, labels: pd.DataFrame, now: datetime) -> pd.DataFrame:
         """The labels (``transaction_id``, ``is_fraud``, ``label_time``) that get through at ``now``."""
         return labels
+
+
+def require_known(values: Iterable[str], known: Sequence[str], what: str) -> None:
+    """Raise ValueError naming the `values` not in `known`, and listing `known` (`what`: "feature(s)")."""
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {', '.join(known)}")
 
 
 def affected_rows(fault: Fault, frame: pd.DataFrame, rng: np.random.Generator, share: float) -> np.ndarray:

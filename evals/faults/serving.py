@@ -24,6 +24,7 @@ from evals.faults.base import (
     RootCause,
     affected_rows,
     register_fault,
+    require_known,
 )
 from scorer.score import LOGGED_FEATURES
 
@@ -52,9 +53,7 @@ class _FeatureHookFault(ServingFault):
     @field_validator("features")
     @classmethod
     def _known_features(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(LOGGED_FEATURES))
-        if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; features: {LOGGED_FEATURES}")
+        require_known(value, LOGGED_FEATURES, "feature(s)")
         return value
 
     def _break(self, features: pd.DataFrame, rows: np.ndarray) -> None:
