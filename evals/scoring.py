@@ -237,7 +237,7 @@ def _score_incident(
     baseline: pd.DataFrame | None,
 ) -> tuple[EntryResult, list[Check], dict[str, Any]]:
     obs = case.obs
-    fault_start, _ = obs.fault_windows[scenario.fault_index(index)]
+    fault_start, fault_end = obs.fault_windows[scenario.fault_index(index)]
     entry = EntryResult(index=index, expected_incident=True, expected_page=expectation.page)
     checks: list[Check] = []
     after = [i for i in case.incidents if i["opened_at"] >= fault_start and i["incident_id"] not in claimed]
@@ -250,7 +250,6 @@ def _score_incident(
         )
         for name in ("root_cause", "end_state", "page"):
             checks.append(Check(name, False, "not detected"))
-        entry.expected_page = expectation.page
         return entry, checks, {}
     incident = matching[0]
     claimed.add(incident["incident_id"])
@@ -288,17 +287,16 @@ def _score_incident(
     if expectation.recovery_required:
         # After the fix, or after the upstream's own fix when the fault ends: then the platform must be
         # back to full strength (a containment such as the fallback rules must not outlive the fault).
-        fault_end = obs.fault_windows[scenario.fault_index(index)][1]
         since = max(acted_at or incident["opened_at"], fault_end or datetime.min)
         recovered, why, metrics, measured = _recovery(obs.flags, baseline, since, obs.live_end)
         entry.recovery_measured = measured
         checks.append(Check("metrics_recover", recovered, why))
     entry.remediated = end_ok and recovered
-    if changes:
-        entry.minutes_to_mitigate = _minutes(changes[0]["at"] - fault_start)
+    took = changes[0]["at"] - fault_start if changes else None
+    if took is not None:
+        entry.minutes_to_mitigate = _minutes(took)
     if expectation.mitigate_within is not None:
-        if changes:
-            took = changes[0]["at"] - fault_start
+        if took is not None:
             checks.append(Check(
                 "mitigate_within", took <= expectation.mitigate_within,
                 f"{changes[0]['action']} after {_fmt(took)} (deadline {_fmt(expectation.mitigate_within)})",
