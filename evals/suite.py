@@ -30,7 +30,11 @@ from evals.worlds import Size, TrainedWorld, default_cache_dir, sized_world, tra
 if TYPE_CHECKING:
     from agent.llm.config import LLMConfig
 
-__all__ = ["CaseTask", "SuiteOptions", "SuiteResult", "run_case", "run_suite"]
+__all__ = ["CaseTask", "SuiteError", "SuiteOptions", "SuiteResult", "run_case", "run_suite"]
+
+
+class SuiteError(Exception):
+    """The suite cannot run as asked (e.g. the LLM planner without an endpoint or recordings)."""
 
 PlannerName = Literal["deterministic", "llm"]
 
@@ -94,7 +98,7 @@ def _llm_client(options: SuiteOptions, case_name: str) -> Any:
     if options.replay is not None:
         return LLMClient(config, exchanges=Replayer(options.replay / case_name))
     if not config.configured:
-        raise RuntimeError("--planner llm needs OPENAI_BASE_URL / OPENAI_API_KEY, or --replay DIR")
+        raise SuiteError("--planner llm needs OPENAI_BASE_URL / OPENAI_API_KEY, or --replay DIR")
     exchanges = Recorder(options.record / case_name) if options.record is not None else None
     return LLMClient(config, exchanges=exchanges)
 

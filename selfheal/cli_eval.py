@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.llm import ReplayMiss
 from evals.platform import OpenPlatform
 from evals.report import compare_table, load_results, print_results
 from evals.scenario import Scenario, ScenarioError, default_scenarios_dir, load_suite
 from evals.scoring import CaseResult
-from evals.suite import SuiteOptions, SuiteResult, run_suite
+from evals.suite import SuiteError, SuiteOptions, SuiteResult, run_suite
 from evals.worlds import parse_size
 from selfheal.app import Platform
 from store import Workspace
@@ -132,13 +133,9 @@ def _run_with_progress(scenarios: list[Scenario], options: SuiteOptions) -> Suit
 
         try:
             return run_suite(scenarios, options, open_platform, on_world=on_world, on_case=on_case)
-        except Exception as error:
-            from agent.llm import ReplayMiss
-
-            if isinstance(error, ReplayMiss | RuntimeError):
-                err.print(f"[red]error:[/red] {error}")
-                raise typer.Exit(1) from error
-            raise
+        except (ReplayMiss, SuiteError) as error:  # what the user can fix; anything else is our bug
+            err.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from error
 
 
 @eval_app.command("list")
