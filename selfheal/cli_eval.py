@@ -21,7 +21,7 @@ from evals.report import compare_table, load_results, print_results
 from evals.scenario import Scenario, ScenarioError, default_scenarios_dir, load_suite
 from evals.scoring import CaseResult
 from evals.suite import SuiteError, SuiteOptions, SuiteResult, run_suite
-from evals.worlds import parse_size
+from evals.worlds import Size, parse_size
 from selfheal.app import Platform
 from store import Workspace
 
@@ -86,11 +86,7 @@ def run(
     if planner not in ("deterministic", "llm"):
         err.print(f"[red]error:[/red] unknown planner {planner!r}: deterministic or llm")
         raise typer.Exit(2)
-    try:
-        parsed_size = parse_size(size)
-    except ValueError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+    parsed_size = size_or_exit(size)
     if record is not None and replay is not None:
         err.print("[red]error:[/red] --record and --replay exclude each other")
         raise typer.Exit(2)
@@ -112,6 +108,15 @@ def run(
         out.print(f"results written to {json_out}")
     if fail_on_regression and not all(c.passed for c in result.cases):
         raise typer.Exit(1)
+
+
+def size_or_exit(text: str) -> Size:
+    """The --size option as a `Size`; an unknown one is a usage error (exit 2) naming the sizes."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
 
 
 def _run_with_progress(scenarios: list[Scenario], options: SuiteOptions) -> SuiteResult:

@@ -194,18 +194,13 @@ def test_runbook(
 
     from evals.scenario import ScenarioError, load_scenario
     from evals.suite import SuiteOptions, run_suite
-    from evals.worlds import parse_size
-    from selfheal.cli_eval import open_platform
+    from selfheal.cli_eval import open_platform, size_or_exit
 
     library = _library(folder)
     if runbook_id not in library:
         err.print(f"[red]error:[/red] no runbook {runbook_id!r}; known: {', '.join(library.ids())}")
         raise typer.Exit(1)
-    try:
-        parsed_size = parse_size(size)
-    except ValueError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+    parsed_size = size_or_exit(size)
     try:
         loaded = load_scenario(scenario)
     except ScenarioError as error:
