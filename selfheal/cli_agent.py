@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -25,6 +25,14 @@ HomeOption = Annotated[
 ]
 RunbooksOption = Annotated[
     Path | None, typer.Option("--runbooks", help="Runbooks folder (default: $SELFHEAL_RUNBOOKS or the shipped ones).")
+]
+RequestOption = Annotated[
+    str | None,
+    typer.Option(
+        "--request",
+        help="Decide on an action asked for in chat (its audit id, from the chat's reply) instead of a paused "
+        "investigation.",
+    ),
 ]
 
 
@@ -104,15 +112,20 @@ def approve(
     incident_id: Annotated[str, typer.Argument(help="Incident whose investigation waits for approval.")],
     by: Annotated[str, typer.Option("--by", help="Who approves (recorded in the audit log).")],
     note: Annotated[str, typer.Option(help="Why.")] = "",
+    request: RequestOption = None,
     home: HomeOption = None,
     runbooks: RunbooksOption = None,
 ) -> None:
     """Approve the actions a paused investigation waits on; it resumes and runs them.
 
+    With --request, approve an action asked for in chat that waits for a person instead: it runs now, as you.
     Through the running service when there is one (it owns the workspace), else on the workspace file.
 
     Example: selfheal approve INC-7 --by alice --note "checked the challenger's metrics"
     """
+    if request is not None:
+        _decide_request("approve", incident_id, request, by=by, note=note, home=home, runbooks=runbooks)
+        return
     if _decided_by_service("approve", incident_id, by=by, note=note, home=home, runbooks=runbooks):
         return
     with _responder(home, runbooks) as responder:
@@ -123,15 +136,20 @@ def deny(
     incident_id: Annotated[str, typer.Argument(help="Incident whose investigation waits for approval.")],
     by: Annotated[str, typer.Option("--by", help="Who denies (recorded).")],
     note: Annotated[str, typer.Option(help="Why.")] = "",
+    request: RequestOption = None,
     home: HomeOption = None,
     runbooks: RunbooksOption = None,
 ) -> None:
     """Deny the actions a paused investigation waits on; it resumes without them and pages.
 
+    With --request, deny an action asked for in chat that waits for a person instead: it is never run.
     Through the running service when there is one (it owns the workspace), else on the workspace file.
 
     Example: selfheal deny INC-7 --by alice --note "retrain after the holiday, not now"
     """
+    if request is not None:
+        _decide_request("deny", incident_id, request, by=by, note=note, home=home, runbooks=runbooks)
+        return
     if _decided_by_service("deny", incident_id, by=by, note=note, home=home, runbooks=runbooks):
         return
     with _responder(home, runbooks) as responder:
@@ -151,6 +169,52 @@ def _decided_by_service(
         return False
     show_run(_run_from_answer(_refused_exits(lambda: client.decide(incident_id, decision, note), client)))
     return True
+
+
+def _decide_request(
+    decision: Literal["approve", "deny"],
+    incident_id: str,
+    request: str,
+    *,
+    by: str,
+    note: str,
+    home: Path | None,
+    runbooks: Path | None,
+) -> None:
+    """Approve or deny one action asked for in chat (`agent.chat.requests`), through the service if one runs."""
+    client = _service(home, runbooks, actor=by)
+    if client is not None:
+        outcome = _refused_exits(lambda: client.decide(incident_id, decision, note, request=request), client)
+    else:
+        from agent.chat import ChatParts
+        from agent.chat.requests import decide_request
+        from selfheal.app import Platform
+        from store import StoreError
+
+        try:
+            platform = Platform.open(home)
+        except StoreError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from error
+        try:
+            parts = ChatParts.for_platform(platform, runbooks_dir=runbooks)
+            outcome = decide_request(parts, incident_id, decision, request, by=by, note=note)
+        except (KeyError, ValueError) as error:
+            console.print(f"[red]error:[/red] {str(error).strip(chr(39))}")
+            raise typer.Exit(1) from error
+        finally:
+            platform.close()
+    show_request_outcome(outcome)
+
+
+def show_request_outcome(outcome: dict[str, Any], console: Console = out) -> None:
+    """Print what deciding on a chat request did."""
+    audit = f" [audit {outcome['audit_id']}]" if outcome.get("audit_id") else ""
+    console.print(
+        f"[bold]{outcome['request']}[/bold]: {outcome['decision']} -> {outcome['action']} "
+        f"{json.dumps(outcome.get('args', {}))[:120]}: {outcome['status']}{audit}"
+    )
+    console.print(f"  {outcome['message']}")
 
 
 def _service(home: Path | None, runbooks: Path | None, *, actor: str | None = None) -> ServiceClient | None:

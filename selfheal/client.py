@@ -99,11 +99,15 @@ class ServiceClient:
         """Any mutating endpoint, with the token and the actor, e.g. ``post("/v1/incidents/INC-7/investigate", {})``."""
         return self._post(path, body)
 
-    def decide(self, incident_id: str, decision: str, note: str = "") -> dict[str, Any]:
-        """Approve or deny (``decision``) what an incident's paused investigation waits on."""
+    def decide(self, incident_id: str, decision: str, note: str = "", *, request: str | None = None) -> dict[str, Any]:
+        """Approve or deny (``decision``) what an incident's paused investigation waits on, or, with
+        ``request``, one action asked for in chat that waits for a person (its audit id)."""
         if decision not in ("approve", "deny"):
             raise ValueError(f"decision must be approve or deny, not {decision!r}")
-        return self._post(f"/v1/incidents/{incident_id}/{decision}", {"note": note})  # type: ignore[no-any-return]
+        body: dict[str, Any] = {"note": note}
+        if request is not None:
+            body["request"] = request
+        return self._post(f"/v1/incidents/{incident_id}/{decision}", body)  # type: ignore[no-any-return]
 
     def rollback(self, reason: str, to_version: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"reason": reason}

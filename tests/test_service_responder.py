@@ -404,3 +404,39 @@ def test_the_responders_scorer_calls_wait_for_the_scoring_engines_lock() -> None
         assert caller.is_alive() and answers == []  # still waiting for the lock
     caller.join(timeout=10)
     assert answers == [{"locked": True}] and not engine.lock.locked()  # it ran holding the lock, then let go
+
+
+def test_an_action_asked_for_in_chat_is_approved_or_denied_through_the_api(
+    service: tuple[TestClient, Platform], paused: tuple[Path, Path]
+) -> None:
+    """A chat request waiting for a person (`agent.chat.requests`) is decided with ``request``, and only it:
+    INC-3's paused investigation keeps waiting."""
+    from agent.chat import ChatParts
+    from agent.chat.actions import request_action
+    from agent.chat.record import IncidentRecord
+
+    client, platform = service
+    parts = ChatParts.for_platform(platform, runbooks_dir=paused[1])
+
+    def ask() -> str:
+        outcome = request_action(
+            parts, IncidentRecord.load(parts, "INC-3"), "rollback_model", {"to_version": 2}, "", actor="api:carol"
+        )
+        assert outcome["status"] == "pending_approval"
+        return str(outcome["audit_id"])
+
+    first = ask()
+    both = client.post("/v1/incidents/INC-3/approve", json={"request": first, "action": 0}, headers=AUTH)
+    assert both.status_code == 409 and "not both" in both.json()["detail"]
+    denied = client.post("/v1/incidents/INC-3/deny", json={"request": first, "note": "no"}, headers=AUTH)
+    assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    assert platform.serving.current().champion_version == 1
+    again = client.post("/v1/incidents/INC-3/approve", json={"request": first}, headers=AUTH)
+    assert again.status_code == 409 and "waits for approval" in again.json()["detail"]
+
+    approved = client.post("/v1/incidents/INC-3/approve", json={"request": ask()}, headers=AUTH)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "applied" and platform.serving.current().champion_version == 2
+    (row,) = [r for r in _audit(platform, "INC-3", "rollback_model") if r["audit_id"] == approved.json()["audit_id"]]
+    assert (row["actor"], row["approval"]) == ("api:alice", "human:api:alice")
+    assert _latest_run(platform, "INC-3")["status"] == "waiting_approval"

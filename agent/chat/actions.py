@@ -7,7 +7,7 @@ The checks, in order (the first that fails refuses the request, and the refusal 
    action is not ``page`` (paging is a policy in code: `agent.paging`), the runbook allows it (its
    allowlist), and the arguments fit the action's schema;
 5. the runbook's approval policy: ``human`` means the request is recorded as pending a person's approval
-   and **not run**; ``auto`` runs it through the tool itself, whose preconditions and rate limits refuse
+   and **not run** (a person approves or denies it later: `agent.chat.requests`); ``auto`` runs it through the tool itself, whose preconditions and rate limits refuse
    it (audited by `tools.audit.run_action`) or apply it (audited, with its inverse).
 
 The audit row records who asked (the chat's actor), under which approval, and why (the model's reason).
@@ -19,12 +19,13 @@ from typing import Any
 
 from agent.chat.parts import ChatParts
 from agent.chat.record import IncidentRecord
+from agent.chat.requests import PENDING, approve_hint
 from agent.runbook_steps import proposal_problem
 from tools.audit import ActionLog, bounded_text, idempotency_key
-from tools.errors import ApprovalRequired, ToolError, ToolRefused
+from tools.errors import ToolError, ToolRefused
 from tools.registry import call_tool
 
-REFUSED, PENDING = "refused", "pending_approval"
+REFUSED = "refused"
 
 
 def request_action(
@@ -47,7 +48,9 @@ def request_action(
     if problem:
         return not_run(REFUSED, "n/a", problem)
     if runbook.approval(action) == "human":
-        return not_run(PENDING, "human", f"runbook {runbook.id} requires a human's approval for {action}: it was not run")
+        waiting = not_run(PENDING, "human", f"runbook {runbook.id} requires a human's approval for {action}: it was not run")
+        waiting["message"] += f"; a person approves it with `{approve_hint(record.incident_id, waiting['audit_id'])}`"
+        return waiting
     ctx = parts.tool_context(record.incident_id, actor=actor, reason=reason, approval="auto")
     outcome: dict[str, Any] = {"action": action, "args": args, "approval": "auto"}
     try:
@@ -60,8 +63,6 @@ def request_action(
             "message": str(refusal),
             "audit_id": latest[-1].audit_id if latest else None,
         }
-    except ApprovalRequired as required:
-        return not_run(PENDING, "human", str(required))
     except ToolError as error:
         return not_run(REFUSED, "auto", str(error)[:400])
     status = "repeat" if result.get("repeat") else "applied"

@@ -73,6 +73,7 @@ class Decision:
         actor: Who decided, as recorded in the audit log: ``api:<name>``.
         note: Why (free text, bounded by the request model).
         action: Which planned action (its index in the plan), or None for "the pending one".
+        request: An action asked for in chat (its audit id) to decide on instead of a paused investigation.
     """
 
     incident_id: str
@@ -80,6 +81,7 @@ class Decision:
     actor: str
     note: str
     action: int | None = None
+    request: str | None = None
 
 
 @dataclass(frozen=True)

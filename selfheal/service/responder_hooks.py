@@ -34,6 +34,7 @@ import pandas as pd
 
 from agent.autopilot import Autopilot, AutopilotEvent
 from agent.chat import ChatParts, reply
+from agent.chat.requests import decide_request
 from agent.responder import Responder, ResponderError, RunResult, agent_runs
 from monitor.runner import Monitor
 from scorer.score import Scorer
@@ -142,14 +143,24 @@ class ResponderHooks:
     # -- approve / deny ---------------------------------------------------------------------------
 
     def decide(self, decision: Decision) -> dict[str, Any]:
-        """Approve or deny what the incident's paused investigation waits on; it resumes at once.
+        """Approve or deny what the incident's paused investigation waits on; it resumes at once. With
+        ``request``: approve (run) or deny one action asked for in chat instead (`agent.chat.requests`).
 
         Raises:
             KeyError: No such incident.
-            ValueError: Nothing waits for approval, or ``action`` names something that does not wait.
+            ValueError: Nothing waits for approval, or ``action`` / ``request`` names something that does not wait.
         """
         with self._lock:
             self.monitor.incidents.get(decision.incident_id)  # KeyError: 404
+            if decision.request is not None:
+                if decision.action is not None:
+                    raise ValueError("give either action (of a paused investigation) or request (from chat), not both")
+                self._flush()  # the action's preconditions read what was scored up to now
+                parts = ChatParts.from_runtime(self.responder.runtime)
+                return decide_request(
+                    parts, decision.incident_id, decision.decision, decision.request,
+                    by=decision.actor, note=decision.note,
+                )
             self._check_action(decision)
             self._flush()  # the actions and their verification read what was scored up to now
             try:

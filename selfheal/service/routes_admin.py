@@ -126,7 +126,7 @@ def _decide(runtime: ServiceRuntime, actor: str, incident_id: str, body: Decisio
     hook = runtime.hooks.require_decide()
     key = views.existing_incident(runtime.platform, incident_id)
     request = Decision(incident_id=key, decision="approve" if decision == "approve" else "deny", actor=actor,
-                       note=body.note, action=body.action)
+                       note=body.note, action=body.action, request=body.request)
     return _call_hook(lambda: hook(request))
 
 

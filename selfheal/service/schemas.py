@@ -116,6 +116,11 @@ class DecisionIn(BaseModel):
 
     note: str = Field("", max_length=MAX_TEXT)
     action: int | None = Field(None, ge=0, description="index of the planned action; default the pending one")
+    request: str | None = Field(
+        None,
+        max_length=200,
+        description="decide on this action asked for in chat (its audit id) instead of a paused investigation",
+    )
 
 
 class InvestigateIn(BaseModel):
