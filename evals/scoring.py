@@ -25,6 +25,10 @@ too little to judge: the check passes and says "not measurable" (counted in the 
 only the upstream can bring the metrics back (dead-lettered traffic) say ``metrics_recover: false``.
 
 **Remediation success** for an entry = ``end_state`` and ``metrics_recover`` both pass.
+
+**An undetected fault** fails ``detected`` and ``root_cause``, ``end_state`` when the scenario accepts only
+certain end states, and ``page`` when a person had to be paged; the checks that need an incident (the
+deadlines, ``kind``, recovery after mitigation) are not made.
 """
 
 from __future__ import annotations
@@ -248,8 +252,13 @@ def _score_incident(
         checks.append(
             Check("detected", False, f"no {kinds} incident after the fault started (incidents: {seen})")
         )
-        for name in ("root_cause", "end_state", "page"):
-            checks.append(Check(name, False, "not detected"))
+        # What an undetected fault cannot have: a diagnosis, the end state the scenario asks for, the page a
+        # person needed. A scenario that sets no end state, or expects no page, is not failed twice for it.
+        checks.append(Check("root_cause", False, "not detected"))
+        if expectation.end_state_any_of:
+            checks.append(Check("end_state", False, "not detected"))
+        if expectation.page:
+            checks.append(Check("page", False, "not detected: nobody was paged"))
         return entry, checks, {}
     incident = matching[0]
     claimed.add(incident["incident_id"])

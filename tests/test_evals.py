@@ -258,6 +258,20 @@ def test_a_late_incident_fails_detection_in_time(played_threshold_case: tuple[Sc
     assert "detect_within" in _failed(scenario, dataclasses.replace(observation, incidents=late))
 
 
+def test_an_undetected_fault_fails_what_it_could_not_have_and_only_that(
+    played_threshold_case: tuple[Scenario, CaseObservation],
+) -> None:
+    scenario, observation = played_threshold_case
+    unseen = dataclasses.replace(observation, incidents=[])
+    # The scenario asks for an end state and for no page: the miss fails detection, the diagnosis and the end
+    # state; "no page" is not judged again without an incident.
+    assert _failed(scenario, unseen) == {"detected", "root_cause", "end_state"}
+    paging = scenario.model_copy(
+        update={"expect": [e.model_copy(update={"page": True}) for e in scenario.expect]}
+    )
+    assert _failed(paging, unseen) == {"detected", "root_cause", "end_state", "page"}
+
+
 # -- LLM record / replay ----------------------------------------------------------------------------------
 
 _INCIDENT = re.compile(r"INC-\d+")

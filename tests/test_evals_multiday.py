@@ -30,8 +30,7 @@ MULTI_DAY = (
 KNOWN_FAILURES = {
     "new-fraud-pattern-mid-amount seed 7: detected",
     "new-fraud-pattern-mid-amount seed 7: root_cause",
-    "new-fraud-pattern-mid-amount seed 7: end_state",
-    "new-fraud-pattern-mid-amount seed 7: page",
+    "new-fraud-pattern-mid-amount seed 7: end_state",  # (no page check: not detected, and none expected)
 }
 
 
