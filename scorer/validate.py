@@ -179,17 +179,22 @@ def dead_letters_frame(
     )
 
 
+_SMALL_BATCH = 2_000  # below this many rows, per-value Python beats pandas' fixed costs
+_NO_DEAD_LETTERS = pd.DataFrame(
+    {
+        "row": np.empty(0, dtype=np.int64),
+        C.TRANSACTION_ID: np.empty(0, dtype=object),
+        "reason": np.empty(0, dtype=object),
+        "field": np.empty(0, dtype=object),
+        "payload": np.empty(0, dtype=object),
+    }
+)
+
+
 def empty_dead_letters() -> pd.DataFrame:
-    """The dead-letter frame of a batch without any (the usual case; cheaper than building it from lists)."""
-    return pd.DataFrame(
-        {
-            "row": np.empty(0, dtype=np.int64),
-            C.TRANSACTION_ID: np.empty(0, dtype=object),
-            "reason": np.empty(0, dtype=object),
-            "field": np.empty(0, dtype=object),
-            "payload": np.empty(0, dtype=object),
-        }
-    )
+    """The dead-letter frame of a batch without any (the usual case): a copy of one built once, since
+    building a frame costs ~1 ms, a tenth of a 100-row batch's scoring."""
+    return _NO_DEAD_LETTERS.copy()
 
 
 def _take(values: Any, mask: np.ndarray) -> Any:
@@ -209,6 +214,8 @@ def _check_id(frame: pd.DataFrame, name: str, fail: Any) -> np.ndarray:
         fail(np.ones(n, dtype=bool), f"missing field {name}", name)
         return np.full(n, None, dtype=object)
     if pd.api.types.is_integer_dtype(column.dtype):
+        if n < _SMALL_BATCH:  # pandas' astype costs ~0.3 ms whatever the size; str() per value ~0.3 µs
+            return np.array(list(map(str, column.tolist())), dtype=object)
         return column.astype(str).to_numpy(dtype=object)
     values = column.tolist()
     if all(type(value) is str for value in values):  # text columns (JSON, CSV): one pass, no per-value calls
