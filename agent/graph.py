@@ -1,14 +1,15 @@
 """The responder as one LangGraph `StateGraph`:
 
     load_incident -> match_runbooks -> investigate -> diagnose -+-> plan -> approval -> act -> verify -+
-                                                                |                        ^        |     |
-                                                                | (abstained)            |  wait_for_data
-                                                                v                        (pending) <-+   |
-                                                           decide_page <------------------------------+
+                       |      ^                                 |                        ^        |     |
+      (no runbook yet, |      |                                 | (abstained)            |  wait_for_data
+       labels due soon)v      |                                 v                        (pending) <-+   |
+                     wait_for_labels                       decide_page <------------------------------+
                                                                 -> summarize -> notify -> report -> END
 
-``approval`` and ``wait_for_data`` pause with `interrupt()`; a thread (one per investigation) resumes from
-its SQLite checkpoint in any process. Routers raise on a state that cannot happen rather than guess.
+``approval``, ``wait_for_data`` and ``wait_for_labels`` pause with `interrupt()`; a thread (one per
+investigation) resumes from its SQLite checkpoint in any process. Routers raise on a state that cannot
+happen rather than guess.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from langgraph.types import Checkpointer
 from agent import nodes
 from agent.context import AgentRuntime
 from agent.state import ResponderInput, ResponderState
+
+
+def after_match(state: ResponderState) -> Literal["wait_for_labels", "investigate"]:
+    return "wait_for_labels" if state.get("label_wait") else "investigate"
 
 
 def after_diagnose(state: ResponderState) -> Literal["plan", "decide_page"]:
@@ -50,12 +55,13 @@ def build_graph(
     graph = StateGraph(ResponderState, context_schema=AgentRuntime, input_schema=ResponderInput)
     for name in (
         "load_incident", "match_runbooks", "investigate", "diagnose", "plan", "approval", "act", "verify",
-        "wait_for_data", "decide_page", "summarize", "notify", "report",
+        "wait_for_data", "wait_for_labels", "decide_page", "summarize", "notify", "report",
     ):
         graph.add_node(name, getattr(nodes, name))
     graph.add_edge(START, "load_incident")
     graph.add_edge("load_incident", "match_runbooks")
-    graph.add_edge("match_runbooks", "investigate")
+    graph.add_conditional_edges("match_runbooks", after_match)
+    graph.add_edge("wait_for_labels", "match_runbooks")
     graph.add_edge("investigate", "diagnose")
     graph.add_conditional_edges("diagnose", after_diagnose)
     graph.add_conditional_edges("plan", after_plan)

@@ -16,6 +16,7 @@ from langgraph.types import interrupt
 
 from agent import paging
 from agent.context import AgentRuntime
+from agent.label_evidence import awaits_labels
 from agent.planners import deterministic, llm_planner
 from agent.runbook_steps import incident_scope, page_arguments, plan_from_runbook, step_record
 from agent.state import PlannedAction, ResponderState, StepRecord
@@ -62,14 +63,35 @@ def load_incident(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict
 
 def match_runbooks(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
     rt = runtime.context
-    matches = rt.runbooks.match(state["incident"]["kind"], _scope(rt, state))
+    scope = _scope(rt, state)
+    matches = rt.runbooks.match(state["incident"]["kind"], scope)
     found = [
         {"runbook_id": m.runbook.id, "root_cause": m.runbook.root_cause, "score": m.score, "reasons": m.reasons}
         for m in matches
     ]
     note = ", ".join(f"{m['runbook_id']} ({m['score']:g})" for m in found) or "none"
-    record = step_record("match_runbooks", "decision", "match_runbooks", rt, ok=True, note=f"matches: {note}")
-    return {"matches": found, "steps": [record]}
+    records = [step_record("match_runbooks", "decision", "match_runbooks", rt, ok=True, note=f"matches: {note}")]
+    # Nothing claims it yet, but the labels due soon may: wait for them rather than give up (label_evidence).
+    why = None if found else awaits_labels(rt.incidents.get(state["incident_id"]), scope["labels"])
+    label_wait = None if why is None else {"not_before": scope["labels"]["matures_at"], "reason": why}
+    if label_wait is not None:
+        records.append(step_record("match_runbooks", "decision", "wait_for_labels", rt, ok=True, note=why))
+    return {"matches": found, "label_wait": label_wait, "steps": records}
+
+
+def wait_for_labels(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    """Pause until the labels `match_runbooks` waits for are in; the hourly loop wakes the thread, and the
+    runbooks are matched again (a wake-up that comes too early is sent back here by the same check)."""
+    waiting = state.get("label_wait") or {}
+    interrupt({
+        "type": "wait_for_data",
+        "incident_id": state["incident_id"],
+        "check": "labels",
+        "not_before": waiting.get("not_before"),
+        "deadline": waiting.get("not_before"),
+        "reason": waiting.get("reason"),
+    })
+    return {}
 
 
 def investigate(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
@@ -315,5 +337,6 @@ __all__ = [
     "summarize",
     "verify",
     "wait_for_data",
+    "wait_for_labels",
 ]
 

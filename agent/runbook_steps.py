@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.context import AgentRuntime
+from agent.label_evidence import label_evidence
 from agent.state import PlannedAction, StepRecord
+from scorer.serving import as_naive_utc
 from tools.errors import ToolError
 from tools.registry import TOOLS, call_tool
 from tools.runbooks import ExpressionError, Runbook, Step, build_scope, evaluate, render
@@ -30,7 +32,9 @@ def step_record(node: str, kind: str, name: str, runtime: AgentRuntime, **fields
 
 def incident_scope(runtime: AgentRuntime, incident_id: str, results: dict[str, Any] | None = None) -> dict[str, Any]:
     """The expression scope for an incident as it stands now, with earlier steps' saved ``results``."""
-    scope = build_scope(runtime.incidents.get(incident_id), runtime.serving, runtime.registry)
+    incident = runtime.incidents.get(incident_id)
+    labels = label_evidence(runtime.monitor, incident, as_naive_utc(runtime.clock()))
+    scope = build_scope(incident, runtime.serving, runtime.registry, labels)
     scope["results"] = dict(results or {})
     return scope
 

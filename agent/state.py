@@ -115,6 +115,7 @@ class ResponderState(ResponderInput, total=False):
 
     incident: dict[str, Any]  # the incident as stored when the investigation started
     matches: list[dict[str, Any]]  # runbook matches: {runbook_id, score, reasons}
+    label_wait: dict[str, Any] | None  # no match yet, labels due soon: {not_before, reason} (agent.label_evidence)
     steps: Annotated[list[StepRecord], append_steps]
     results: dict[str, Any]  # what runbook steps saved with save_as (tool output, JSON)
     proposal: dict[str, Any]  # the LLM planner's final answer, before code validates it

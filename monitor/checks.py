@@ -569,39 +569,51 @@ def score_drift_check(ctx: CheckContext) -> list[Finding]:
 # -- performance (daily, matured labels) --------------------------------------------------------------
 
 
+def cohort_recall(store: Store, profile: ReferenceProfile, start: datetime, end: datetime) -> dict[str, Any] | None:
+    """Recall and precision of the alert policy on the transactions of [start, end) with their labels, against
+    the reference's; None without a reference recall or with fewer than `MIN_FRAUDS` labelled frauds.
+
+    ``z`` is the recall drop in units of the noise one cohort's recall has: the binomial spread, or the
+    reference's observed day-to-day spread when larger (fraud comes in campaigns).
+    """
+    frame = store.query(
+        "SELECT p.score, p.decision, l.is_fraud FROM predictions p JOIN labels l USING (transaction_id) "
+        "WHERE p.timestamp >= ? AND p.timestamp < ?",
+        [pd.Timestamp(start).to_pydatetime(), pd.Timestamp(end).to_pydatetime()],
+    )
+    reference_recall = profile.performance.get("recall_at_review")
+    frauds = int(frame["is_fraud"].sum()) if len(frame) else 0
+    if reference_recall is None or frauds < MIN_FRAUDS:
+        return None
+    flagged = frame["decision"] != "approve"
+    caught = int((flagged & (frame["is_fraud"] == 1)).sum())
+    recall = caught / frauds
+    drop = reference_recall - recall
+    binomial_sd = math.sqrt(max(reference_recall * (1 - reference_recall), 1e-4) / frauds)
+    daily_sd = profile.performance.get("recall_daily_sd", float("nan"))
+    noise = max(binomial_sd, 0.0 if math.isnan(daily_sd) else daily_sd)
+    return {
+        "cohort_start": str(pd.Timestamp(start)), "cohort_end": str(pd.Timestamp(end)), "labelled": len(frame),
+        "frauds": frauds, "caught": caught, "recall": recall,
+        "precision": caught / max(int(flagged.sum()), 1), "reference_recall": reference_recall,
+        "reference_precision": profile.performance.get("precision_at_review"), "drop": drop, "z": drop / noise,
+        "noise_sd": noise,
+    }  # fmt: skip
+
+
 @check("performance", "day")
 def performance_check(ctx: CheckContext) -> list[Finding]:
     """Recall and precision of the alert policy on the cohort whose labels just matured."""
     cohort_end = pd.Timestamp(ctx.window.end) - pd.Timedelta(days=ctx.label_delay_days)
-    cohort_start = cohort_end - pd.Timedelta(days=1)
-    frame = ctx.store.query(
-        "SELECT p.score, p.decision, l.is_fraud FROM predictions p JOIN labels l USING (transaction_id) "
-        "WHERE p.timestamp >= ? AND p.timestamp < ?",
-        [cohort_start.to_pydatetime(), cohort_end.to_pydatetime()],
-    )
-    reference_recall = ctx.profile.performance.get("recall_at_review")
-    frauds = int(frame["is_fraud"].sum()) if len(frame) else 0
-    if reference_recall is None or frauds < MIN_FRAUDS:
+    cohort = cohort_recall(ctx.store, ctx.profile, cohort_end - pd.Timedelta(days=1), cohort_end)
+    if cohort is None:
         return []
-    flagged = frame["decision"] != "approve"
-    caught = int((flagged & (frame["is_fraud"] == 1)).sum())
-    recall = caught / frauds
-    precision = caught / max(int(flagged.sum()), 1)
-    drop = reference_recall - recall
-    binomial_sd = math.sqrt(max(reference_recall * (1 - reference_recall), 1e-4) / frauds)
-    daily_sd = ctx.profile.performance.get("recall_daily_sd", float("nan"))
-    # Fraud comes in campaigns, so use the reference's observed day-to-day spread when it is larger.
-    noise = max(binomial_sd, 0.0 if math.isnan(daily_sd) else daily_sd)
-    z = drop / noise
-    breached = drop > RECALL_DROP_FLOOR and z > PERFORMANCE_Z
+    drop = cohort.pop("drop")
+    breached = drop > RECALL_DROP_FLOOR and cohort["z"] > PERFORMANCE_Z
     return [
         Finding(
             check="performance", kind="performance_decay", subject="recall", breached=breached,
             metric="recall_drop", value=drop, threshold=RECALL_DROP_FLOOR, severity="high",
-            evidence={"cohort_start": str(cohort_start), "cohort_end": str(cohort_end), "labelled": len(frame),
-                      "frauds": frauds, "caught": caught, "recall": recall, "precision": precision,
-                      "reference_recall": reference_recall,
-                      "reference_precision": ctx.profile.performance.get("precision_at_review"), "z": z,
-                      "noise_sd": noise},
+            evidence=cohort,
         )
     ]

@@ -72,6 +72,8 @@ def show_run(run: RunResult, console: Console = out) -> None:
     if run.waiting:
         if run.waiting.get("type") == "approval":
             console.print(f"  waiting for approval: selfheal approve {run.incident_id} --by NAME  (or deny)")
+        elif run.waiting.get("check") == "labels":
+            console.print(f"  waiting for labels until {run.waiting.get('not_before')}: {run.waiting.get('reason')}")
         else:
             console.print(f"  waiting for data after the action until {run.waiting.get('not_before')} "
                       f"(check {run.waiting.get('check')}, deadline {run.waiting.get('deadline')})")

@@ -2,7 +2,8 @@
 
 ``evidence`` is the incident's evidence bundle as the monitor stored it; ``incident`` the incident's
 own fields; ``serving`` the serving state plus how its threshold last changed; ``model`` the champion
-with its neighbours in the registry. The field sets below are what the linter accepts, and a test
+with its neighbours in the registry; ``labels`` what matured labels say about the day of traffic around the
+incident's first breach (`agent.label_evidence`; not matured, and no numbers, where nobody computed it). The field sets below are what the linter accepts, and a test
 checks that `build_scope` produces exactly them.
 """
 
@@ -36,21 +37,39 @@ MODEL_FIELDS = frozenset(
         "suggested_threshold",
     }
 )
+LABEL_FIELDS = frozenset(
+    {
+        "matured",  # the cohort's labels are all in (now >= cohort_end + the label delay)
+        "matures_at",  # when they will be (ISO time)
+        "cohort_start",  # the day of traffic around the first breach: [first breach - 12 h, + 24 h)
+        "cohort_end",
+        "frauds",  # labelled frauds in the cohort (None: not matured, or too few to judge)
+        "recall",  # share of them the alert policy flagged
+        "reference_recall",
+        "drop",  # reference_recall - recall
+        "z",  # drop in units of one cohort's noise (monitor.checks.cohort_recall)
+    }
+)
 NAMESPACE_FIELDS: dict[str, frozenset[str]] = {
     "incident": frozenset(Incident.model_fields) | {"features"},
     "serving": frozenset(ServingState.model_fields) | SERVING_EXTRAS,
     "model": MODEL_FIELDS,
+    "labels": LABEL_FIELDS,
 }
 
 
-def build_scope(incident: Incident, serving: ServingStateStore, registry: ModelRegistry) -> dict[str, Any]:
-    """``{"evidence", "incident", "serving", "model", "results"}`` for evaluating a runbook on an incident."""
+def build_scope(
+    incident: Incident, serving: ServingStateStore, registry: ModelRegistry, labels: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``{"evidence", "incident", "serving", "model", "labels", "results"}`` for evaluating a runbook on an
+    incident; ``labels`` as `agent.label_evidence` computes it, or "not matured" when not given."""
     at = incident.first_breach_at
     return {
         "evidence": dict(incident.evidence),
         "incident": {**incident.model_dump(mode="json"), "features": incident.features},
         "serving": _serving(serving, at),
         "model": _model(registry, at),
+        "labels": dict(labels) if labels is not None else {**dict.fromkeys(LABEL_FIELDS), "matured": False},
         "results": {},
     }
 
