@@ -7,7 +7,8 @@ scheduler) calls once the hour's transactions are scored and logged:
 2. every incident that opened or reopened gets an investigation (a new run of the responder graph);
 3. runs waiting for data after an action are woken when their time has come, and re-check the fix;
 4. an incident the monitor has resolved gets its quarantined features released (the raw feature is
-   healthy again) and, if the platform paged for it, a PagerDuty ``resolve``.
+   healthy again) and, if the platform paged for it, a PagerDuty ``resolve``;
+5. pages that never reached a channel are sent to it again (`tools.pagers.redelivery`: hourly, for a day).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from agent.responder import Responder, RunResult
 from monitor.runner import Monitor
 from tools.audit import ActionLog
 from tools.pagers import OutboxPager, Page, dispatch
+from tools.pagers.redelivery import redeliver
 from tools.registry import call_tool
 
 HOUR = timedelta(hours=1)
@@ -26,7 +28,8 @@ HOUR = timedelta(hours=1)
 
 @dataclass
 class AutopilotEvent:
-    """Something the loop did, for progress output: ``what`` is opened/resolved/investigated/woken/resolve_sent."""
+    """Something the loop did, for progress output: ``what`` is opened/resolved/investigated/woken/resolve_sent/
+    released/redelivered."""
 
     at: datetime
     what: str
@@ -65,6 +68,11 @@ class Autopilot:
             happened.append(AutopilotEvent(end, "investigated", incident_id, run.status, run))
         for run in self.responder.wake_due(end):
             happened.append(AutopilotEvent(end, "woken", run.incident_id, run.status, run))
+        rt = self.responder.runtime
+        for resent in redeliver(OutboxPager(rt.store, clock=rt.clock), rt.pagers, now=end):
+            if resent.delivery is not None:
+                outcome = "ok" if resent.delivery.ok else resent.delivery.error
+                happened.append(AutopilotEvent(end, "redelivered", resent.incident_id, f"{resent.channel}: {outcome}"))
         return happened
 
     def _release_quarantines(self, incident_id: str) -> list[str]:

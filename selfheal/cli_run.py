@@ -42,6 +42,8 @@ def show_event(event: AutopilotEvent, console: Console) -> None:
         )
     elif event.what == "resolve_sent":
         console.print(f"{when}  {event.incident_id} page resolved ({event.detail})")
+    elif event.what == "redelivered":
+        console.print(f"{when}  {event.incident_id} page that had failed sent again: {event.detail}")
     elif event.run is not None and not _still_waiting(event.run):
         console.print(f"{when}  {event.incident_id} responder:")
         show_run(event.run, console)

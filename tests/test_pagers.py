@@ -50,6 +50,7 @@ from tools.pagers.pagerduty import (
     SUMMARY_MAX_CHARS,
     event_size,
 )
+from tools.pagers.redelivery import redeliver
 from tools.pagers.slack import FIELD_MAX_CHARS, HEADER_MAX_CHARS, SECTION_TEXT_MAX_CHARS
 
 FAST = RetryPolicy(max_attempts=4, initial_wait_s=0.01, max_wait_s=0.05, max_retry_after_s=5, timeout_s=2)
@@ -597,3 +598,89 @@ def test_the_outbox_survives_a_reopen_and_exports_by_time(tmp_path: Path) -> Non
         out = tmp_path / "pages.parquet"
         assert reopened.export("pages", out, since=T0, until=T0 + timedelta(seconds=1)) == 1
         assert reopened.export("pages", tmp_path / "none.parquet", since=T0 + timedelta(seconds=1)) == 0
+
+
+# -- redelivery of pages that never reached a channel ---------------------------------------------
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _failed_then(store: Store, receiver: Receiver, first: list[Reply], page: Page | None = None) -> tuple[OutboxPager, Pager, _Clock]:
+    """``page`` dispatched to a webhook that answers ``first``; returns the outbox, the pager and its clock."""
+    clock = _Clock(T0)
+    outbox = OutboxPager(store, clock=clock)
+    hook = WebhookPager(f"{receiver.url}/hook", policy=FAST.model_copy(update={"max_attempts": len(first)}))
+    receiver.script = list(first)
+    assert not dispatch(page or make_page(), [outbox, hook])[-1].ok
+    return outbox, hook, clock
+
+
+def test_a_failed_page_is_sent_again_an_hour_later_and_then_counts_as_delivered(
+    receiver: Receiver, store: Store
+) -> None:
+    outbox, hook, clock = _failed_then(store, receiver, [Reply(503, "down"), Reply(503, "down")])
+    clock.now = T0 + timedelta(minutes=30)
+    (early,) = redeliver(outbox, [outbox, hook], now=clock.now)
+    assert early.delivery is None and early.skipped == "failed less than an hour ago"
+    assert len(receiver.requests) == 2  # nothing sent
+
+    receiver.script = [Reply(200, "ok")]
+    clock.now = T0 + timedelta(hours=1)
+    (resent,) = redeliver(outbox, [outbox, hook], now=clock.now)
+    assert resent.delivery is not None and resent.delivery.ok and resent.channel == "webhook"
+    assert receiver.requests[-1].body == receiver.requests[0].body  # the same page, byte for byte
+    assert [(r.channel, r.status) for r in outbox.rows()] == [
+        ("outbox", "recorded"),
+        ("webhook", "failed"),
+        ("webhook", "delivered"),
+    ]
+    assert outbox.failed_deliveries() == [] and redeliver(outbox, [outbox, hook], now=clock.now) == []
+
+
+def test_what_is_not_sent_again(receiver: Receiver, store: Store) -> None:
+    # Refused as final: the same bytes would get the same answer.
+    outbox, hook, clock = _failed_then(store, receiver, [Reply(400, "invalid")])
+    clock.now = T0 + timedelta(hours=2)
+    (refused,) = redeliver(outbox, [outbox, hook], now=clock.now)
+    assert refused.skipped == "refused as final by the channel"
+    # The channel is no longer configured.
+    store.execute("DELETE FROM pages")
+    outbox, hook, clock = _failed_then(store, receiver, [Reply(503, "down")])
+    clock.now = T0 + timedelta(hours=2)
+    (gone,) = redeliver(outbox, [outbox], now=clock.now)
+    assert gone.skipped == "channel webhook is no longer configured"
+    # A day later nobody needs the page: it stays listed as failed.
+    (late,) = redeliver(outbox, [outbox, hook], now=T0 + timedelta(days=1, minutes=1))
+    assert late.skipped == "older than a day: left as failed" and len(outbox.failed_deliveries()) == 1
+    # The incident was resolved since: re-sending the trigger would page someone about nothing.
+    resolve = make_page(page_id="page-2", action="resolve", summary="resolved", timestamp=T0 + timedelta(hours=1))
+    clock.now = T0 + timedelta(hours=1)
+    receiver.script = [Reply(503, "down")]
+    dispatch(resolve, [outbox, hook])
+    clock.now = T0 + timedelta(hours=3)
+    looked_at = {r.page_id: r.skipped for r in redeliver(outbox, [outbox, hook], now=clock.now)}
+    # ... and its resolve is not sent either: the trigger never reached the webhook.
+    assert looked_at == {"page-1": "the incident was resolved since", "page-2": "its trigger never reached webhook"}
+    assert len(receiver.requests) == 3  # the three first attempts; nothing was sent again
+
+
+def test_the_hourly_loop_sends_failed_pages_again(receiver: Receiver, store: Store) -> None:
+    from types import SimpleNamespace
+
+    from agent.autopilot import Autopilot
+
+    outbox, hook, clock = _failed_then(store, receiver, [Reply(503, "down")])
+    receiver.script = [Reply(200, "ok")]
+    clock.now = T0 + timedelta(hours=1)
+    runtime = SimpleNamespace(store=store, clock=clock, pagers=[outbox, hook])
+    responder = SimpleNamespace(runtime=runtime, wake_due=lambda end: [])
+    monitor = SimpleNamespace(run_hour=lambda start: SimpleNamespace(changes=[]))
+    events = Autopilot(monitor, responder).after_hour(clock.now)  # type: ignore[arg-type]
+    assert [(e.what, e.incident_id, e.detail) for e in events] == [("redelivered", "INC-7", "webhook: ok")]
+    assert outbox.failed_deliveries() == []

@@ -27,6 +27,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from tools.pagers.base import Delivery
 
 RESPONSE_EXCERPT_CHARS = 500
+FINAL_MARKER = "(final: not retried)"  # in a delivery's error: the channel refused this page for good
 
 
 class RetryPolicy(BaseModel):
@@ -120,7 +121,7 @@ def post_json(
         status=response.status_code,
         attempts=attempts,
         response_excerpt=_excerpt(response),
-        error=None if ok else f"HTTP {response.status_code} (final: not retried)",
+        error=None if ok else f"HTTP {response.status_code} {FINAL_MARKER}",
     )
 
 
