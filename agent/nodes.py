@@ -1,6 +1,7 @@
 """The responder's nodes: ``(state, runtime) -> partial update``, one per step of an investigation.
 
-Nodes that change the world (``load_incident``, ``act``, ``notify``, ``report``) are written to be re-run
+Nodes that change the world (``load_incident``, ``match_runbooks``' note when it waits for labels, ``act``,
+``notify``, ``report``) are written to be re-run
 after a crash: every change goes through an idempotent door (actions through `tools.audit.run_action`,
 status changes only when the status differs, files rewritten whole), so a resumed node repeats nothing.
 Code before an `interrupt()` re-runs on resume, so it only reads.
@@ -76,6 +77,11 @@ def match_runbooks(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dic
     label_wait = None if why is None else {"not_before": scope["labels"]["matures_at"], "reason": why}
     if label_wait is not None:
         records.append(step_record("match_runbooks", "decision", "wait_for_labels", rt, ok=True, note=why))
+        # On the incident's timeline too, so whoever looks at it knows why nobody was paged yet. The same
+        # text again (a re-match after an early wake-up, a crash) is a repeat, not a second note.
+        ctx = rt.tool_context(state["incident_id"], reason="waiting for labels")
+        call_tool("add_note", ctx, {"text": f"Waiting for labels before deciding: {why}"})
+        rt.side_effect("match_runbooks", "note:wait_for_labels")
     return {"matches": found, "label_wait": label_wait, "steps": records}
 
 

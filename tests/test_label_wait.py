@@ -108,6 +108,11 @@ def test_an_unexplained_rise_waits_for_labels_that_show_recall_fell_then_is_a_ne
         assert [a["action"] for a in woken.state["plan"]][:1] == ["retrain_model"]
         waits = [s for s in woken.state["steps"] if s["name"] == "wait_for_labels"]
         assert len(waits) == 2  # the first wait and the one after the early wake-up
+        # The incident's timeline says why nobody was paged yet, once (the second wait is a repeat).
+        notes = day.platform.store.query(
+            "SELECT detail FROM incident_events WHERE incident_id = ? AND event = 'note'", [incident_id]
+        )["detail"].tolist()
+        assert sum("Waiting for labels before deciding" in note for note in notes) == 1
     finally:
         responder.close()
 
