@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from agent.chat import ChatParts
 from agent.chat.actions import request_action
+from agent.chat.answers import audit_line
 from agent.chat.record import IncidentRecord
 from agent.chat.requests import decide_request, open_requests
 from selfheal.app import Platform
@@ -85,6 +86,8 @@ def test_approving_runs_the_action_as_the_approver_and_closes_the_request(opened
         "action_audit_id": outcome["audit_id"],
     }
     assert open_requests(parts, "INC-3") == []
+    line = audit_line(ActionLog(opened.store, opened.clock).rows(incident_id="INC-3")[-1])
+    assert f"**approved** by {APPROVER}: decision on chat request `{request}`" in line
     with pytest.raises(ValueError, match="is not a chat request of INC-3 that waits for approval"):
         decide_request(parts, "INC-3", "approve", request, by=APPROVER)
 

@@ -60,6 +60,8 @@ def audit_line(row: AuditRecord) -> str:
         detail = f": imputed {number(result['imputed_value'])} ({quote(result.get('imputed_from', ''), 80)})"
     elif row.status == "refused":
         detail = f": {quote(result.get('message', ''))}"
+    elif row.status in ("approved", "denied") and "request" in result:  # agent.chat.requests
+        detail = f": decision on chat request `{quote(str(result['request']), 80)}`"
     return (
         f"`{row.audit_id}` {when(row.recorded_at)} {call(row.action, row.args)} **{row.status}** "
         f"by {quote(row.actor, 60)}{detail}"
