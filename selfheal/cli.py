@@ -42,6 +42,8 @@ monitor_app = typer.Typer(help="Run the drift and health monitor over logged tra
 app.add_typer(monitor_app, name="monitor")
 incidents_app = typer.Typer(help="List and inspect incidents raised by the monitor.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
+pages_app = typer.Typer(help="The pager outbox: pages sent to people, and which channels never got them.", no_args_is_help=True)
+app.add_typer(pages_app, name="pages")
 app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(eval_app, name="eval")
 register_serve_command(app)
@@ -457,6 +459,44 @@ def incidents_show(
     out.print_json(json.dumps(payload["evidence"], default=str))
     for item in payload["timeline"]:
         out.print(f"  {item['at']}  {item['event']}")
+
+
+@pages_app.command("list")
+def pages_list(
+    incident_id: Annotated[str | None, typer.Option("--incident", help="Only this incident's pages.")] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only deliveries that failed and never succeeded since.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """List pages and their deliveries, oldest first (via the service when one runs).
+
+    The hourly loop sends a failed delivery again for a day (tools/pagers/redelivery.py); what --failed
+    still lists after that reached nobody on that channel.
+
+    Example: selfheal pages list --failed
+    """
+    from selfheal.service import views
+
+    key = views.normalise_incident_id(incident_id) if incident_id else None
+    rows = _read_workspace(
+        home, from_service=lambda client: client.get("/v1/pages", incident_id=key, failed=failed or None),
+        from_file=lambda platform: views.pages(platform, incident_id=key, failed=failed),
+    )  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title="failed deliveries" if failed else "pages")
+    for column in ("recorded", "page", "incident", "action", "channel", "status", "attempts", "summary / error"):
+        table.add_column(column)
+    for r in rows:
+        detail = r["error"] if r["status"] == "failed" else r["summary"]
+        table.add_row(str(r["recorded_at"]).replace("T", " ")[:19], r["page_id"], r["incident_id"], r["action"],
+                      r["channel"], r["status"], str(r["attempts"]), str(detail or "")[:100])  # fmt: skip
+    out.print(table)
+    if failed and rows:
+        out.print(f"{len(rows)} deliveries never got through; the hourly loop retries them for a day after the page.")
 
 
 @app.command()

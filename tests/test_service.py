@@ -40,6 +40,7 @@ from selfheal.service.metrics import Counter, Histogram, ServiceMetrics
 from selfheal.service.runtime import ServiceRuntime
 from store import Workspace
 from tests.conftest import HISTORY_DAYS, SmallWorld
+from tools.pagers import Delivery, OutboxPager, Page
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -97,6 +98,16 @@ def open_incident(platform: Platform, number: int, status: str = "open") -> str:
         "INSERT INTO incident_events VALUES (?, ?, 'opened', ?)", [incident_id, at, json.dumps({"value": 0.4})]
     )
     return incident_id
+
+
+def record_failed_page(platform: Platform, incident_id: str) -> None:
+    """A page for the incident in the outbox whose webhook delivery failed (as `dispatch` records it)."""
+    outbox = OutboxPager(platform.store)
+    page = Page(
+        page_id=f"page-{incident_id}", incident_id=incident_id, dedup_key=f"key-{incident_id}", summary="s", severity="high"
+    )
+    outbox.send(page)
+    outbox.record(page, Delivery(channel="webhook", ok=False, status=503, attempts=4, error="HTTP 503 after 4 attempts"))
 
 
 @pytest.fixture
@@ -491,6 +502,11 @@ def test_read_api_serves_incidents_actions_pages_and_reports(service: tuple[Test
         ("rollback_model", "refused", "INC-3")]
     assert client.get("/v1/actions", params={"action": "rollback_model"}).json() == actions
     assert client.get(f"/v1/incidents/{incident}/pages").json() == [] and client.get("/v1/pages").json() == []
+    record_failed_page(platform, incident)
+    assert [(p["channel"], p["status"]) for p in client.get("/v1/pages", params={"incident_id": "3"}).json()] == [
+        ("outbox", "recorded"), ("webhook", "failed")]
+    (failed,) = client.get("/v1/pages", params={"failed": True}).json()
+    assert (failed["incident_id"], failed["channel"], failed["error"]) == (incident, "webhook", "HTTP 503 after 4 attempts")
     assert client.get("/v1/incidents/INC-99/actions").status_code == 404
 
     missing = client.get(f"/v1/incidents/{incident}/report")
@@ -703,6 +719,22 @@ def test_cli_reads_the_workspace_file_when_no_service_runs(small_world: SmallWor
     assert json.loads(shown.stdout) == expected  # the document the API serves
     missing = runner.invoke(cli_app, ["incidents", "show", "INC-9", "--home", str(home)])
     assert missing.exit_code == 1 and "no incident 'INC-9'" in missing.output
+
+
+def test_cli_lists_pages_and_the_deliveries_that_never_got_through(small_world: SmallWorld, tmp_path: Path) -> None:
+    home = tmp_path / "workspace"
+    shutil.copytree(small_world.template, home)
+    with Platform(Workspace(home)) as platform:
+        record_failed_page(platform, "INC-3")
+        record_failed_page(platform, "INC-4")
+    runner = CliRunner()
+    failed = runner.invoke(cli_app, ["pages", "list", "--failed", "--json", "--home", str(home)])
+    assert failed.exit_code == 0, failed.output
+    assert [(p["incident_id"], p["channel"]) for p in json.loads(failed.stdout)] == [("INC-3", "webhook"), ("INC-4", "webhook")]
+    one = runner.invoke(cli_app, ["pages", "list", "--incident", "4", "--json", "--home", str(home)])
+    assert [(p["channel"], p["status"]) for p in json.loads(one.stdout)] == [("outbox", "recorded"), ("webhook", "failed")]
+    table = runner.invoke(cli_app, ["pages", "list", "--failed", "--home", str(home)])
+    assert "503" in table.output and "2 deliveries never got through" in table.output  # cells wrap at 80 columns
 
 
 def test_client_speaks_the_api(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:

@@ -98,8 +98,13 @@ def list_actions(
 
 
 @router.get("/pages", summary="The pager outbox: every page and delivery result")
-def list_pages(runtime: Runtime) -> list[dict[str, Any]]:
-    return views.pages(runtime.platform)
+def list_pages(
+    runtime: Runtime,
+    incident_id: Annotated[str | None, Query(description="only this incident's")] = None,
+    failed: Annotated[bool, Query(description="only deliveries that failed and never succeeded since")] = False,
+) -> list[dict[str, Any]]:
+    key = views.normalise_incident_id(incident_id) if incident_id else None
+    return views.pages(runtime.platform, incident_id=key, failed=failed)
 
 
 @router.get("/models", summary="Registered models, newest first, with aliases")

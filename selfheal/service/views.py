@@ -167,9 +167,14 @@ def actions(
     return [finite(r.model_dump(mode="json")) for r in log.rows(incident_id=incident_id, action=action)]
 
 
-def pages(platform: Platform, *, incident_id: str | None = None) -> list[dict[str, Any]]:
-    """Outbox rows (one ``recorded`` row per page, then one per channel per delivery attempt)."""
-    rows = OutboxPager(platform.store).rows(incident_id=incident_id)
+def pages(platform: Platform, *, incident_id: str | None = None, failed: bool = False) -> list[dict[str, Any]]:
+    """Outbox rows (one ``recorded`` row per page, then one per channel per delivery attempt); with
+    ``failed``, only the latest failure of each (page, channel) never delivered since."""
+    outbox = OutboxPager(platform.store)
+    if failed:
+        rows = [r for r in outbox.failed_deliveries() if incident_id is None or r.incident_id == incident_id]
+    else:
+        rows = outbox.rows(incident_id=incident_id)
     out = []
     for row in rows:
         item = row.model_dump(mode="json")
