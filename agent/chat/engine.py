@@ -22,11 +22,12 @@ from agent.chat.record import IncidentRecord
 from agent.chat.reply import ChatReply, Mode
 from agent.chat.router import capabilities, route
 from agent.chat.text import bullets
-from tools.audit import finite
+from tools.audit import ActionLog, finite, idempotency_key
 
 if TYPE_CHECKING:
     from agent.llm import LLMClient
 
+UNROUTED_REQUEST = "chat_request"  # the audit log's name for a change asked for in chat that nothing acted on
 MAX_MESSAGE_CHARS = 2_000  # what the service accepts too (selfheal.service.schemas.MAX_TEXT)
 # A message that starts by asking for a change ("roll back to v1", "please disable the fallback").
 ACTION_REQUEST = re.compile(
@@ -67,8 +68,31 @@ def reply(
         answer = answer_with_llm(parts, record, text, actor=actor, llm=llm)
     else:
         answer = routed(record, text)
+    _audit_unrouted_requests(parts, record, answer, actor)
     save_turn(parts.store, answer, actor=actor, at=parts.clock())
     return answer
+
+
+def _audit_unrouted_requests(parts: ChatParts, record: IncidentRecord, answer: ChatReply, actor: str) -> None:
+    """A request for a change the chat answered without acting on (no LLM to read it, or the LLM failed) is
+    still a request someone made: it goes to the audit log as a refused ``chat_request``, like every refusal
+    (`agent.chat.actions` audits the ones an LLM turned into an action)."""
+    for action in answer.actions:
+        if action.get("status") != "refused" or action.get("audit_id") or "request" not in action:
+            continue
+        args = {"request": str(action["request"])}
+        row = ActionLog(parts.store, parts.clock).record(
+            actor=actor,
+            action=UNROUTED_REQUEST,
+            incident_id=record.incident_id,
+            args=args,
+            result={"status": "refused", "message": str(action.get("message", "")), "via": "chat"},
+            reason="asked in chat; not acted on",
+            approval="n/a",
+            idempotency_key=idempotency_key(record.incident_id, UNROUTED_REQUEST, args),
+            inverse=None,
+        )
+        action["audit_id"] = row.audit_id
 
 
 def _chat_reply(
