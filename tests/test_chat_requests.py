@@ -70,7 +70,7 @@ def test_approving_runs_the_action_as_the_approver_and_closes_the_request(opened
     assert opened.serving.current().champion_version == 1
     request = ask_to_serve_v2(parts)
     assert opened.serving.current().champion_version == 1  # asked for, not run
-    assert [r.audit_id for r in open_requests(parts, "INC-3")] == [request]
+    assert [r.audit_id for r in open_requests(opened.store, "INC-3")] == [request]
 
     outcome = decide_request(parts, "3", "approve", request, by=APPROVER, note="v2's metrics checked")
     assert outcome["status"] == "applied" and opened.serving.current().champion_version == 2
@@ -85,7 +85,7 @@ def test_approving_runs_the_action_as_the_approver_and_closes_the_request(opened
         "outcome": "applied",
         "action_audit_id": outcome["audit_id"],
     }
-    assert open_requests(parts, "INC-3") == []
+    assert open_requests(opened.store, "INC-3") == []
     line = audit_line(ActionLog(opened.store, opened.clock).rows(incident_id="INC-3")[-1])
     assert f"**approved** by {APPROVER}: decision on chat request `{request}`" in line
     with pytest.raises(ValueError, match="is not a chat request of INC-3 that waits for approval"):
@@ -101,7 +101,7 @@ def test_denying_runs_nothing_and_closes_the_request(opened: Platform, runbooks:
     assert opened.store.count("model_aliases") == aliases and opened.serving.current().champion_version == 1
     decision = audit(opened, outcome["decision_audit_id"])
     assert decision["result"]["status"] == "denied" and "not during the sale" in decision["reason"]
-    assert open_requests(parts, "INC-3") == []
+    assert open_requests(opened.store, "INC-3") == []
 
 
 def test_a_crash_between_the_action_and_the_decision_does_not_act_twice(
@@ -122,13 +122,13 @@ def test_a_crash_between_the_action_and_the_decision_does_not_act_twice(
     monkeypatch.undo()
     assert opened.serving.current().champion_version == 2
     aliases, serving_versions = opened.store.count("model_aliases"), opened.store.count("serving_state")
-    assert [r.audit_id for r in open_requests(parts, "INC-3")] == [request]  # still open: decide again
+    assert [r.audit_id for r in open_requests(opened.store, "INC-3")] == [request]  # still open: decide again
 
     again = decide_request(parts, "INC-3", "approve", request, by=APPROVER)
     assert again["status"] == "repeat" and opened.serving.current().champion_version == 2
     # Rolled back once: the second approval changed no alias and no serving state.
     assert (opened.store.count("model_aliases"), opened.store.count("serving_state")) == (aliases, serving_versions)
-    assert open_requests(parts, "INC-3") == []
+    assert open_requests(opened.store, "INC-3") == []
 
 
 def test_a_request_that_is_not_open_or_of_another_incident_is_refused(opened: Platform, runbooks: Path) -> None:

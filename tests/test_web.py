@@ -66,6 +66,21 @@ def _add_hostile_incident(home: Path) -> None:
         )
 
 
+def _ask_in_chat_for_a_rollback(home: Path, runbooks: Path) -> None:
+    """A chat request on INC-3 to serve v2 again, which its runbook puts behind a person (what an LLM asked
+    for in chat leaves: tests/test_chat_llm.py drives that part)."""
+    from agent.chat import ChatParts
+    from agent.chat.actions import request_action
+    from agent.chat.record import IncidentRecord
+
+    with Platform(Workspace(home)) as platform:
+        parts = ChatParts.for_platform(platform, runbooks_dir=runbooks)
+        outcome = request_action(
+            parts, IncidentRecord.load(parts, "INC-3"), "rollback_model", {"to_version": 2}, "v2 is fixed", actor="api:carol"
+        )
+        assert outcome["status"] == "pending_approval", outcome
+
+
 @pytest.fixture(scope="module")
 def site(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("web")
@@ -73,6 +88,7 @@ def site(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     shutil.copytree(demo_run.home, home)
     runbooks = approval_runbooks(root / "runbooks")
     pause_for_approval(home, runbooks)
+    _ask_in_chat_for_a_rollback(home, runbooks)
     _add_hostile_incident(home)
     with serve_process(
         home, "--runbooks", str(runbooks), "--planner", "deterministic", "--flush-interval", "0.1"
@@ -247,6 +263,25 @@ def test_selfheal_deny_goes_through_the_running_service(site: Site) -> None:
     ]
     again = CliRunner().invoke(cli_app, ["approve", "INC-3", "--by", "bob", "--home", str(site.home)])
     assert again.exit_code == 1 and "no investigation waiting for approval" in again.output
+    page.close()
+
+
+def test_an_action_asked_for_in_chat_is_approved_from_the_page(site: Site) -> None:
+    page = site.open("/ui/incidents/INC-3")
+    requests = page.locator("#chat-requests li.chat-request")
+    expect(requests).to_have_count(1)
+    expect(requests.first).to_contain_text("rollback_model")
+    expect(requests.first).to_contain_text("asked by api:carol")
+    sign_in(page, site, actor="dana")
+    requests.first.locator("input[name=note]").fill("v2's fix verified")
+    requests.first.locator("button[data-decision=approve]").click()
+    expect(requests.first.locator("output.decision-result")).to_contain_text("approved: rollback_model applied")
+    page.wait_for_load_state("load")
+    expect(page.locator("#chat-requests")).to_have_count(0)  # reloaded: nothing asked for waits any more
+    rollbacks = site.api.get("/v1/actions", params={"incident_id": "INC-3", "action": "rollback_model"}).json()
+    applied = [a for a in rollbacks if a["result"]["status"] == "applied" and a["approval"] == "human:api:dana"]
+    assert len(applied) == 1 and applied[0]["args"] == {"to_version": 2}
+    shot(page, "chat-request-INC-3")
     page.close()
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from agent.chat.parts import ChatParts
+from scorer.serving import utc_now
+from store import Store
 from tools.audit import ActionLog, AuditRecord, bounded_text, idempotency_key
 from tools.errors import ToolError, ToolRefused
 from tools.registry import call_tool
@@ -29,9 +31,9 @@ VIA_CHAT = "chat"
 DECIDED = ("approved", "denied")
 
 
-def open_requests(parts: ChatParts, incident_id: str) -> list[AuditRecord]:
+def open_requests(store: Store, incident_id: str) -> list[AuditRecord]:
     """The incident's chat requests that wait for a person's decision, oldest first."""
-    rows = ActionLog(parts.store, parts.clock).rows(incident_id=incident_id)
+    rows = ActionLog(store, utc_now).rows(incident_id=incident_id)  # reads only: the clock is never asked
     decided = {
         str(row.result.get("request"))
         for row in rows
@@ -73,7 +75,7 @@ def decide_request(
         ValueError: ``request_id`` is not an open chat request of the incident.
     """
     incident_id = parts.incidents.get(incident_id).incident_id  # INC-7 whether asked as 7 or INC-7
-    request = _the_request(open_requests(parts, incident_id), incident_id, request_id)
+    request = _the_request(open_requests(parts.store, incident_id), incident_id, request_id)
     why = f"{decision}d chat request {request.audit_id}" + (f": {note}" if note else "")
     outcome: dict[str, Any] = {
         "request": request.audit_id,

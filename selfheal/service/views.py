@@ -156,6 +156,17 @@ def pending_of(investigated: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def chat_requests(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
+    """Actions asked for in chat that wait for a person's decision (`agent.chat.requests`), oldest first."""
+    from agent.chat.requests import open_requests  # the chat package; imported when first read
+
+    return finite([  # type: ignore[no-any-return]
+        {"audit_id": r.audit_id, "action": r.action, "args": r.args, "asked_by": r.actor,
+         "asked_at": r.recorded_at.isoformat(), "why": r.reason}
+        for r in open_requests(platform.store, normalise_incident_id(incident_id))
+    ])  # fmt: skip
+
+
 # -- actions and pages --------------------------------------------------------------------------------
 
 

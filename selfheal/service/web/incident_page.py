@@ -31,6 +31,7 @@ class IncidentView:
     figures: Sequence[tuple[str, str]] = field(default_factory=list)  # (chart, SVG drawn by agent.charts)
     charts_error: str | None = None
     conversation: Sequence[Mapping[str, Any]] = field(default_factory=list)  # earlier chat turns
+    chat_requests: Sequence[Mapping[str, Any]] = field(default_factory=list)  # views.chat_requests
     chat_available: bool = True
 
 
@@ -67,6 +68,7 @@ def incident_page(view: IncidentView) -> str:
         h("h1", {"data-incident": key}, f"{key}: {incident['title']}"),
         links,
         _pending_section(key, view.pending),
+        _chat_requests_section(key, view.chat_requests),
         h(
             "div",
             {"class": "columns"},
@@ -120,6 +122,43 @@ def _pending_section(key: str, pending: Mapping[str, Any] | None) -> Raw | None:
             h("button", {"type": "button", "data-decision": "deny", "class": "deny"}, "Deny"),
             h("output", {"class": "decision-result", "aria-live": "polite"}, ""),
         ),
+    )
+
+
+def _chat_requests_section(key: str, requests: Sequence[Mapping[str, Any]]) -> Raw | None:
+    """Actions asked for in chat that the runbook puts behind a person: one approve / deny form each."""
+    if not requests:
+        return None
+    items = [
+        h(
+            "li",
+            {"class": "chat-request"},
+            h("code", {"class": "audit-id"}, str(r["audit_id"])),
+            f" {r['action']} ",
+            h("code", None, json_text(r.get("args") or {})),
+            f" asked by {r.get('asked_by')} at {_when(r.get('asked_at'))}",
+            h(
+                "form",
+                {"class": "decision", "data-incident": key, "data-request": str(r["audit_id"])},
+                h("label", None, "note ", h("input", {"name": "note", "size": "40", "maxlength": "2000"})),
+                h("button", {"type": "button", "data-decision": "approve", "class": "approve"}, "Approve"),
+                h("button", {"type": "button", "data-decision": "deny", "class": "deny"}, "Deny"),
+                h("output", {"class": "decision-result", "aria-live": "polite"}, ""),
+            ),
+        )
+        for r in requests
+    ]
+    return h(
+        "section",
+        {"class": "pending", "id": "chat-requests"},
+        h("h2", None, "Asked for in chat, waiting for a person"),
+        h(
+            "p",
+            None,
+            "The runbook says a person decides on these. Approving runs the action now, as you (its "
+            "preconditions still apply); denying runs nothing.",
+        ),
+        h("ul", None, *items),
     )
 
 

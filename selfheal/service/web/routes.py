@@ -82,6 +82,7 @@ def incident_page(runtime: Runtime, incident_id: str) -> HTMLResponse:
         detail=detail,
         runs=runs,
         pending=views.pending_of(runs),
+        chat_requests=views.chat_requests(platform, key),
         actions=views.incident_actions(platform, key),
         pages=views.incident_pages(platform, key),
         reports=_reports(platform, key),

@@ -67,8 +67,10 @@ function setupDecisions() {
         }
         for (const b of form.querySelectorAll("button")) b.disabled = true;
         result.textContent = decision === "approve" ? "approving…" : "denying…";
+        const body = { note: form.elements.note.value };
+        if (form.dataset.request) body.request = form.dataset.request;  // an action asked for in chat
         const response = await fetch("/v1/incidents/" + encodeURIComponent(incident) + "/" + decision, {
-          method: "POST", headers: authHeaders(), body: JSON.stringify({ note: form.elements.note.value }),
+          method: "POST", headers: authHeaders(), body: JSON.stringify(body),
         });
         if (!response.ok) {
           result.classList.add("error");
@@ -77,7 +79,9 @@ function setupDecisions() {
           return;
         }
         const run = await response.json();
-        result.textContent = (decision === "approve" ? "approved" : "denied") + ": " + run.thread_id + " is " + run.status + (run.outcome ? " (" + run.outcome + ")" : "");
+        result.textContent = run.request
+          ? (decision === "approve" ? "approved" : "denied") + ": " + run.action + " " + run.status
+          : (decision === "approve" ? "approved" : "denied") + ": " + run.thread_id + " is " + run.status + (run.outcome ? " (" + run.outcome + ")" : "");
         setTimeout(() => window.location.reload(), 600);  // the page shows the resumed run's record
       });
     }
