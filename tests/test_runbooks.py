@@ -809,3 +809,27 @@ def test_cli_lint_reports_file_line_message_and_fails() -> None:
     assert len(lines) == sum(1 for e in EXPECTED.values() if e is not None)
     assert all(re.match(r"^.+\.md:\d+: .+ \[[a-z-]+\]$", line) for line in lines)
     assert runner.invoke(runbooks_app, ["lint", str(SHIPPED_RUNBOOKS)]).exit_code == 0
+
+
+def test_a_broken_feature_is_quarantined_also_when_the_fallback_rules_take_over() -> None:
+    """The fallback rules read features too. A 30-day average stuck at 0 made the spending-spike rule fire on
+    every card (99.8 % of transactions flagged in eval world seed 12, where that feature carries over 15 % of
+    the model's gain and the runbook serves the rules); quarantined, the rules read its estimate instead."""
+    from agent.runbook_steps import plan_from_runbook
+    from scorer.rules import DEFAULT_RULES
+
+    assert any("customer_avg_amount_30d" in rule.reads for rule in DEFAULT_RULES)
+    runbook = RunbookLibrary.load(SHIPPED_RUNBOOKS).get("feature_pipeline_break")
+    for importance, falls_back in ((0.05, False), (0.4, True)):
+        scope: dict[str, Any] = {
+            "evidence": {"features": ["customer_avg_amount_30d"], "worst": 0.0, "rows": 30, "problems": {}},
+            "incident": {"incident_id": "INC-1", "first_breach_at": "2018-05-16T10:00:00"},
+            "serving": {"fallback": False},
+            "model": {"importance": {"customer_avg_amount_30d": importance}},
+            "labels": {"matured": False},
+            "results": {},
+        }
+        actions, _ = plan_from_runbook(runbook, scope)
+        planned = [(a["action"], a["args"].get("feature")) for a in actions]
+        assert planned[0] == ("quarantine_feature", "customer_avg_amount_30d"), planned
+        assert (("enable_fallback_rules", None) in planned) is falls_back, planned
