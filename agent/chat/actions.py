@@ -19,13 +19,18 @@ from typing import Any
 
 from agent.chat.parts import ChatParts
 from agent.chat.record import IncidentRecord
-from agent.chat.requests import PENDING, approve_hint
 from agent.runbook_steps import proposal_problem
 from tools.audit import ActionLog, bounded_text, idempotency_key
+from tools.context import ToolContext
 from tools.errors import ToolError, ToolRefused
 from tools.registry import call_tool
 
-REFUSED = "refused"
+REFUSED, PENDING = "refused", "pending_approval"
+
+
+def approve_hint(incident_id: str, audit_id: str) -> str:
+    """The command that approves one waiting request (`agent.chat.requests`; the reply tells the asker)."""
+    return f"selfheal approve {incident_id} --request {audit_id} --by NAME"
 
 
 def request_action(
@@ -40,7 +45,7 @@ def request_action(
     reason = bounded_text(f"asked in chat by {actor}: {why}" if why else f"asked in chat by {actor}")
 
     def not_run(status: str, approval: str, message: str) -> dict[str, Any]:
-        return _not_run(parts, record, action, args, actor, reason, status, approval, message)
+        return record_not_run(parts, record.incident_id, action, args, actor, reason, status, approval, message)
 
     if runbook is None:
         return not_run(REFUSED, "n/a", f"{record.incident_id} was not investigated with a runbook, so no action is allowed")
@@ -52,22 +57,28 @@ def request_action(
         waiting["message"] += f"; a person approves it with `{approve_hint(record.incident_id, waiting['audit_id'])}`"
         return waiting
     ctx = parts.tool_context(record.incident_id, actor=actor, reason=reason, approval="auto")
-    outcome: dict[str, Any] = {"action": action, "args": args, "approval": "auto"}
+    ran = run_through_tool(parts, ctx, action, args)
+    if ran["status"] == REFUSED and ran["audit_id"] is None:  # refused before the tool ran: record it here
+        return not_run(REFUSED, "auto", ran["message"])
+    return {"action": action, "args": args, "approval": "auto", **ran}
+
+
+def run_through_tool(parts: ChatParts, ctx: ToolContext, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one action through its tool (which checks preconditions and audits, `tools.audit.run_action`).
+
+    Returns ``status`` (``applied`` | ``repeat`` | ``refused``), ``message``, ``audit_id`` and, when it ran,
+    ``result``. A refusal by a precondition or rate limit carries the tool's audit row; any other tool error
+    (bad arguments, say) happened before anything was audited: ``audit_id`` is None.
+    """
     try:
         result = call_tool(action, ctx, args).data
-    except ToolRefused as refusal:  # a precondition or rate limit; run_action has audited it
-        latest = ActionLog(parts.store, parts.clock).rows(incident_id=record.incident_id, action=action)
-        return {
-            **outcome,
-            "status": REFUSED,
-            "message": str(refusal),
-            "audit_id": latest[-1].audit_id if latest else None,
-        }
+    except ToolRefused as refusal:
+        latest = ActionLog(parts.store, parts.clock).rows(incident_id=ctx.incident_id, action=action)
+        return {"status": REFUSED, "message": str(refusal), "audit_id": latest[-1].audit_id if latest else None}
     except ToolError as error:
-        return not_run(REFUSED, "auto", str(error)[:400])
+        return {"status": REFUSED, "message": str(error)[:400], "audit_id": None}
     status = "repeat" if result.get("repeat") else "applied"
     return {
-        **outcome,
         "status": status,
         "message": f"{action} {status}",
         "audit_id": result.get("audit_id"),
@@ -75,9 +86,9 @@ def request_action(
     }
 
 
-def _not_run(
+def record_not_run(
     parts: ChatParts,
-    record: IncidentRecord,
+    incident_id: str,
     action: str,
     args: dict[str, Any],
     actor: str,
@@ -90,12 +101,12 @@ def _not_run(
     row = ActionLog(parts.store, parts.clock).record(
         actor=actor,
         action=action,
-        incident_id=record.incident_id,
+        incident_id=incident_id,
         args=args,
         result={"status": status, "message": message, "via": "chat"},
         reason=reason,
         approval=approval,
-        idempotency_key=idempotency_key(record.incident_id, action, args),
+        idempotency_key=idempotency_key(incident_id, action, args),
         inverse=None,
     )
     return {

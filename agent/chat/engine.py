@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING
 
 from agent.chat import commands
+from agent.chat.actions import record_not_run
 from agent.chat.answers import Answer
 from agent.chat.history import save_turn
 from agent.chat.parts import ChatParts
@@ -22,7 +23,7 @@ from agent.chat.record import IncidentRecord
 from agent.chat.reply import ChatReply, Mode
 from agent.chat.router import capabilities, route
 from agent.chat.text import bullets
-from tools.audit import ActionLog, finite, idempotency_key
+from tools.audit import finite
 
 if TYPE_CHECKING:
     from agent.llm import LLMClient
@@ -80,19 +81,11 @@ def _audit_unrouted_requests(parts: ChatParts, record: IncidentRecord, answer: C
     for action in answer.actions:
         if action.get("status") != "refused" or action.get("audit_id") or "request" not in action:
             continue
-        args = {"request": str(action["request"])}
-        row = ActionLog(parts.store, parts.clock).record(
-            actor=actor,
-            action=UNROUTED_REQUEST,
-            incident_id=record.incident_id,
-            args=args,
-            result={"status": "refused", "message": str(action.get("message", "")), "via": "chat"},
-            reason="asked in chat; not acted on",
-            approval="n/a",
-            idempotency_key=idempotency_key(record.incident_id, UNROUTED_REQUEST, args),
-            inverse=None,
-        )
-        action["audit_id"] = row.audit_id
+        recorded = record_not_run(
+            parts, record.incident_id, UNROUTED_REQUEST, {"request": str(action["request"])}, actor,
+            "asked in chat; not acted on", "refused", "n/a", str(action.get("message", "")),
+        )  # fmt: skip
+        action["audit_id"] = recorded["audit_id"]
 
 
 def _chat_reply(

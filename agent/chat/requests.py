@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from agent.chat.actions import PENDING, run_through_tool
 from agent.chat.parts import ChatParts
 from scorer.serving import utc_now
 from store import Store
 from tools.audit import ActionLog, AuditRecord, bounded_text, idempotency_key
-from tools.errors import ToolError, ToolRefused
-from tools.registry import call_tool
 
-PENDING = "pending_approval"
 VIA_CHAT = "chat"
 DECIDED = ("approved", "denied")
 
@@ -44,11 +42,6 @@ def open_requests(store: Store, incident_id: str) -> list[AuditRecord]:
         for row in rows
         if row.status == PENDING and row.result.get("via") == VIA_CHAT and row.audit_id not in decided
     ]
-
-
-def approve_hint(incident_id: str, audit_id: str) -> str:
-    """The command that approves one request (what the chat's reply tells the person who asked)."""
-    return f"selfheal approve {incident_id} --request {audit_id} --by NAME"
 
 
 def decide_request(
@@ -85,7 +78,9 @@ def decide_request(
         "audit_id": None,
     }
     if decision == "approve":
-        outcome.update(_run_approved(parts, incident_id, request, by=by, reason=bounded_text(why)))
+        # "human:<who>", as the responder records an approved action (agent.nodes).
+        ctx = parts.tool_context(incident_id, actor=by, reason=bounded_text(why), approval=f"human:{by}")
+        outcome.update(run_through_tool(parts, ctx, request.action, request.args))
     else:
         outcome.update(status="denied", message=f"{request.action} was not run: denied by {by}")
     decided = ActionLog(parts.store, parts.clock).record(
@@ -114,18 +109,3 @@ def _the_request(requests: list[AuditRecord], incident_id: str, request_id: str)
             return request
     listed = ", ".join(f"{r.audit_id} ({r.action})" for r in requests) or "none"
     raise ValueError(f"{request_id} is not a chat request of {incident_id} that waits for approval (open: {listed})")
-
-
-def _run_approved(parts: ChatParts, incident_id: str, request: AuditRecord, *, by: str, reason: str) -> dict[str, Any]:
-    """Run the requested action as the approver, with human approval; the tool audits the attempt."""
-    # "human:<who>", as the responder records an approved action (agent.nodes).
-    ctx = parts.tool_context(incident_id, actor=by, reason=reason, approval=f"human:{by}")
-    try:
-        result = call_tool(request.action, ctx, request.args).data
-    except ToolRefused as refusal:  # a precondition or a rate limit said no; run_action audited it
-        latest = ActionLog(parts.store, parts.clock).rows(incident_id=incident_id, action=request.action)
-        return {"status": "refused", "message": str(refusal), "audit_id": latest[-1].audit_id if latest else None}
-    except ToolError as error:
-        return {"status": "refused", "message": str(error)[:400]}
-    status = "repeat" if result.get("repeat") else "applied"
-    return {"status": status, "message": f"{request.action} {status}", "audit_id": result.get("audit_id")}
