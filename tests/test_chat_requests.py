@@ -50,10 +50,11 @@ def opened(demo_home: Path) -> Iterator[Platform]:
         yield platform
 
 
-def ask_to_serve_v2(parts: ChatParts) -> str:
-    """What the chat does when its model asks for the rollback (tests/test_chat_llm.py drives the model)."""
+def ask_to_serve_v2(parts: ChatParts, actor: str = ASKER) -> str:
+    """What the chat does when its model asks INC-3 for the rollback (tests/test_chat_llm.py drives the
+    model); the runbooks must put rollbacks behind a person. Returns the request's audit id."""
     outcome = request_action(
-        parts, IncidentRecord.load(parts, "INC-3"), "rollback_model", {"to_version": 2}, "v2 looks fine", actor=ASKER
+        parts, IncidentRecord.load(parts, "INC-3"), "rollback_model", {"to_version": 2}, "v2 looks fine", actor=actor
     )
     assert outcome["status"] == "pending_approval", outcome
     assert f"selfheal approve INC-3 --request {outcome['audit_id']} --by NAME" in outcome["message"]

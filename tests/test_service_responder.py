@@ -412,18 +412,13 @@ def test_an_action_asked_for_in_chat_is_approved_or_denied_through_the_api(
     """A chat request waiting for a person (`agent.chat.requests`) is decided with ``request``, and only it:
     INC-3's paused investigation keeps waiting."""
     from agent.chat import ChatParts
-    from agent.chat.actions import request_action
-    from agent.chat.record import IncidentRecord
+    from tests.test_chat_requests import ask_to_serve_v2
 
     client, platform = service
     parts = ChatParts.for_platform(platform, runbooks_dir=paused[1])
 
     def ask() -> str:
-        outcome = request_action(
-            parts, IncidentRecord.load(parts, "INC-3"), "rollback_model", {"to_version": 2}, "", actor="api:carol"
-        )
-        assert outcome["status"] == "pending_approval"
-        return str(outcome["audit_id"])
+        return ask_to_serve_v2(parts, actor="api:carol")
 
     first = ask()
     both = client.post("/v1/incidents/INC-3/approve", json={"request": first, "action": 0}, headers=AUTH)

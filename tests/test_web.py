@@ -70,15 +70,10 @@ def _ask_in_chat_for_a_rollback(home: Path, runbooks: Path) -> None:
     """A chat request on INC-3 to serve v2 again, which its runbook puts behind a person (what an LLM asked
     for in chat leaves: tests/test_chat_llm.py drives that part)."""
     from agent.chat import ChatParts
-    from agent.chat.actions import request_action
-    from agent.chat.record import IncidentRecord
+    from tests.test_chat_requests import ask_to_serve_v2
 
     with Platform(Workspace(home)) as platform:
-        parts = ChatParts.for_platform(platform, runbooks_dir=runbooks)
-        outcome = request_action(
-            parts, IncidentRecord.load(parts, "INC-3"), "rollback_model", {"to_version": 2}, "v2 is fixed", actor="api:carol"
-        )
-        assert outcome["status"] == "pending_approval", outcome
+        ask_to_serve_v2(ChatParts.for_platform(platform, runbooks_dir=runbooks), actor="api:carol")
 
 
 @pytest.fixture(scope="module")
