@@ -1,9 +1,9 @@
 """The responder's nodes: ``(state, runtime) -> partial update``, one per step of an investigation.
 
 Nodes that change the world (``load_incident``, ``match_runbooks``' note when it waits for labels, ``act``,
-``notify``, ``report``) are written to be re-run
-after a crash: every change goes through an idempotent door (actions through `tools.audit.run_action`,
-status changes only when the status differs, files rewritten whole), so a resumed node repeats nothing.
+``notify``, ``report``) are written to be re-run after a crash: every change goes through an idempotent
+door (actions through `tools.audit.run_action`, status changes only when the status differs, files
+rewritten whole), so a resumed node repeats nothing.
 Code before an `interrupt()` re-runs on resume, so it only reads.
 """
 
