@@ -38,7 +38,10 @@ def verify_fix(
     runtime: AgentRuntime, runbook: Runbook, incident: dict[str, Any], acted_at: datetime, attempts: int
 ) -> Verification:
     """Evaluate the runbook's verification check after ``acted_at`` (see the module docstring)."""
-    name = runbook.verification.check
+    serving = runtime.serving.current()
+    # The monitor does not judge live scores while the rules serve (their alert rate is not the model's);
+    # a runbook whose check reads them names another to verify with then.
+    name = runbook.verification.check_for(serving.fallback)
     now = runtime.clock()
     deadline = acted_at + runbook.verification.deadline
     since = pd.Timestamp(acted_at).ceil("h").to_pydatetime()
@@ -55,7 +58,6 @@ def verify_fix(
     cadence = CHECKS[name].cadence
     need = max(1, runtime.config.verify_min_hours.get(cadence, 2))
     findings = runtime.monitor.evaluate_check(name, since, until) if until > since else []
-    serving = runtime.serving.current()
     findings = [_as_model_sees_it(f, serving) for f in _relevant(findings, incident)]
     hours = int((until - since) / HOUR) if until > since else 0
     rows = [_finding_row(f) for f in findings]

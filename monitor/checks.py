@@ -265,9 +265,10 @@ def decision_policy_check(ctx: CheckContext) -> list[Finding]:
     flag: this check compares the share of them at or above the review threshold now in force with the
     share at the profiled threshold, for a threshold change made in the last `POLICY_CHANGE_HOURS`. It
     has no sampling noise, so it needs no interval, only the same practical floor as the alert rate.
+
+    It runs while the fallback rules serve too: it reads the model's reference scores, not live ones, and
+    a wrong threshold set then would hit the model's traffic the moment the model serves again.
     """
-    if served_by_fallback(ctx.window):
-        return []
     change = _latest_threshold_change(ctx.store, ctx.now)
     if change is None:
         return []

@@ -101,8 +101,10 @@ def show_runbook(
         typer.echo(f"  when         {runbook.triggers.when}")
     typer.echo(f"  severity     {runbook.severity}")
     typer.echo(f"  actions      {', '.join(f'{n} ({p})' for n, p in runbook.actions.items())}")
+    under_rules = runbook.verification.while_fallback
     typer.echo(
         f"  verification {runbook.verification.check} under threshold within {runbook.verification.within}"
+        + (f" ({under_rules} while the fallback rules serve)" if under_rules else "")
     )
     typer.echo(f"  paging       {runbook.paging}")
     typer.echo(f"  file         {runbook.path}")

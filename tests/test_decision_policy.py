@@ -33,8 +33,9 @@ def _profile(platform: Platform) -> ReferenceProfile:
     return profile_from_dict(payload)
 
 
-def _check(platform: Platform, now: datetime) -> list:
-    window = WindowCounts(start=now - timedelta(hours=1), end=now, model_version=1, scalars={"rows": 200.0})
+def _check(platform: Platform, now: datetime, *, fallback_rows: float = 0.0) -> list:
+    scalars = {"rows": 200.0, "fallback_rows": fallback_rows}
+    window = WindowCounts(start=now - timedelta(hours=1), end=now, model_version=1, scalars=scalars)
     context = CheckContext(profile=_profile(platform), window=window, cadence="hour", now=now, store=platform.store)
     return decision_policy_check(context)
 
@@ -76,3 +77,17 @@ def test_a_small_retune_does_not_breach(platform: Platform) -> None:
     [finding] = _check(platform, T0 + timedelta(hours=1))
 
     assert not finding.breached and finding.value < 0.5
+
+
+def test_a_wrong_threshold_is_judged_while_the_fallback_rules_serve(platform: Platform) -> None:
+    """The check reads the model's reference scores, not live ones: a threshold set wrong while the rules
+    serve (whose alert rate the monitor does not judge) would hit the model's traffic once it serves again."""
+    before = platform.serving.current()
+    _set(platform, T0, 0.02, 0.02)
+
+    [finding] = _check(platform, T0 + timedelta(hours=1), fallback_rows=200.0)
+
+    assert finding.breached
+    _set(platform, T0 + timedelta(hours=2), before.threshold, before.review_threshold)
+    [restored] = _check(platform, T0 + timedelta(hours=3), fallback_rows=200.0)
+    assert not restored.breached

@@ -246,16 +246,18 @@ def runbook(record: IncidentRecord, question: str) -> Answer:
             run_source(record),
         )
     allowed = ", ".join(f"{a} ({p})" for a, p in book.actions.items())
+    fallback_check = book.verification.while_fallback
+    under_rules = f" (`{fallback_check}` while the fallback rules serve)" if fallback_check else ""
     text = (
         f"Runbook **{book.id}**: {quote(book.title, 160)}. Root cause {book.root_cause}; allows {allowed}; "
-        f"verifies with check `{book.verification.check}` within {book.verification.within}; paging "
+        f"verifies with check `{book.verification.check}`{under_rules} within {book.verification.within}; paging "
         f"`{book.paging}`. Use `/runbook` for its text."
     )
     facts = {
         "runbook_id": book.id,
         "title": book.title,
         "actions": dict(book.actions),
-        "verification": {"check": book.verification.check, "within": book.verification.within},
+        "verification": book.verification.model_dump(exclude_none=True),
         "paging": book.paging,
     }
     return Answer(text, facts, [str(book.path or f"runbook {book.id}")])

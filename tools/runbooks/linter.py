@@ -226,12 +226,12 @@ def _lint_front(ctx: _Context, front: dict[str, Any], triggers: dict[str, Any]) 
                 "unknown-check",
             )
     verification = front.get("verification")
-    if isinstance(verification, dict) and isinstance(verification.get("check"), str):
-        name = verification["check"]
-        if name not in known_checks:
+    for key in ("check", "while_fallback"):
+        verify_with = verification.get(key) if isinstance(verification, dict) else None
+        if isinstance(verify_with, str) and verify_with not in known_checks:
             ctx.add(
-                doc.line_of("verification", "check"),
-                f"unknown check {name!r} in verification{_suggest(name, known_checks)}",
+                doc.line_of("verification", key),
+                f"unknown check {verify_with!r} in verification{_suggest(verify_with, known_checks)}",
                 "unknown-check",
             )
     if isinstance(triggers.get("when"), str):

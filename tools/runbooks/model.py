@@ -109,11 +109,20 @@ class Verification(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     check: str = Field(description="the monitor check that must be back under its threshold")
+    while_fallback: str | None = Field(
+        None,
+        description="the check to verify with instead while the fallback rules serve (the monitor does not "
+        "judge live scores or alert rates then, so a check that reads them has nothing to say)",
+    )
     within: Annotated[str, AfterValidator(_duration)] = Field(description="how long it may take: 30m, 2h, 1d")
 
     @property
     def deadline(self) -> timedelta:
         return parse_duration(self.within)
+
+    def check_for(self, fallback: bool) -> str:
+        """The check that verifies the fix, given whether the fallback rules serve."""
+        return self.while_fallback if fallback and self.while_fallback else self.check
 
 
 class FrontMatter(BaseModel):
