@@ -833,3 +833,35 @@ def test_a_broken_feature_is_quarantined_also_when_the_fallback_rules_take_over(
         planned = [(a["action"], a["args"].get("feature")) for a in actions]
         assert planned[0] == ("quarantine_feature", "customer_avg_amount_30d"), planned
         assert (("enable_fallback_rules", None) in planned) is falls_back, planned
+
+
+def test_an_important_feature_with_a_close_live_sibling_stays_on_the_model() -> None:
+    """`uncovered_importance`: gain share x (1 - R^2) of the best sibling that is still live. World seed 12's
+    30-day average (15 % of the gain, 7-day sibling R^2 0.87) is quarantined and the model kept; the same
+    feature with its sibling broken too, or already quarantined, is not covered and the rules serve."""
+    from agent.runbook_steps import plan_from_runbook
+
+    runbook = RunbookLibrary.load(SHIPPED_RUNBOOKS).get("feature_pipeline_break")
+    thirty, seven = "customer_avg_amount_30d", "customer_avg_amount_7d"
+    model = {
+        "importance": {thirty: 0.3, seven: 0.2},
+        "surrogates": {thirty: [{"source": seven, "r2": 0.9}], seven: [{"source": thirty, "r2": 0.9}]},
+    }
+
+    def plan(broken: list[str], quarantined: list[str]) -> tuple[float, bool]:
+        scope: dict[str, Any] = {
+            "evidence": {"features": broken, "worst": 0.0, "rows": 30, "problems": {}},
+            "incident": {"incident_id": "INC-1", "first_breach_at": "2018-05-16T10:00:00"},
+            "serving": {"fallback": False, "quarantined_features": quarantined},
+            "model": model,
+            "labels": {"matured": False},
+            "results": {},
+        }
+        actions, _ = plan_from_runbook(runbook, scope)
+        uncovered = evaluate("uncovered_importance(evidence.features)", scope)
+        return uncovered, any(a["action"] == "enable_fallback_rules" for a in actions)
+
+    assert plan([thirty], []) == (pytest.approx(0.03), False)  # 0.3 x (1 - 0.9)
+    assert plan([thirty, seven], []) == (pytest.approx(0.3), True)  # each sibling is broken too
+    assert plan([thirty], [seven]) == (pytest.approx(0.3), True)  # the sibling is already imputed itself
+    assert evaluate("importance(evidence.features)", {"evidence": {"features": [thirty]}, "model": model}) == 0.3

@@ -34,6 +34,7 @@ MODEL_FIELDS = frozenset(
         "metrics",
         "feature_columns",
         "importance",  # feature -> gain share (0..1) from the reference profile
+        "surrogates",  # feature -> sibling features that estimate it when quarantined: [{source, r2}], best first
         "suggested_threshold",
     }
 )
@@ -106,6 +107,7 @@ def _model(registry: ModelRegistry, at: datetime) -> dict[str, Any]:
         metrics={},
         feature_columns=[],
         importance={},
+        surrogates={},
     )
     if champion is None:
         return scope
@@ -127,6 +129,10 @@ def _model(registry: ModelRegistry, at: datetime) -> dict[str, Any]:
         metrics=dict(metadata.metrics),
         feature_columns=list(metadata.feature_columns),
         importance=dict((metadata.reference_profile or {}).get("importance", {})),
+        surrogates={
+            feature: [{"source": s["source"], "r2": s["r2"]} for s in fitted]
+            for feature, fitted in (metadata.reference_profile or {}).get("surrogates", {}).items()
+        },
         suggested_threshold=metadata.suggested_threshold,
     )
     return scope
