@@ -88,7 +88,7 @@ def load_transactions(
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(path)
+        raise FileNotFoundError(f"no such file: {path}")
     lo, hi = _bound(since), _bound(until)
     fmt = detect_format(path)
     if fmt == "parquet":

@@ -436,7 +436,7 @@ class ModelRegistry:
             champion = aliases["champion"]
             names = f"the champion is v{champion}" if champion is not None else "there is no champion"
             raise NoRollbackTargetError(
-                f"nothing to roll back to: no previous champion ({names}); pass to_version= to choose one"
+                f"nothing to roll back to: no previous champion ({names}); name the version to roll back to (`selfheal models rollback --to N`, or to_version in the API and tools)"
             )
         model = self.get(target)
         self._verified_artifact(model)

@@ -42,6 +42,27 @@ MAX_PAYLOAD_CHARS = 20_000  # a dead letter keeps at most this much of a hostile
 _CHANNEL_SET = pa.array(C.CHANNELS)
 
 
+NOT_AN_OBJECT = "record is not a JSON object"
+
+
+class UnreadableRecord(str):
+    """A record its source could not parse (a CSV line with the wrong number of fields, a line that is
+    not JSON): its raw text, and why. Validation dead-letters it with ``reason`` and the text as payload,
+    so a broken line costs that line, never the file."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> UnreadableRecord:
+        record = super().__new__(cls, text)
+        record.reason = reason
+        return record
+
+
+def not_an_object_reason(record: object) -> str:
+    """Why a record that is not a mapping is refused."""
+    return record.reason if isinstance(record, UnreadableRecord) else NOT_AN_OBJECT
+
+
 class ScoringLimits(BaseModel):
     """Bounds a valid transaction must respect."""
 
@@ -102,10 +123,16 @@ def to_frame(records: pd.DataFrame | Sequence[Mapping[str, Any]] | Iterable[Mapp
     if len(frame) < len(rows):  # records that are all empty give a frame with no rows
         frame = pd.DataFrame(index=range(len(rows)))
     frame = frame.set_axis(range(len(rows)))
+    for name in MAX_TEXT_LENGTH:
+        if name in frame and frame[name].dtype.kind == "f":
+            # Integers with a null among them (an mcc of 5411, and a record without one) become floats in
+            # a frame: 5411.0 would then be "not text" though the same record alone is valid. Take the
+            # values as given instead, so a record is judged the same whatever its neighbours.
+            frame[name] = pd.Series([r.get(name) if isinstance(r, Mapping) else None for r in rows], dtype=object)
     if bad:
-        flags = np.zeros(len(rows), dtype=bool)
-        flags[bad] = True
-        frame["__not_an_object__"] = flags
+        why = np.full(len(rows), None, dtype=object)
+        why[bad] = [not_an_object_reason(rows[i]) for i in bad]
+        frame["__not_an_object__"] = why
     return frame
 
 
@@ -124,7 +151,9 @@ def validate(
     fail = reasons.fail
 
     if "__not_an_object__" in frame:
-        fail(frame["__not_an_object__"].fillna(False).to_numpy(dtype=bool), "record is not a JSON object", None)
+        why = frame["__not_an_object__"].to_numpy(dtype=object)
+        for reason in dict.fromkeys(w for w in why if w is not None):
+            fail(why == reason, reason, None)
 
     if originals is not None:  # records can lack a key that other records of the batch have
         for name in C.REQUIRED_INPUT_COLUMNS:

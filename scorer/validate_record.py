@@ -33,6 +33,7 @@ from scorer.validate import (
     ScoringLimits,
     _payload,
     _short_id,
+    not_an_object_reason,
 )
 
 _ISO: Final = re.compile(
@@ -95,7 +96,7 @@ def validate_record(
     """
     limits = limits or ScoringLimits()
     if not isinstance(record, Mapping):
-        return _dead(record, "record is not a JSON object", None)
+        return _dead(record, not_an_object_reason(record), None)
     for name in C.REQUIRED_INPUT_COLUMNS:
         if name not in record:
             return _dead(record, f"missing field {name}", name)

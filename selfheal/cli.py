@@ -19,6 +19,7 @@ from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
 from selfheal.cli_chat import register as register_chat_commands
 from selfheal.cli_eval import eval_app
+from selfheal.cli_files import OutputPathError, check_output_path, error_text
 from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
@@ -101,6 +102,7 @@ def simulate(
 
     from scorer.simulate import Simulator, WorldConfig
 
+    _check_output(out_path)
     simulator = Simulator(WorldConfig(seed=seed, customers=customers, terminals=terminals))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("simulating", total=days)
@@ -109,7 +111,15 @@ def simulate(
     out.print(f"wrote {len(frame):,} transactions ({int(frame['is_fraud'].sum()):,} frauds) to {out_path}")
 
 
+def _check_output(path: Path, formats: tuple[str, ...] | None = None) -> None:
+    try:
+        check_output_path(path) if formats is None else check_output_path(path, formats)
+    except OutputPathError as error:
+        raise _fail(str(error)) from error
+
+
 def _write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """Write a frame in the format its suffix names (checked by `_check_output` before the work)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
@@ -158,20 +168,27 @@ def train(
             transactions = load_for_training(data)
         else:
             transactions = load_transactions(data)
-    except (DataFormatError, FileNotFoundError) as error:
-        raise _fail(str(error)) from error
-    with console.status("training"):
-        if register:
-            platform = _platform(home)
-            try:
-                run, _ = train_register_and_profile(
-                    platform.registry, transactions, split=split.value, params=preset, promote=promote
-                )
-            finally:
-                platform.close()
-            report, version = run.report, run.model.version
-        else:
-            report, version = run_training(transactions, split.value, params=preset).report, None
+    except (DataFormatError, OSError, ValueError) as error:  # ValueError: Arrow's and the decoder's errors
+        raise _fail(f"cannot read {data}: {error_text(error)}") from error
+    try:
+        with console.status("training"):
+            if register:
+                platform = _platform(home)
+                try:
+                    run, _ = train_register_and_profile(
+                        platform.registry, transactions, split=split.value, params=preset, promote=promote
+                    )
+                finally:
+                    platform.close()
+                report, version = run.report, run.model.version
+            else:
+                report, version = run_training(transactions, split.value, params=preset).report, None
+    except ValueError as error:  # e.g. an empty split: too few days of data for the windows
+        days = transactions["timestamp"].dt.normalize().nunique() if len(transactions) else 0
+        raise _fail(
+            f"cannot train on {days} day(s) of data: {error}. The split needs a 7-day train, delay and test "
+            "window each (--split recent: 22 days or more; --split handbook: the handbook's dates)"
+        ) from error
     summary = {
         "auc": report.auc,
         "ap": report.ap,
@@ -209,14 +226,18 @@ def score(
     from scorer.data import DataFormatError
     from scorer.sources import read_records
 
+    if out_path is not None:
+        _check_output(out_path)  # before scoring: scored rows are logged, so a late failure would lose them
     try:
         batches = read_records(source, batch_size=batch_size, stdin=sys.stdin)
-    except (DataFormatError, FileNotFoundError) as error:
-        raise _fail(str(error)) from error
+    except (DataFormatError, OSError) as error:
+        raise _fail(error_text(error)) from error
     platform = _platform(home)
     totals = {"rows_in": 0, "scored": 0, "dead_lettered": 0}
     decisions: dict[str, int] = {}
     written: list[pd.DataFrame] = []
+    failure: str | None = None
+    status_info: dict[str, Any] | None = None
     try:
         platform.scorer.warm_up()
         with console.status("scoring") as status:
@@ -231,17 +252,23 @@ def score(
                     written.append(result.predictions)
                 status.update(f"scoring: {totals['rows_in']:,} rows")
         status_info = platform.scorer.status()
-    except (DataFormatError, ScorerError) as error:
-        raise _fail(str(error)) from error
+    except (DataFormatError, ScorerError, OSError) as error:
+        # The batches before the failure are scored and logged: keep their decisions and say so.
+        failure = error_text(error)
     finally:
         platform.close()
-    if out_path is not None:
+    if out_path is not None and (written or failure is None):
         _write_frame(pd.concat(written, ignore_index=True) if written else pd.DataFrame(), out_path)
-    served = "fallback rules" if status_info["fallback"] else f"model v{status_info['model_version']}"
+    served = "" if status_info is None else (
+        " with fallback rules" if status_info["fallback"] else f" with model v{status_info['model_version']}"
+    )
     out.print(
-        f"{totals['rows_in']:,} rows in: {totals['scored']:,} scored with {served}, "
+        f"{totals['rows_in']:,} rows in: {totals['scored']:,} scored{served}, "
         f"{totals['dead_lettered']:,} dead-lettered; decisions {decisions}"
     )
+    if failure is not None:
+        kept = f" (their decisions are in {out_path})" if out_path is not None and written else ""
+        raise _fail(f"{failure}; stopped after the {totals['rows_in']:,} rows above, which are logged{kept}")
 
 
 @app.command()
@@ -256,11 +283,14 @@ def export(
 
     Example: selfheal export predictions --since 2018-06-01 --until 2018-06-08 --out week.parquet
     """
+    if since is not None and until is not None and until <= since:
+        raise _fail(f"--until ({until}) must be after --since ({since})")
+    _check_output(out_path, (".parquet",))
     platform = _platform(home)
     try:
         rows = platform.store.export(table, out_path, since=since, until=until)
-    except (StoreError, ValueError) as error:
-        raise _fail(str(error)) from error
+    except (StoreError, ValueError, OSError) as error:
+        raise _fail(error_text(error)) from error
     finally:
         platform.close()
     out.print(f"wrote {rows:,} rows of {table} to {out_path}")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.responder import Responder, ResponderError, RunResult
+from selfheal.cli_files import error_text
 
 if TYPE_CHECKING:
     from selfheal.client import ServiceClient
@@ -51,7 +52,7 @@ def _responder(home: Path | None, runbooks: Path | None, planner: str | None = N
     try:
         yield responder
     except (KeyError, ResponderError) as error:
-        console.print(f"[red]error:[/red] {str(error).strip(chr(39))}")
+        console.print(f"[red]error:[/red] {error_text(error)}")
         raise typer.Exit(1) from error
     finally:
         responder.close()
@@ -202,7 +203,7 @@ def _decide_request(
             parts = ChatParts.for_platform(platform, runbooks_dir=runbooks)
             outcome = decide_request(parts, incident_id, decision, request, by=by, note=note)
         except (KeyError, ValueError) as error:
-            console.print(f"[red]error:[/red] {str(error).strip(chr(39))}")
+            console.print(f"[red]error:[/red] {error_text(error)}")
             raise typer.Exit(1) from error
         finally:
             platform.close()

@@ -16,6 +16,7 @@ from tools.runbooks import (
     RunbookLibrary,
     default_runbooks_dir,
     lint_paths,
+    runbook_files,
     runbook_template,
 )
 
@@ -35,7 +36,8 @@ def _library(folder: Path | None) -> RunbookLibrary:
     except RunbookError as error:
         for problem in error.problems:
             typer.echo(str(problem), err=True)
-        err.print("[red]error:[/red] some runbooks do not parse; run `selfheal runbooks lint`")
+        where = folder or default_runbooks_dir()
+        err.print(f"[red]error:[/red] cannot load the runbooks in {where}; `selfheal runbooks lint {where}` tells more")
         raise typer.Exit(1) from error
 
 
@@ -164,6 +166,9 @@ def lint_runbooks(
     if missing:
         err.print(f"[red]error:[/red] no such file or folder: {', '.join(map(str, missing))}")
         raise typer.Exit(2)
+    if not runbook_files(targets):
+        err.print(f"[red]error:[/red] no runbooks (*.md files) in {', '.join(map(str, targets))}")
+        raise typer.Exit(1)
     problems = lint_paths(targets)
     for problem in problems:
         typer.echo(str(problem))

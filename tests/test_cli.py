@@ -81,6 +81,8 @@ def test_simulate_train_score_models_and_export(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", "dead_letters", "--out", str(exported), *home])
     assert result.exit_code == 0, result.output
     dead = pd.read_parquet(exported)
-    assert sorted(dead["reason"]) == ["missing field timestamp", "record is not a JSON object"]
+    line = rows_in - 1  # the "{not json" line
+    assert sorted(dead["reason"]) == [f"line {line} is not JSON: Expecting property name enclosed in double quotes", "missing field timestamp"]
+    assert "{not json" in [json.loads(payload) for payload in dead["payload"]]
     bad_table = runner.invoke(app, ["export", "nope", "--out", str(exported), *home])
     assert bad_table.exit_code == 1 and "unknown table" in bad_table.output

@@ -123,3 +123,18 @@ def test_frames_with_handbook_like_dtypes_validate_vectorised() -> None:
     result = validate(frame, limits=ScoringLimits(max_amount=10))
     assert result.valid["transaction_id"].tolist() == ["0", "2", "4"]
     assert sorted(result.dead["reason"]) == ["amount is negative", "missing value for amount"]
+
+
+def test_an_integer_text_field_is_judged_alike_whatever_its_neighbours() -> None:
+    """An mcc of 4121 next to a record without one used to become 4121.0 in the batch's frame and be
+    dead-lettered as "not text", though the same record alone is valid (found by the CLI pass, on JSONL)."""
+    records = [
+        {"transaction_id": str(i), "timestamp": "2018-04-01 00:00:00", "customer_id": 1, "terminal_id": 2,
+         "amount": 5.0, "mcc": mcc}
+        for i, mcc in enumerate([4121, None, 4.5])
+    ]  # fmt: skip
+
+    result = validate(records)
+
+    assert list(result.columns["mcc"]) == ["4121", None]
+    assert result.dead["reason"].tolist() == ["mcc must be text"] and result.dead["row"].tolist() == [2]

@@ -17,6 +17,7 @@ from tools.runbooks.linter import (
     lint_paths,
     lint_text,
     load_tools,
+    runbook_files,
 )
 from tools.runbooks.model import (
     REQUIRED_SECTIONS,
@@ -65,5 +66,6 @@ __all__ = [
     "read_runbook",
     "render",
     "render_runbook",
+    "runbook_files",
     "runbook_template",
 ]

@@ -68,13 +68,24 @@ class RunbookLibrary:
         Raises:
             RunbookError: Some file is not a well-formed runbook (all problems of all files are listed).
         """
+        where = folder or default_runbooks_dir()
+        if not where.is_dir():
+            raise RunbookError([Problem(path=str(where), line=0, message="no such runbook folder", code="not-found")])
         problems: list[Problem] = []
         runbooks: list[Runbook] = []
-        for path in runbook_files([folder or default_runbooks_dir()]):
+        first: dict[str, Runbook] = {}
+        for path in runbook_files([where]):
             try:
-                runbooks.append(read_runbook(path))
+                runbook = read_runbook(path)
             except RunbookError as error:
                 problems += error.problems
+                continue
+            if runbook.id in first:
+                message = f"duplicate id {runbook.id!r}: also used by {first[runbook.id].path}"
+                problems.append(Problem(path=str(path), line=0, message=message, code="duplicate-id"))
+                continue
+            first[runbook.id] = runbook
+            runbooks.append(runbook)
         if problems:
             raise RunbookError(problems)
         return cls(runbooks)

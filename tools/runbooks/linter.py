@@ -41,8 +41,8 @@ from monitor.checks import CHECKS
 from monitor.findings import INCIDENT_KINDS
 from tools.registry import TOOLS, ToolSpec
 from tools.runbooks.expressions import ROOTS, Checked, ExpressionError, check
-from tools.runbooks.model import REQUIRED_SECTIONS, Problem
-from tools.runbooks.parser import RawStep, RunbookDocument, build_runbook, read_document
+from tools.runbooks.model import REQUIRED_SECTIONS, Problem, RunbookError
+from tools.runbooks.parser import RawStep, RunbookDocument, build_runbook, read_document, read_runbook_text
 from tools.runbooks.scope import NAMESPACE_FIELDS
 from tools.runbooks.templates import is_template, template_expressions
 
@@ -375,7 +375,11 @@ def _lint_expression(
 
 def lint_file(path: Path, tools: Mapping[str, ToolSpec] | None = None) -> list[Problem]:
     """Every problem in one runbook file."""
-    return lint_text(path.read_text(encoding="utf-8"), path, tools)
+    try:
+        text = read_runbook_text(path)
+    except RunbookError as error:
+        return error.problems
+    return lint_text(text, path, tools)
 
 
 def runbook_files(paths: Iterable[Path]) -> list[Path]:
@@ -395,8 +399,11 @@ def lint_paths(paths: Iterable[Path], tools: Mapping[str, ToolSpec] | None = Non
     problems: list[Problem] = []
     first_seen: dict[str, tuple[str, int]] = {}
     for path in runbook_files(paths):
-        problems += lint_file(path, registered)
-        document = read_document(path.read_text(encoding="utf-8"), path)
+        found = lint_file(path, registered)
+        problems += found
+        if any(p.code in ("encoding", "unreadable") for p in found):
+            continue
+        document = read_document(read_runbook_text(path), path)
         runbook_id = (document.front or {}).get("id")
         if not isinstance(runbook_id, str):
             continue

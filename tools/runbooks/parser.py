@@ -327,9 +327,24 @@ def parse_runbook(text: str, path: str | Path = "<runbook>") -> Runbook:
     return runbook
 
 
+def read_runbook_text(path: Path) -> str:
+    """A runbook file's text.
+
+    Raises:
+        RunbookError: the file is not UTF-8 text, or cannot be read.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        problem = Problem(path=str(path), line=1, message=f"not UTF-8 text (byte {error.start}): save it as UTF-8", code="encoding")
+    except OSError as error:
+        problem = Problem(path=str(path), line=0, message=f"cannot read: {error.strerror or error}", code="unreadable")
+    raise RunbookError([problem])
+
+
 def read_runbook(path: Path) -> Runbook:
     """Parse a runbook file (see `parse_runbook`)."""
-    return parse_runbook(path.read_text(encoding="utf-8"), path)
+    return parse_runbook(read_runbook_text(path), path)
 
 
 def render_runbook(runbook: Runbook) -> str:

@@ -1,0 +1,155 @@
+"""Files a user gets wrong: every row of a damaged file is scored or dead-lettered, an unusable file or
+output path is refused before anything is scored, and no command answers with a Python traceback.
+
+(Found by an exploratory pass over the CLI: one ragged CSV line used to crash `score` after the first
+batch was logged, losing the rest; a bad ``--out`` was found only after the rows were logged.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from typer.testing import CliRunner
+
+from scorer.simulate import Simulator, WorldConfig
+from selfheal.cli import app
+
+runner = CliRunner()
+
+
+def _live(tmp_path: Path, rows: int = 30) -> pd.DataFrame:
+    frame = Simulator(WorldConfig(customers=50, terminals=80)).generate(0, 1).head(rows)
+    return frame.drop(columns=["is_fraud", "fraud_scenario"], errors="ignore")
+
+
+def _logged(home: Path, table: str) -> int:
+    database = home / "selfheal.duckdb"
+    if not database.exists():
+        return 0
+    with duckdb.connect(str(database), read_only=True) as con:
+        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+
+def _said(result: object) -> str:
+    """The command's output with Rich's line wrapping undone."""
+    return " ".join(str(getattr(result, "output", "")).split())
+
+
+def _no_traceback(output: str) -> None:
+    assert "Traceback" not in output and "Error:" not in output.replace("error:", ""), output
+
+
+def test_a_ragged_line_and_foreign_bytes_cost_only_their_own_rows(tmp_path: Path) -> None:
+    live = _live(tmp_path)
+    path = tmp_path / "live.csv"
+    live.to_csv(path, index=False)
+    lines = path.read_bytes().splitlines(keepends=True)
+    ragged = b"X1,2018-04-01 05:00:00,1,2,3.0,online,X,5411,BE,extra,fields,here\n"
+    latin1 = lines[5].replace(b"card_present", b"card_present").replace(b",BE", b",BE", 1)
+    latin1 = latin1.replace(lines[5].split(b",")[6], "Café Müller".encode("latin-1"), 1)
+    path.write_bytes(b"".join([*lines[:5], latin1, ragged, *lines[6:]]))
+    home = tmp_path / "ws"
+
+    result = runner.invoke(app, ["score", str(path), "--batch-size", "4", "--home", str(home)])
+
+    assert result.exit_code == 0, result.output
+    _no_traceback(result.output)
+    rows_in = len(lines)  # the data lines (len(lines) - 1) plus the ragged one
+    assert f"{rows_in:,} rows in" in _said(result) and "1 dead-lettered" in _said(result)
+    assert _logged(home, "predictions") == rows_in - 1 and _logged(home, "dead_letters") == 1
+    with duckdb.connect(str(home / "selfheal.duckdb"), read_only=True) as con:
+        reason, payload = con.execute("SELECT reason, payload FROM dead_letters").fetchone()  # type: ignore[misc]
+        merchants = {m for (m,) in con.execute("SELECT merchant_name FROM transactions").fetchall()}
+    assert reason == "CSV line 7 has 12 fields; the header has 9" and json.loads(payload) == ragged.decode().strip()
+    assert "Caf\ufffd M\ufffdller" in merchants  # scored; the undecodable bytes shown as U+FFFD
+
+
+def test_a_bad_output_path_is_refused_before_anything_is_scored(tmp_path: Path) -> None:
+    path = tmp_path / "live.csv"
+    _live(tmp_path).to_csv(path, index=False)
+    home = tmp_path / "ws"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+
+    for out, words in (
+        (tmp_path, "is a directory"),
+        (tmp_path / "decisions.xlsx", "unsupported output format '.xlsx'"),
+        (blocker / "decisions.parquet", "is not a directory"),
+    ):
+        result = runner.invoke(app, ["score", str(path), "--out", str(out), "--home", str(home)])
+        assert result.exit_code == 1 and words in _said(result), result.output
+        _no_traceback(result.output)
+    assert _logged(home, "predictions") == 0
+
+
+def test_unusable_input_files_are_refused_with_a_message(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    empty_parquet, garbage_parquet, folder = tmp_path / "e.parquet", tmp_path / "g.parquet", tmp_path / "d.csv"
+    empty_parquet.write_bytes(b"")
+    garbage_parquet.write_bytes(b"\x00\xffnot parquet at all" * 50)
+    folder.mkdir()
+
+    for source, words in (
+        (empty_parquet, "cannot read"),
+        (garbage_parquet, "as Parquet"),
+        (folder, "is a directory"),
+        (tmp_path / "missing.csv", "no such file"),
+    ):
+        result = runner.invoke(app, ["score", str(source), "--home", str(home)])
+        assert result.exit_code == 1 and words in _said(result), (source, result.output)
+        _no_traceback(result.output)
+    assert _logged(home, "predictions") == 0
+
+    empty_csv, garbage_csv = tmp_path / "empty.csv", tmp_path / "garbage.csv"
+    empty_csv.write_text("")
+    garbage_csv.write_bytes(bytes(range(256)) * 20)
+    assert "0 rows in" in runner.invoke(app, ["score", str(empty_csv), "--home", str(home)]).stdout
+    result = runner.invoke(app, ["score", str(garbage_csv), "--home", str(home)])
+    assert result.exit_code == 0, result.output  # every line dead-lettered, none lost
+    assert _logged(home, "predictions") == 0 and _logged(home, "dead_letters") > 0
+
+
+def test_train_and_export_refuse_what_they_cannot_use(tmp_path: Path) -> None:
+    home = ["--home", str(tmp_path / "ws")]
+    garbage = tmp_path / "g.parquet"
+    garbage.write_bytes(b"nope" * 100)
+    one_day = tmp_path / "day.csv"
+    Simulator(WorldConfig(customers=50, terminals=80)).generate(0, 1).to_csv(one_day, index=False)
+
+    for args, words in (
+        (["train", "--data", str(garbage)], "Parquet magic bytes not found"),
+        (["train", "--data", str(tmp_path / "none.parquet")], "no such file"),
+        (["train", "--data", str(one_day), "--no-register"], "cannot train on 1 day(s) of data"),
+        (["export", "predictions", "--out", str(tmp_path / "x.csv")], "unsupported output format '.csv'"),
+        (["export", "predictions", "--out", str(tmp_path / "x.parquet"), "--since", "2018-05-02", "--until", "2018-05-01"],
+         "must be after --since"),
+    ):  # fmt: skip
+        result = runner.invoke(app, [*args, *home])
+        assert result.exit_code == 1 and words in _said(result), (args, result.output)
+        _no_traceback(result.output)
+
+
+def test_runbook_commands_report_bad_folders_and_files(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[1] / "runbooks"
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for name in ("a.md", "b.md"):
+        (twins / name).write_text((shipped / "corrupted_artifact.md").read_text())
+    latin = tmp_path / "latin"
+    latin.mkdir()
+    (latin / "x.md").write_bytes("---\nid: caf\xe9\n".encode("latin-1"))
+
+    missing = runner.invoke(app, ["runbooks", "list", "--dir", str(tmp_path / "nope")])
+    duplicated = runner.invoke(app, ["runbooks", "list", "--dir", str(twins)])
+    linted = runner.invoke(app, ["runbooks", "lint", str(latin)])
+    empty = runner.invoke(app, ["runbooks", "lint", str(tmp_path / "twins" / ".." / "latin" / "..")])
+
+    assert missing.exit_code == 1 and "no such runbook folder" in _said(missing)
+    assert duplicated.exit_code == 1 and "duplicate id 'corrupted_artifact'" in _said(duplicated)
+    assert linted.exit_code == 1 and "not UTF-8 text" in _said(linted) and "[encoding]" in _said(linted)
+    assert empty.exit_code == 1 and "no runbooks" in _said(empty)
+    for result in (missing, duplicated, linted, empty):
+        _no_traceback(result.output)
