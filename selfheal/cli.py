@@ -397,6 +397,8 @@ def monitor_run(
     """
     from monitor.runner import Monitor
 
+    if until <= since:
+        raise _fail(f"--until ({until}) must be after --since ({since})")
     platform = _platform(home)
     try:
         monitor = Monitor(platform.store, platform.registry, platform.serving)
@@ -441,8 +443,13 @@ def incidents_list(
 
     Example: selfheal incidents list --status open
     """
+    from typing import get_args
+
+    from monitor.incidents import Status
     from selfheal.service import views
 
+    if status is not None and status not in get_args(Status):
+        raise _fail(f"unknown status {status!r}: one of {', '.join(get_args(Status))}")
     incidents = _read_workspace(
         home, from_service=lambda client: client.incidents(status),
         from_file=lambda platform: views.incident_list(platform, status),

@@ -153,3 +153,12 @@ def test_runbook_commands_report_bad_folders_and_files(tmp_path: Path) -> None:
     assert empty.exit_code == 1 and "no runbooks" in _said(empty)
     for result in (missing, duplicated, linted, empty):
         _no_traceback(result.output)
+
+
+def test_filters_that_cannot_match_are_refused(tmp_path: Path) -> None:
+    home = ["--home", str(tmp_path / "ws")]
+    bogus = runner.invoke(app, ["incidents", "list", "--status", "bogus", *home])
+    backwards = runner.invoke(app, ["monitor", "run", "--since", "2018-05-02", "--until", "2018-05-01", *home])
+
+    assert bogus.exit_code == 1 and "unknown status 'bogus': one of open, investigating" in _said(bogus)
+    assert backwards.exit_code == 1 and "must be after --since" in _said(backwards)
