@@ -19,7 +19,7 @@ from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
 from selfheal.cli_chat import register as register_chat_commands
 from selfheal.cli_eval import eval_app
-from selfheal.cli_files import OutputPathError, check_output_path, error_text
+from selfheal.cli_files import FRAME_FORMATS, OutputPathError, check_output_path, error_text
 from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
@@ -111,9 +111,9 @@ def simulate(
     out.print(f"wrote {len(frame):,} transactions ({int(frame['is_fraud'].sum()):,} frauds) to {out_path}")
 
 
-def _check_output(path: Path, formats: tuple[str, ...] | None = None) -> None:
+def _check_output(path: Path, formats: tuple[str, ...] = FRAME_FORMATS) -> None:
     try:
-        check_output_path(path) if formats is None else check_output_path(path, formats)
+        check_output_path(path, formats)
     except OutputPathError as error:
         raise _fail(str(error)) from error
 
