@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,6 +44,29 @@ _CHANNEL_SET = pa.array(C.CHANNELS)
 
 
 NOT_AN_OBJECT = "record is not a JSON object"
+# JSON may spell a lone UTF-16 surrogate ("\ud800"): Python keeps it in a str, but no UTF-8 text (Arrow,
+# DuckDB) can hold it, so a row carrying one could never be logged, and a log chunk that cannot be
+# written blocks every later one. Such values are dead-lettered here, and payloads escape them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+TEXT_FIELDS = (C.TRANSACTION_ID, C.CUSTOMER_ID, C.TERMINAL_ID, C.TIMESTAMP, *MAX_TEXT_LENGTH)
+
+
+def not_unicode_reason(name: str) -> str:
+    return f"{name} is not valid Unicode text (a lone surrogate)"
+
+
+def has_lone_surrogate(value: object) -> bool:
+    """A str that UTF-8 cannot encode (see `_LONE_SURROGATE`)."""
+    return isinstance(value, str) and not value.isascii() and _LONE_SURROGATE.search(value) is not None
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with lone surrogates escaped as ``\\udXXX``, so it can be stored."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class UnreadableRecord(str):
@@ -118,8 +142,17 @@ def to_frame(records: pd.DataFrame | Sequence[Mapping[str, Any]] | Iterable[Mapp
     if isinstance(records, pd.DataFrame):
         return records.reset_index(drop=True)
     rows = list(records)
-    bad = [i for i, r in enumerate(rows) if not isinstance(r, Mapping)]
-    frame = pd.DataFrame.from_records([r if isinstance(r, Mapping) else {} for r in rows], coerce_float=False)
+    # Rows refused before any field is read: row -> (reason, field)
+    reasons: dict[int, tuple[str, str | None]] = {
+        i: (not_an_object_reason(r), None) for i, r in enumerate(rows) if not isinstance(r, Mapping)
+    }
+    mappings = [r if isinstance(r, Mapping) else {} for r in rows]
+    try:
+        frame = pd.DataFrame.from_records(mappings, coerce_float=False)
+    except UnicodeEncodeError:  # a lone surrogate somewhere (pandas keeps text in Arrow): the slow path
+        mappings, unencodable = _escape_surrogates(mappings)
+        reasons |= unencodable
+        frame = pd.DataFrame.from_records(mappings, coerce_float=False)
     if len(frame) < len(rows):  # records that are all empty give a frame with no rows
         frame = pd.DataFrame(index=range(len(rows)))
     frame = frame.set_axis(range(len(rows)))
@@ -129,11 +162,30 @@ def to_frame(records: pd.DataFrame | Sequence[Mapping[str, Any]] | Iterable[Mapp
             # a frame: 5411.0 would then be "not text" though the same record alone is valid. Take the
             # values as given instead, so a record is judged the same whatever its neighbours.
             frame[name] = pd.Series([r.get(name) if isinstance(r, Mapping) else None for r in rows], dtype=object)
-    if bad:
+    if reasons:
         why = np.full(len(rows), None, dtype=object)
-        why[bad] = [not_an_object_reason(rows[i]) for i in bad]
+        for i, reason in reasons.items():
+            why[i] = reason
         frame["__not_an_object__"] = why
     return frame
+
+
+def _escape_surrogates(
+    records: list[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], dict[int, tuple[str, str | None]]]:
+    """Records with every lone surrogate escaped, and the rows to dead-letter because one sat in a field
+    the scorer reads (one in an unknown field is harmless: it is escaped and ignored)."""
+    escaped: list[Mapping[str, Any]] = []
+    reasons: dict[int, tuple[str, str | None]] = {}
+    for i, record in enumerate(records):
+        if not any(has_lone_surrogate(v) or has_lone_surrogate(k) for k, v in record.items()):
+            escaped.append(record)
+            continue
+        broken = [name for name in TEXT_FIELDS if has_lone_surrogate(record.get(name))]
+        if broken:
+            reasons[i] = (not_unicode_reason(broken[0]), broken[0])
+        escaped.append({utf8_safe(str(k)): utf8_safe(v) if isinstance(v, str) else v for k, v in record.items()})
+    return escaped, reasons
 
 
 def validate(
@@ -152,8 +204,13 @@ def validate(
 
     if "__not_an_object__" in frame:
         why = frame["__not_an_object__"].to_numpy(dtype=object)
-        for reason in dict.fromkeys(w for w in why if w is not None):
-            fail(why == reason, reason, None)
+        for reason, field in dict.fromkeys(w for w in why if w is not None):
+            fail(np.array([w == (reason, field) for w in why], dtype=bool), reason, field)
+
+    for name in TEXT_FIELDS:  # only Python objects can hold a lone surrogate (Arrow text is valid UTF-8)
+        column = _column(frame, name)
+        if column is not None and pd.api.types.is_object_dtype(column.dtype):
+            fail(np.fromiter(map(has_lone_surrogate, column.tolist()), dtype=bool, count=n), not_unicode_reason(name), name)
 
     if originals is not None:  # records can lack a key that other records of the batch have
         for name in C.REQUIRED_INPUT_COLUMNS:
@@ -385,7 +442,10 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None or value is pd.NA:
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits: beyond any float, so infinite
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, str) and len(value) <= 64:
         try:
             return float(value)
@@ -439,7 +499,7 @@ def _raw_records(frame: pd.DataFrame, originals: list[Any] | None, rows: np.ndar
 
 def _short_id(value: Any) -> str | None:
     text, wrong = id_text(value)
-    return None if text is None or wrong else text[:MAX_ID_LENGTH]
+    return None if text is None or wrong else utf8_safe(text[:MAX_ID_LENGTH])
 
 
 def _payload(record: Any) -> str:
@@ -450,7 +510,7 @@ def _payload(record: Any) -> str:
         text = json.dumps(repr(record))
     if len(text) > MAX_PAYLOAD_CHARS:
         text = text[:MAX_PAYLOAD_CHARS] + f"... [cut: {len(text)} characters in all]"
-    return text
+    return utf8_safe(text)
 
 
 def _is_nullish_scalar(value: Any) -> bool:

@@ -30,10 +30,13 @@ from scorer.validate import (
     MAX_TEXT_LENGTH,
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
+    TEXT_FIELDS,
     ScoringLimits,
     _payload,
     _short_id,
+    has_lone_surrogate,
     not_an_object_reason,
+    not_unicode_reason,
 )
 
 _ISO: Final = re.compile(
@@ -97,6 +100,9 @@ def validate_record(
     limits = limits or ScoringLimits()
     if not isinstance(record, Mapping):
         return _dead(record, not_an_object_reason(record), None)
+    for name in TEXT_FIELDS:
+        if has_lone_surrogate(record.get(name)):
+            return _dead(record, not_unicode_reason(name), name)
     for name in C.REQUIRED_INPUT_COLUMNS:
         if name not in record:
             return _dead(record, f"missing field {name}", name)

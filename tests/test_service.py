@@ -769,3 +769,87 @@ def test_the_listening_socket_says_tcp_so_responses_are_not_delayed() -> None:
         assert listener.getsockname()[0] == "127.0.0.1"
     finally:
         listener.close()
+
+
+# -- hostile requests (found by an exploratory pass over the service) ---------------------------------
+
+
+def test_a_lone_surrogate_is_dead_lettered_and_later_rows_are_still_logged(
+    service: tuple[TestClient, Platform], small_world: SmallWorld
+) -> None:
+    """JSON may spell "\\ud800"; no UTF-8 store can hold it. It used to be scored, then every later log
+    write failed on its chunk, so rows answered 200 afterwards were never stored."""
+    client, platform = service
+    first, second, third = live_records(small_world, 3)
+    body = json.dumps({**first, "transaction_id": "\ud800"})  # json.dumps escapes it as the client would
+
+    single = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+    batch = client.post(
+        "/v1/score", content=json.dumps([second, {**third, "customer_id": "c\udc00"}]),
+        headers={"content-type": "application/json"},
+    )
+
+    assert single.status_code == 422, single.text
+    assert single.json()["detail"][0]["reason"] == "transaction_id is not valid Unicode text (a lone surrogate)"
+    rows = batch.json()["results"]
+    assert batch.status_code == 200 and [r["status"] for r in rows] == ["scored", "dead_lettered"]
+    assert rows[1]["reason"] == "customer_id is not valid Unicode text (a lone surrogate)"
+    runtime_of(client).engine.flush()
+    assert platform.store.count("predictions") == 1 and platform.store.count("dead_letters") == 2
+    payloads = platform.store.query("SELECT payload FROM dead_letters")["payload"].tolist()
+    assert any("\\ud800" in p for p in payloads)  # kept, escaped
+
+
+def test_absurd_numbers_deep_nesting_and_huge_bodies_are_refused_without_a_500(
+    platform: Platform, small_world: SmallWorld
+) -> None:
+    app = create_app(platform, ServiceConfig(token=TOKEN, flush_interval_s=0.05, max_request_bytes=64 * 1024))
+    good, other = live_records(small_world, 2)
+    huge_amount = json.dumps([good, {**other, "amount": 0}]).replace('"amount": 0', '"amount": ' + "9" * 400)
+    with TestClient(app) as client:
+        numbers = client.post("/v1/score", content=huge_amount, headers={"content-type": "application/json"})
+        nested = client.post("/v1/score", content="[" * 30_000 + "]" * 30_000)
+        big = client.post("/v1/score", json={**good, "note": "x" * 100_000})
+
+        assert numbers.status_code == 200, numbers.text
+        rows = numbers.json()["results"]
+        assert rows[0]["status"] == "scored" and rows[1]["reason"] == "amount is infinite"
+        assert nested.status_code == 422 and "nested too deeply" in nested.text
+        assert big.status_code == 413 and "larger than 65,536 bytes" in big.text
+        runtime_of(client).engine.flush()
+    assert platform.store.count("predictions") == 1 and platform.store.count("dead_letters") == 1
+
+
+def test_one_request_that_breaks_the_scorer_does_not_fail_the_requests_merged_with_it(
+    platform: Platform, small_world: SmallWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = live_records(small_world, 4)
+    poisoned = {**records[3], "merchant_name": "boom"}
+    real = platform.scorer.score_batch
+
+    def breaks_on_boom(batch: Any, **kwargs: Any) -> Any:
+        if any(isinstance(r, dict) and r.get("merchant_name") == "boom" for r in batch):
+            raise RuntimeError("a scorer defect")
+        return real(batch, **kwargs)
+
+    monkeypatch.setattr(platform.scorer, "score_batch", breaks_on_boom)
+
+    async def main() -> list[JobOutcome | BaseException]:
+        engine = ScoringEngine(platform.scorer, ServiceMetrics(), coalesce_max_rows=100, flush_interval_s=0.05)
+        engine.start()
+        futures = [engine.submit(records[:2]), engine.submit([poisoned]), engine.submit(records[2:3])]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        await engine.stop()
+        return outcomes
+
+    first, broken, last = asyncio.run(main())
+    assert isinstance(broken, RuntimeError)
+    assert isinstance(first, JobOutcome) and isinstance(last, JobOutcome)
+    assert all(r.scored for r in [*first.rows, *last.rows])
+    assert platform.store.count("predictions") == 3
+
+
+def test_an_unknown_incident_status_filter_is_a_422(service: tuple[TestClient, Platform]) -> None:
+    client, _ = service
+    assert client.get("/v1/incidents?status=bogus").status_code == 422
+    assert client.get("/v1/incidents?status=open").status_code == 200

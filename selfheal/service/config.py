@@ -38,6 +38,9 @@ class ServiceConfig(BaseModel):
     token: SecretStr = Field(description="bearer token every mutating endpoint requires")
     token_source: str = Field("", description="where the token came from (printed instead of the token)")
     max_request_rows: int = Field(10_000, ge=1, description="largest batch one request may carry (else 413)")
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest scoring request body (else 413); 10,000 rows take ~3 MB"
+    )
     coalesce_max_rows: int = Field(
         256, ge=1, description="requests waiting while a batch scores are scored together, up to this many rows"
     )

@@ -336,9 +336,14 @@ class ScoringEngine:
                 result = self.scorer.score_batch(records, source=jobs[0].source)
             outcomes = _split(jobs, records, result)
         except Exception as error:
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(error)
+            if len(jobs) > 1:
+                # Requests merged into one batch must not fail together for one request's sake: score each
+                # alone, so only the one that breaks the scorer is answered with the error.
+                for job in jobs:
+                    self._score_batch([job])
+                return
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(error)
             return
         self._count(result)
         for job, outcome in zip(jobs, outcomes, strict=True):

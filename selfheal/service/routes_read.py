@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
+from monitor.incidents import Status
+from selfheal.cli_files import error_text
 from selfheal.service import views
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import Problem
@@ -28,7 +30,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
 @router.get("/incidents", summary="List incidents, oldest first (without evidence)")
 def list_incidents(
     runtime: Runtime,
-    status: Annotated[str | None, Query(description="only incidents with this status")] = None,
+    status: Annotated[Status | None, Query(description="only incidents with this status")] = None,
     active: Annotated[bool, Query(description="only incidents not yet resolved")] = False,
 ) -> list[dict[str, Any]]:
     return views.incident_list(runtime.platform, status, active_only=active)
@@ -50,7 +52,7 @@ def get_steps(runtime: Runtime, incident_id: str) -> list[dict[str, Any]]:
     try:
         return steps(key)
     except KeyError as error:  # the hook's "no such incident" (see `ServiceHooks`)
-        raise HTTPException(status_code=404, detail=str(error).strip("'\"")) from error
+        raise HTTPException(status_code=404, detail=error_text(error)) from error
 
 
 @router.get("/runs", summary="The responder's investigations (status, root cause, verified, paged), oldest first",

@@ -11,7 +11,9 @@ Answers, and why:
   caller at a glance whether to look (no 207: that is WebDAV's, and clients do not expect it);
 - **not JSON at all**: 422 in FastAPI's own shape (``json_invalid``). There is no row to dead-letter: the
   bytes never were a transaction;
-- a batch above ``max_request_rows``: 413; the scorer's queue full: 503 with ``Retry-After``.
+- a batch above ``max_request_rows``, or a body above ``max_request_bytes`` (read no further than that): 413;
+  the scorer's queue full: 503 with ``Retry-After``;
+- JSON nested too deeply for the parser: 422 like any body that is not usable JSON.
 
 The body is read as raw JSON, not through a pydantic model, on purpose: the scorer's validator is the one
 definition of a valid transaction, and it records what it rejects. `TransactionIn` documents the shape.
@@ -51,10 +53,13 @@ async def score(request: Request) -> JSONResponse:
     """Score transactions with the champion (or the fallback rules); every row is scored or dead-lettered."""
     started = time.perf_counter()
     runtime = runtime_of(request)
-    body = await request.body()
+    body = await _body_within(request, runtime.config.max_request_bytes)
+    if body is None:
+        limit = runtime.config.max_request_bytes
+        return _answer(runtime, "invalid", 413, {"detail": f"request body larger than {limit:,} bytes"})
     try:
         payload = json.loads(body)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the parser goes
         runtime.metrics.score_requests.inc(kind="invalid_json", status="422")
         return JSONResponse(status_code=422, content={"detail": [_json_error(error)]})
     batch = isinstance(payload, list)
@@ -81,6 +86,21 @@ async def score(request: Request) -> JSONResponse:
     if not row.scored:
         return _answer(runtime, kind, 422, {"detail": [_row_error(row)], "dead_lettered": True})
     return _answer(runtime, kind, 200, _single_body(outcome, row, latency_ms))
+
+
+async def _body_within(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` bytes (the rest is never read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _answer(
@@ -142,8 +162,8 @@ def _row_error(row: RowOutcome) -> dict[str, Any]:
     }
 
 
-def _json_error(error: ValueError) -> dict[str, Any]:
+def _json_error(error: ValueError | RecursionError) -> dict[str, Any]:
     position = getattr(error, "pos", None)
-    message = getattr(error, "msg", str(error))
+    message = "nested too deeply" if isinstance(error, RecursionError) else getattr(error, "msg", str(error))
     return {"loc": ["body", position] if position is not None else ["body"], "msg": f"JSON decode error: {message}",
             "type": "json_invalid"}
