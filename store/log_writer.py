@@ -24,14 +24,24 @@ being written is all-or-nothing). Callers that must not lose a row across a cras
 acknowledge it. A chunk is written under the store's lock, so other readers of the store wait for it (a
 250k-row chunk takes about a second on a busy 2-core machine). A failed write is never dropped: its chunk is kept, written again (first) by the next
 `flush`, and the error is raised to the caller at its next `append`, `append_rows` or `flush`.
+
+A chunk that fails `MAX_WRITE_ATTEMPTS` times is most likely not failing for the disk's sake but for its
+own (a value the database cannot hold): retried first forever, it would block every later chunk. It is
+then *set aside*: its rows are written as JSON lines (non-ASCII escaped, so any Python text fits) to
+``log-spill/`` beside the database file, the error is logged, and later chunks go on. Nothing is lost;
+`spilled` lists the files for a person to inspect and load.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import queue
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import pandas as pd
@@ -40,6 +50,9 @@ import pyarrow as pa
 from store.db import Store
 
 Frame: TypeAlias = pd.DataFrame | pa.Table
+MAX_WRITE_ATTEMPTS = 3  # then a chunk is set aside (see the module docstring)
+SPILL_FOLDER = "log-spill"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +72,8 @@ class _Chunk:
 
     tables: dict[str, list[Segment]]
     rows: int
+    attempts: int = 0  # failed writes so far
+    last_error: str = ""
 
 
 class LogWriter:
@@ -92,6 +107,7 @@ class LogWriter:
         self._staged_rows = 0
         self._written = 0  # rows committed so far (all threads)
         self._failed: list[_Chunk] = []  # chunks whose write failed: written again, first, by `flush`
+        self.spilled: list[Path] = []  # files of chunks set aside after MAX_WRITE_ATTEMPTS failures
         self._error: BaseException | None = None  # raised to the caller once
         self._pending = 0  # chunks handed to the writer thread and not finished yet
         self._done = threading.Condition()
@@ -166,6 +182,9 @@ class LogWriter:
             self._raise_pending_error()
         retry, self._failed = self._failed, []
         for index, failed in enumerate(retry):
+            if failed.attempts >= MAX_WRITE_ATTEMPTS:
+                self._spill(failed)
+                continue
             try:
                 self._write(failed)
             except BaseException:
@@ -247,12 +266,33 @@ class LogWriter:
             raise error
 
     def _write(self, chunk: _Chunk) -> None:
-        tables = {name: self._to_arrow(name, segments) for name, segments in chunk.tables.items()}
-        with self.store.threads(self.duckdb_threads), self.store.transaction():
-            for name, data in tables.items():
-                self.store.append(name, data)
+        try:
+            tables = {name: self._to_arrow(name, segments) for name, segments in chunk.tables.items()}
+            with self.store.threads(self.duckdb_threads), self.store.transaction():
+                for name, data in tables.items():
+                    self.store.append(name, data)
+        except BaseException as error:
+            chunk.attempts += 1
+            chunk.last_error = f"{type(error).__name__}: {error}"
+            raise
         with self._done:
             self._written += chunk.rows
+
+    def _spill(self, chunk: _Chunk) -> None:
+        """Set a chunk that keeps failing aside as JSON lines beside the database (see the module docstring)."""
+        folder = self.store.path.parent / SPILL_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"chunk-{uuid.uuid4().hex[:12]}.jsonl"
+        with path.open("w", encoding="ascii") as handle:
+            for table, segments in chunk.tables.items():
+                for segment in segments:
+                    for row in _segment_rows(segment):
+                        handle.write(json.dumps({"table": table, "row": row}, default=str) + "\n")
+        self.spilled.append(path)
+        log.error(
+            "%d log rows set aside in %s after %d failed writes (last: %s); later rows are written as usual",
+            chunk.rows, path, chunk.attempts, chunk.last_error,
+        )
 
     def _to_arrow(self, table: str, segments: Sequence[Segment]) -> pa.Table:
         """One Arrow table with the database table's column types from a table's staged segments."""
@@ -268,6 +308,15 @@ class LogWriter:
                 runs.append([data])
         parts = [_conform(run[0] if len(run) == 1 else pa.concat_tables(run), schema, known, table) for run in runs]
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+def _segment_rows(segment: Segment) -> list[dict[str, Any]]:
+    """A staged segment's rows as plain dicts (for a spill file)."""
+    if isinstance(segment, pa.Table):
+        return segment.to_pylist()
+    if isinstance(segment, pd.DataFrame):
+        return segment.to_dict("records")
+    return [dict(zip(segment.columns, values, strict=True)) for values in segment.values]
 
 
 def _segment_to_arrow(segment: Segment, schema: pa.Schema) -> pa.Table:

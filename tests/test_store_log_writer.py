@@ -130,3 +130,35 @@ def test_a_background_write_runs_duckdb_on_the_threads_asked_and_restores_the_se
     writer.append({"labels": _labels(0, 10)})
     writer.close()
     assert seen == [1] and store.scalar("SELECT current_setting('threads')") == before
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_chunk_that_keeps_failing_is_set_aside_and_later_rows_are_written(
+    store: FlakyStore, background: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chunk that cannot be written (a value the database cannot hold) used to be retried first at every
+    flush, forever, blocking every later chunk. After MAX_WRITE_ATTEMPTS it goes to a spill file instead."""
+    import json
+
+    from store.log_writer import MAX_WRITE_ATTEMPTS
+
+    writer = LogWriter(store, flush_rows=1_000, background=background)
+    writer.append({"labels": _labels(0, 5)})
+    writer.append_rows({"labels": (("transaction_id", "is_fraud", "label_time", "received_at"), ("t5\ud800", 1, WHEN, WHEN))})
+    for _ in range(MAX_WRITE_ATTEMPTS):  # a lone surrogate: no UTF-8 store can hold it
+        with pytest.raises(UnicodeEncodeError):
+            writer.flush()
+    assert store.count("labels") == 0 and not writer.spilled
+
+    writer.append({"labels": _labels(10, 3)})
+    writer.flush()  # sets the failing chunk aside, then writes the new rows
+
+    assert sorted(store.query("SELECT transaction_id FROM labels")["transaction_id"]) == ["t10", "t11", "t12"]
+    [spilled] = writer.spilled
+    lines = [json.loads(line) for line in spilled.read_text(encoding="ascii").splitlines()]
+    assert [(line["table"], line["row"]["transaction_id"]) for line in lines] == [
+        ("labels", f"t{i}") for i in range(5)
+    ] + [("labels", "t5\ud800")]  # every row, the unstorable text too
+    assert spilled.parent == store.path.parent / "log-spill"
+    assert "6 log rows set aside" in caplog.text
+    writer.close()
