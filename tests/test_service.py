@@ -853,3 +853,12 @@ def test_an_unknown_incident_status_filter_is_a_422(service: tuple[TestClient, P
     client, _ = service
     assert client.get("/v1/incidents?status=bogus").status_code == 422
     assert client.get("/v1/incidents?status=open").status_code == 200
+
+
+def test_filters_on_an_unknown_incident_are_404_and_healthz_answers_head(service: tuple[TestClient, Platform]) -> None:
+    client, _ = service
+    for path in ("/v1/pages?incident_id=INC-77", "/v1/actions?incident_id=INC-77", "/v1/actions?incident_id=",
+                 "/v1/runs?incident_id=INC-77"):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 404 and "no incident" in response.json()["detail"], path
+    assert client.head("/healthz").status_code == 200

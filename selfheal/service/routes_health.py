@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from monitor.incidents import ACTIVE_STATUSES, IncidentManager
 from selfheal.service.metrics import CONTENT_TYPE
@@ -15,6 +15,12 @@ from selfheal.service.schemas import Health
 
 router = APIRouter(tags=["operations"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+
+
+@router.head("/healthz", include_in_schema=False)
+def healthz_head() -> Response:
+    """Load balancers and uptime probes often ask with HEAD: alive, no body."""
+    return Response(status_code=200)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness, the workspace served and what scores")

@@ -95,7 +95,8 @@ def list_actions(
     incident_id: Annotated[str | None, Query()] = None,
     action: Annotated[str | None, Query(description="e.g. rollback_model")] = None,
 ) -> list[dict[str, Any]]:
-    key = views.normalise_incident_id(incident_id) if incident_id else None
+    # An unknown incident is a 404, as for /runs (an empty list would read as "nothing was done").
+    key = views.existing_incident(runtime.platform, incident_id) if incident_id is not None else None
     return views.actions(runtime.platform, incident_id=key, action=action)
 
 
@@ -105,7 +106,7 @@ def list_pages(
     incident_id: Annotated[str | None, Query(description="only this incident's")] = None,
     failed: Annotated[bool, Query(description="only deliveries that failed and never succeeded since")] = False,
 ) -> list[dict[str, Any]]:
-    key = views.normalise_incident_id(incident_id) if incident_id else None
+    key = views.existing_incident(runtime.platform, incident_id) if incident_id is not None else None
     return views.pages(runtime.platform, incident_id=key, failed=failed)
 
 
