@@ -820,35 +820,6 @@ def test_absurd_numbers_deep_nesting_and_huge_bodies_are_refused_without_a_500(
     assert platform.store.count("predictions") == 1 and platform.store.count("dead_letters") == 1
 
 
-def test_one_request_that_breaks_the_scorer_does_not_fail_the_requests_merged_with_it(
-    platform: Platform, small_world: SmallWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    records = live_records(small_world, 4)
-    poisoned = {**records[3], "merchant_name": "boom"}
-    real = platform.scorer.score_batch
-
-    def breaks_on_boom(batch: Any, **kwargs: Any) -> Any:
-        if any(isinstance(r, dict) and r.get("merchant_name") == "boom" for r in batch):
-            raise RuntimeError("a scorer defect")
-        return real(batch, **kwargs)
-
-    monkeypatch.setattr(platform.scorer, "score_batch", breaks_on_boom)
-
-    async def main() -> list[JobOutcome | BaseException]:
-        engine = ScoringEngine(platform.scorer, ServiceMetrics(), coalesce_max_rows=100, flush_interval_s=0.05)
-        engine.start()
-        futures = [engine.submit(records[:2]), engine.submit([poisoned]), engine.submit(records[2:3])]
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        await engine.stop()
-        return outcomes
-
-    first, broken, last = asyncio.run(main())
-    assert isinstance(broken, RuntimeError)
-    assert isinstance(first, JobOutcome) and isinstance(last, JobOutcome)
-    assert all(r.scored for r in [*first.rows, *last.rows])
-    assert platform.store.count("predictions") == 3
-
-
 def test_an_unknown_incident_status_filter_is_a_422(service: tuple[TestClient, Platform]) -> None:
     client, _ = service
     assert client.get("/v1/incidents?status=bogus").status_code == 422

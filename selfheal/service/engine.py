@@ -336,14 +336,12 @@ class ScoringEngine:
                 result = self.scorer.score_batch(records, source=jobs[0].source)
             outcomes = _split(jobs, records, result)
         except Exception as error:
-            if len(jobs) > 1:
-                # Requests merged into one batch must not fail together for one request's sake: score each
-                # alone, so only the one that breaks the scorer is answered with the error.
-                for job in jobs:
-                    self._score_batch([job])
-                return
-            if not jobs[0].future.done():
-                jobs[0].future.set_exception(error)
+            # Every merged request gets the error. Scoring them again one by one is not safe: a batch that
+            # failed at its log append has already remembered its ids, so the retry would answer 200 with
+            # every row dead-lettered as "already scored" and nothing logged.
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
             return
         self._count(result)
         for job, outcome in zip(jobs, outcomes, strict=True):
