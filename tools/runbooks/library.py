@@ -53,13 +53,21 @@ class RunbookLibrary:
     """Runbooks by id. Built-in and user runbooks are the same: files in a folder."""
 
     def __init__(self, runbooks: Iterable[Runbook]) -> None:
+        """Index runbooks by id.
+
+        Raises:
+            RunbookError: Two runbooks share an id (one problem per repeat, code ``duplicate-id``).
+        """
         self._runbooks: dict[str, Runbook] = {}
+        repeats: list[Problem] = []
         for runbook in runbooks:
             if runbook.id in self._runbooks:
-                raise ValueError(
-                    f"duplicate runbook id {runbook.id!r} ({self._runbooks[runbook.id].path} and {runbook.path})"
-                )
-            self._runbooks[runbook.id] = runbook
+                message = f"duplicate id {runbook.id!r}: also used by {self._runbooks[runbook.id].path}"
+                repeats.append(Problem(path=str(runbook.path), line=0, message=message, code="duplicate-id"))
+            else:
+                self._runbooks[runbook.id] = runbook
+        if repeats:
+            raise RunbookError(repeats)
 
     @classmethod
     def load(cls, folder: Path | None = None) -> RunbookLibrary:
@@ -73,19 +81,11 @@ class RunbookLibrary:
             raise RunbookError([Problem(path=str(where), line=0, message="no such runbook folder", code="not-found")])
         problems: list[Problem] = []
         runbooks: list[Runbook] = []
-        first: dict[str, Runbook] = {}
         for path in runbook_files([where]):
             try:
-                runbook = read_runbook(path)
+                runbooks.append(read_runbook(path))
             except RunbookError as error:
                 problems += error.problems
-                continue
-            if runbook.id in first:
-                message = f"duplicate id {runbook.id!r}: also used by {first[runbook.id].path}"
-                problems.append(Problem(path=str(path), line=0, message=message, code="duplicate-id"))
-                continue
-            first[runbook.id] = runbook
-            runbooks.append(runbook)
         if problems:
             raise RunbookError(problems)
         return cls(runbooks)

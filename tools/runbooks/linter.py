@@ -399,11 +399,13 @@ def lint_paths(paths: Iterable[Path], tools: Mapping[str, ToolSpec] | None = Non
     problems: list[Problem] = []
     first_seen: dict[str, tuple[str, int]] = {}
     for path in runbook_files(paths):
-        found = lint_file(path, registered)
-        problems += found
-        if any(p.code in ("encoding", "unreadable") for p in found):
+        try:
+            text = read_runbook_text(path)  # read once: linted, then its id compared with the others'
+        except RunbookError as error:
+            problems += error.problems
             continue
-        document = read_document(read_runbook_text(path), path)
+        problems += lint_text(text, path, registered)
+        document = read_document(text, path)
         runbook_id = (document.front or {}).get("id")
         if not isinstance(runbook_id, str):
             continue
