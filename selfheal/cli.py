@@ -19,10 +19,11 @@ from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
 from selfheal.cli_chat import register as register_chat_commands
 from selfheal.cli_eval import eval_app
-from selfheal.cli_files import FRAME_FORMATS, OutputPathError, check_output_path, error_text
+from selfheal.cli_files import FRAME_FORMATS, OutputPathError, check_output_path, write_frame
 from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
+from selfheal.errors import error_text
 from store import TIME_COLUMNS, StoreError
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def simulate(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("simulating", total=days)
         frame = simulator.generate(start_day, days, progress=lambda done: progress.update(task, completed=done))
-    _write_frame(frame, out_path)
+    write_frame(frame, out_path)
     out.print(f"wrote {len(frame):,} transactions ({int(frame['is_fraud'].sum()):,} frauds) to {out_path}")
 
 
@@ -116,20 +117,6 @@ def _check_output(path: Path, formats: tuple[str, ...] = FRAME_FORMATS) -> None:
         check_output_path(path, formats)
     except OutputPathError as error:
         raise _fail(str(error)) from error
-
-
-def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    """Write a frame in the format its suffix names (checked by `_check_output` before the work)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    elif suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif suffix in (".jsonl", ".ndjson"):
-        frame.to_json(path, orient="records", lines=True, date_format="iso")
-    else:
-        raise _fail(f"unsupported output format {suffix!r}: use .parquet, .csv or .jsonl")
 
 
 @app.command()
@@ -258,7 +245,7 @@ def score(
     finally:
         platform.close()
     if out_path is not None and (written or failure is None):
-        _write_frame(pd.concat(written, ignore_index=True) if written else pd.DataFrame(), out_path)
+        write_frame(pd.concat(written, ignore_index=True) if written else pd.DataFrame(), out_path)
     served = "" if status_info is None else (
         " with fallback rules" if status_info["fallback"] else f" with model v{status_info['model_version']}"
     )

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.responder import Responder, ResponderError, RunResult
-from selfheal.cli_files import error_text
+from selfheal.errors import error_text
 
 if TYPE_CHECKING:
     from selfheal.client import ServiceClient

@@ -1,5 +1,4 @@
-"""What the commands that read and write files share: output paths checked before the work, and error
-messages without Python's decoration.
+"""What the commands that write files share: output paths checked before the work, and the writers.
 
 An output path is checked *before* a command does its work (scoring logs rows, so a bad ``--out`` found
 afterwards would leave the decisions written nowhere and the rows already marked as scored).
@@ -8,10 +7,19 @@ afterwards would leave the decisions written nowhere and the rows already marked
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
-FRAME_FORMATS = (".parquet", ".csv", ".jsonl", ".ndjson")
+import pandas as pd
+
+# Output formats of a frame, by suffix.
+FRAME_WRITERS: dict[str, Callable[[pd.DataFrame, Path], object]] = {
+    ".parquet": lambda frame, path: frame.to_parquet(path, index=False),
+    ".csv": lambda frame, path: frame.to_csv(path, index=False),
+    ".jsonl": lambda frame, path: frame.to_json(path, orient="records", lines=True, date_format="iso"),
+}
+FRAME_WRITERS[".ndjson"] = FRAME_WRITERS[".jsonl"]
+FRAME_FORMATS = tuple(FRAME_WRITERS)
 
 
 class OutputPathError(ValueError):
@@ -38,10 +46,7 @@ def check_output_path(path: Path, formats: Collection[str] = FRAME_FORMATS) -> N
         raise OutputPathError(f"cannot write {path}: permission denied")
 
 
-def error_text(error: BaseException) -> str:
-    """An exception's message as a person should read it (a KeyError's ``str`` is its quoted repr)."""
-    if isinstance(error, KeyError) and len(error.args) == 1:
-        return str(error.args[0])
-    if isinstance(error, OSError) and error.strerror:
-        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
-    return str(error)
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """Write a frame in the format its suffix names (`check_output_path` refused the others beforehand)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FRAME_WRITERS[path.suffix.lower()](frame, path)

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from selfheal.errors import error_text
+
 if TYPE_CHECKING:
     from selfheal.service.runtime import ServiceRuntime
 
@@ -55,7 +57,7 @@ def hook_error(error: Exception) -> tuple[int, str] | None:
     already sent, sends it as an error event.
     """
     if isinstance(error, KeyError):
-        return 404, str(error).strip("'\"")
+        return 404, error_text(error)
     if isinstance(error, ResponderUnavailable):
         return 503, str(error)
     if isinstance(error, ValueError):

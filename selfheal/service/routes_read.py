@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
 from monitor.incidents import Status
-from selfheal.cli_files import error_text
+from selfheal.errors import error_text
 from selfheal.service import views
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import Problem
