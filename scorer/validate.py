@@ -44,6 +44,9 @@ _CHANNEL_SET = pa.array(C.CHANNELS)
 
 
 NOT_AN_OBJECT = "record is not a JSON object"
+# `to_frame`'s column of rows refused before any field is read (not an object, a lone surrogate in a
+# field): (reason, field) per row, None for the others.
+_REFUSED_COLUMN = "__refused__"
 # JSON may spell a lone UTF-16 surrogate ("\ud800"): Python keeps it in a str, but no UTF-8 text (Arrow,
 # DuckDB) can hold it, so a row carrying one could never be logged, and a log chunk that cannot be
 # written blocks every later one. Such values are dead-lettered here, and payloads escape them.
@@ -166,7 +169,7 @@ def to_frame(records: pd.DataFrame | Sequence[Mapping[str, Any]] | Iterable[Mapp
         why = np.full(len(rows), None, dtype=object)
         for i, reason in reasons.items():
             why[i] = reason
-        frame["__not_an_object__"] = why
+        frame[_REFUSED_COLUMN] = why
     return frame
 
 
@@ -202,8 +205,8 @@ def validate(
     reasons = _Reasons(n)
     fail = reasons.fail
 
-    if "__not_an_object__" in frame:
-        why = frame["__not_an_object__"].to_numpy(dtype=object)
+    if _REFUSED_COLUMN in frame:
+        why = frame[_REFUSED_COLUMN].to_numpy(dtype=object)
         for reason, field in dict.fromkeys(w for w in why if w is not None):
             fail(np.array([w == (reason, field) for w in why], dtype=bool), reason, field)
 

@@ -47,11 +47,20 @@ class ExpressionError(ValueError):
         self.unsafe = unsafe
 
 
+def _root(names: Mapping[str, Any], root: str) -> Mapping[str, Any]:
+    found = names.get(root)
+    return found if isinstance(found, Mapping) else {}
+
+
+def _feature_list(features: Any) -> list[str]:
+    """A feature name or a list of them, as a list."""
+    return [features] if isinstance(features, str) else list(features or [])
+
+
 def _importance(names: Mapping[str, Any], features: Any) -> float:
     """The largest importance (gain share, 0..1) of a feature or list of features in the serving model."""
-    table = names.get("model", {}).get("importance", {}) if isinstance(names.get("model"), Mapping) else {}
-    chosen = [features] if isinstance(features, str) else list(features or [])
-    return max((float(table.get(name, 0.0)) for name in chosen), default=0.0)
+    table = _root(names, "model").get("importance", {})
+    return max((float(table.get(name, 0.0)) for name in _feature_list(features)), default=0.0)
 
 
 def _uncovered_importance(names: Mapping[str, Any], features: Any) -> float:
@@ -63,12 +72,10 @@ def _uncovered_importance(names: Mapping[str, Any], features: Any) -> float:
     importance. A proxy, not a measurement of the scores: it ranks a broken 30-day average with a
     well-correlated 7-day sibling (R^2 0.87) far below a broken feature the model leans on alone.
     """
-    model, serving = (names.get(root) for root in ("model", "serving"))
-    model = model if isinstance(model, Mapping) else {}
-    serving = serving if isinstance(serving, Mapping) else {}
+    model = _root(names, "model")
     importance, surrogates = model.get("importance", {}), model.get("surrogates", {})
-    chosen = [features] if isinstance(features, str) else list(features or [])
-    unavailable = set(chosen) | set(serving.get("quarantined_features") or [])
+    chosen = _feature_list(features)
+    unavailable = set(chosen) | set(_root(names, "serving").get("quarantined_features") or [])
     uncovered = []
     for name in chosen:
         usable = [float(s["r2"]) for s in surrogates.get(name, []) if s.get("source") not in unavailable]
