@@ -35,8 +35,9 @@ from scorer.validate import UnreadableRecord
 Batch: TypeAlias = pd.DataFrame | list[Any]
 
 # csv's default field limit (128 KiB) would make one huge cell an error for the whole reader; validation
-# bounds text fields and dead-letters the row instead.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# bounds text fields and dead-letters the row instead. (csv's limit is process-wide: it is raised when a
+# CSV is first read, not when this module is imported.)
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 def read_records(source: str | Path, *, batch_size: int = 10_000, stdin: IO[str] | None = None) -> Iterator[Batch]:
@@ -105,6 +106,7 @@ def _parquet_rows(path: Path, batch_size: int) -> Iterator[Batch]:
 
 
 def _csv_batches(path: Path, batch_size: int) -> Iterator[Batch]:
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
     with _open_text(path) as handle:
         try:
             next(csv.reader(_Lines(handle)))
