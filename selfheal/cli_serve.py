@@ -68,8 +68,9 @@ def serve(
 
     Example: selfheal serve --port 8765
 
-    Then: curl -s localhost:8765/v1/score -d '{"transaction_id": "t1", "timestamp": "2018-06-01T10:00:00",
-    "customer_id": "c1", "terminal_id": "t9", "amount": 42.5}'
+    Then: curl -s localhost:8765/v1/score -H 'Content-Type: application/json'
+    -d '{"transaction_id": "t1", "timestamp": "2018-06-01T10:00:00", "customer_id": "c1",
+    "terminal_id": "t9", "amount": 42.5}'
     """
     import uvicorn
 

@@ -434,6 +434,13 @@ def test_promote_and_rollback_go_through_the_audited_action_tools(
     assert bad_actor.status_code == 400
     unknown_incident = client.post("/v1/models/rollback", json={"reason": "x", "incident_id": "INC-99"}, headers=AUTH)
     assert unknown_incident.status_code == 404
+    # An unknown version is a 404, as a GET of it is; it is not an action, so nothing more is audited.
+    assert client.get("/v1/models/42").status_code == 404
+    unknown_promote = client.post("/v1/models/42/promote", json={"reason": "x"}, headers=AUTH)
+    assert unknown_promote.status_code == 404 and "42" in unknown_promote.json()["detail"]
+    unknown_rollback = client.post("/v1/models/rollback", json={"reason": "x", "to_version": 42}, headers=AUTH)
+    assert unknown_rollback.status_code == 404
+    assert len(platform.store.query("SELECT action FROM audit_log")) == 3
 
 
 def test_responder_endpoints_answer_503_until_a_responder_is_wired(service: tuple[TestClient, Platform]) -> None:
@@ -808,7 +815,7 @@ def test_absurd_numbers_deep_nesting_and_huge_bodies_are_refused_without_a_500(
     huge_amount = json.dumps([good, {**other, "amount": 0}]).replace('"amount": 0', '"amount": ' + "9" * 400)
     with TestClient(app) as client:
         numbers = client.post("/v1/score", content=huge_amount, headers={"content-type": "application/json"})
-        nested = client.post("/v1/score", content="[" * 30_000 + "]" * 30_000)
+        nested = client.post("/v1/score", content="[" * 30_000 + "]" * 30_000, headers={"content-type": "application/json"})
         big = client.post("/v1/score", json={**good, "note": "x" * 100_000})
 
         assert numbers.status_code == 200, numbers.text
@@ -833,3 +840,29 @@ def test_filters_on_an_unknown_incident_are_404_and_healthz_answers_head(service
         response = client.get(path)
         assert response.status_code == 404 and "no incident" in response.json()["detail"], path
     assert client.head("/healthz").status_code == 200
+
+
+def test_a_score_body_not_sent_as_json_is_a_415_and_nothing_is_logged(
+    service: tuple[TestClient, Platform], small_world: SmallWorld
+) -> None:
+    """/v1/score needs no token, and a browser posts form, text/plain or untyped bodies cross-site without a
+    preflight: a page the user visits could feed their local scorer. Only JSON's media types get in."""
+    client, platform = service
+    first, second, third = live_records(small_world, 3)
+    refused = {
+        "text/plain": client.post("/v1/score", content=json.dumps(first), headers={"content-type": "text/plain"}),
+        "form": client.post("/v1/score", content=json.dumps(first),
+                            headers={"content-type": "application/x-www-form-urlencoded"}),  # curl -d's default
+        "none": client.post("/v1/score", content=json.dumps(first)),
+        "multipart": client.post("/v1/score", files={"f": ("t.json", json.dumps(first))}),
+    }
+    with_charset = client.post("/v1/score", content=json.dumps(second),
+                               headers={"content-type": "Application/JSON; charset=utf-8"})
+    json_suffix = client.post("/v1/score", content=json.dumps(third),
+                              headers={"content-type": "application/vnd.selfheal+json"})
+
+    assert {kind: r.status_code for kind, r in refused.items()} == dict.fromkeys(refused, 415)
+    assert "Content-Type: application/json" in refused["none"].json()["detail"]
+    assert with_charset.status_code == 200 and json_suffix.status_code == 200
+    runtime_of(client).engine.flush()
+    assert platform.store.count("predictions") == 2 and platform.store.count("dead_letters") == 0

@@ -109,7 +109,9 @@ def _run(name: str, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
              responses=ERRORS)
 def promote(runtime: Runtime, actor: Actor, version: int, body: PromoteIn) -> dict[str, Any]:
     """Promote through the `promote_model` action (verified artifact, audited, undoable)."""
-    return _run("promote_model", _context(runtime, actor, body.reason, body.incident_id), {"version": version})
+    ctx = _context(runtime, actor, body.reason, body.incident_id)
+    # An unknown version is a 404, as GET /v1/models/{version} answers; a refusal of a real one is a 409.
+    return _run("promote_model", ctx, {"version": views.existing_model(runtime.platform, version)})
 
 
 @router.post("/models/rollback", summary="Roll the champion back", response_model=ActionOut, responses=ERRORS)
@@ -119,7 +121,7 @@ def rollback(runtime: Runtime, actor: Actor, body: RollbackIn) -> dict[str, Any]
     target = body.to_version if body.to_version is not None else runtime.platform.registry.alias("previous")
     if target is None:
         raise HTTPException(status_code=409, detail="no previous model to roll back to: pass to_version")
-    return _run("rollback_model", ctx, {"to_version": target})
+    return _run("rollback_model", ctx, {"to_version": views.existing_model(runtime.platform, target)})
 
 
 def _decide(runtime: ServiceRuntime, actor: str, incident_id: str, body: DecisionIn, decision: str) -> dict[str, Any]:

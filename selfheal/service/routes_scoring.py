@@ -13,7 +13,11 @@ Answers, and why:
   bytes never were a transaction;
 - a batch above ``max_request_rows``, or a body above ``max_request_bytes`` (read no further than that): 413;
   the scorer's queue full: 503 with ``Retry-After``;
-- JSON nested too deeply for the parser: 422 like any body that is not usable JSON.
+- JSON nested too deeply for the parser: 422 like any body that is not usable JSON;
+- a ``Content-Type`` other than ``application/json`` (or ``…+json``), or none: **415**, body unread. The
+  route is open (no token), and a browser sends a form, ``text/plain`` or untyped body cross-site without
+  asking first (a CORS "simple request"); requiring JSON's type means any web page a user visits cannot
+  post transactions to a scorer on their machine.
 
 The body is read as raw JSON, not through a pydantic model, on purpose: the scorer's validator is the one
 definition of a valid transaction, and it records what it rejects. `TransactionIn` documents the shape.
@@ -45,6 +49,7 @@ router = APIRouter(tags=["scoring"])
     responses={
         422: {"model": ScoreRejected, "description": "a single transaction failed validation (dead-lettered)"},
         413: {"model": Problem, "description": "batch larger than the service accepts"},
+        415: {"model": Problem, "description": "the body is not sent as JSON (Content-Type: application/json)"},
         503: {"model": Problem, "description": "the scorer is busy or stopping; retry"},
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": transaction_schema()}}}},
@@ -53,6 +58,8 @@ async def score(request: Request) -> JSONResponse:
     """Score transactions with the champion (or the fallback rules); every row is scored or dead-lettered."""
     started = time.perf_counter()
     runtime = runtime_of(request)
+    if not _is_json(request.headers.get("content-type", "")):
+        return _answer(runtime, "invalid", 415, {"detail": "send the body as JSON, with Content-Type: application/json"})
     body = await _body_within(request, runtime.config.max_request_bytes)
     if body is None:
         limit = runtime.config.max_request_bytes
@@ -86,6 +93,13 @@ async def score(request: Request) -> JSONResponse:
     if not row.scored:
         return _answer(runtime, kind, 422, {"detail": [_row_error(row)], "dead_lettered": True})
     return _answer(runtime, kind, 200, _single_body(outcome, row, latency_ms))
+
+
+def _is_json(content_type: str) -> bool:
+    """Whether a Content-Type header names JSON: ``application/json`` or ``application/<x>+json``, any params."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 async def _body_within(request: Request, limit: int) -> bytes | None:

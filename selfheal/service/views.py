@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from monitor.incidents import IncidentManager
-from scorer.errors import ScorerError
+from scorer.errors import ScorerError, UnknownModelVersionError
 from selfheal.app import Platform
 from tools.audit import ActionLog, finite
 from tools.pagers.outbox import OutboxPager
@@ -220,6 +220,19 @@ def models(platform: Platform) -> dict[str, Any]:
             }
         )
     return finite({"models": listed, "aliases": aliases})
+
+
+def existing_model(platform: Platform, version: int) -> int:
+    """`version` when such a model is registered (its artifact may still fail its check: that is a 409).
+
+    Raises:
+        NotFound: No model with that version.
+    """
+    try:
+        platform.registry.get(version)
+    except UnknownModelVersionError as error:
+        raise NotFound(str(error)) from error
+    return version
 
 
 def model_detail(platform: Platform, version: int) -> dict[str, Any]:
