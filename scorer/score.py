@@ -12,7 +12,10 @@ One `Scorer` serves a workspace. `score_batch` is the vectorised path (files, th
   keeps seeing the broken feature);
 - log rows go through a `store.LogWriter`: buffered (``flush_rows``), written in large chunks, optionally
   by a writer thread (``background_writes``); `flush` is the barrier after which every row is in the
-  store. What a hard kill can lose is spelled out in `store.log_writer`.
+  store. What a hard kill can lose is spelled out in `store.log_writer`. A failed write does not fail the
+  scoring call that hears of it: the writer has staged that call's rows before raising, keeps the failed
+  chunk for the next flush, and reports it in `log_health`; the error is logged. A transaction's id joins
+  the duplicate check only once its log rows are staged, so a call that fails before that can be retried.
 
 One record (`score_one`, or `score_batch` of a one-record list) does not run the vectorised machinery:
 `validate_record` checks it in plain Python, `FeatureState.transform_one` reads its windows with a few
@@ -28,6 +31,7 @@ what lets the same code run inside Spark ``mapInPandas`` or Ray ``map_batches`` 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import deque
@@ -67,10 +71,13 @@ from scorer.rules import score_with_rules
 from scorer.serving import ServingState, ServingStateStore
 from scorer.validate import ScoringLimits, validate
 from scorer.validate_record import DeadRecord, validate_record
-from store import LogWriter, Store
+from store import LogWriteError, LogWriter, Store
 
 # The public face: what the platform, the service, the fault library and the evals import from here.
 __all__ = ["DECISIONS", "LOGGED_FEATURES", "ScoreResult", "Scorer", "ScorerConfig", "ScorerHooks"]
+
+logger = logging.getLogger(__name__)
+
 
 class ScorerConfig(BaseModel):
     """How the scorer runs."""
@@ -187,7 +194,7 @@ class Scorer:
                 "received_at": np.datetime64(self.clock()),
             }
         )
-        self._writer.append({"labels": frame})
+        self._stage(frame={"labels": frame})
         self.features.add_labels(frame[C.TRANSACTION_ID].to_numpy(), frame[C.LABEL].to_numpy())
         return len(frame)
 
@@ -207,6 +214,10 @@ class Scorer:
         self.features.observe(history)
         self._remember_ids(history[C.TRANSACTION_ID].to_numpy(dtype=object))
         return len(history)
+
+    def log_health(self) -> dict[str, Any]:
+        """The log writer's failed writes, chunks waiting for a retry, spill files and last error."""
+        return self._writer.health()
 
     def flush(self) -> int:
         """Write buffered log rows and wait until every row logged so far is in the store; returns how many."""
@@ -269,13 +280,13 @@ class Scorer:
         for extra in self.hooks.extra_latency_ms:
             assert valid is not None
             latency_ms = latency_ms + extra(valid)
-        self._remember_ids(rows[C.TRANSACTION_ID])
         text = BatchText.of(arrow_column(rows[C.TRANSACTION_ID]), decision_codes, batch_id, serving)
         tables = batch_log_tables(
             batch_id, source, rows, text, matrix, scores, latency_ms, self._last_model_ms, serving, checked.dead,
             self._now(),
         )  # fmt: skip
-        self._writer.append(tables)
+        self._stage(frame=tables)
+        self._remember_ids(rows[C.TRANSACTION_ID])  # staged: a retry is now a duplicate
         predictions = predictions_frame(
             text, rows[C.TIMESTAMP], scores, None if serving.model is not None else fired, latency_ms,
             self._last_model_ms, serving,
@@ -297,7 +308,7 @@ class Scorer:
         batch_id = uuid.uuid4().hex[:16]
         serving = self._resolve_serving()
         if isinstance(checked, DeadRecord):
-            self._writer.append_rows(dead_letter_row(batch_id, source, checked, self._now()))
+            self._stage(rows=dead_letter_row(batch_id, source, checked, self._now()))
             return OneOutcome(batch_id, serving, dead=checked)
         features = self.features.transform_one(
             checked.transaction_id, checked.timestamp_ns // 1_000_000, checked.customer_id, checked.terminal_id,
@@ -307,13 +318,29 @@ class Scorer:
         state = serving.state
         decision = DECISIONS[2 if score >= state.threshold else 1 if score >= state.review_threshold else 0]
         latency_ms = (time.perf_counter() - started) * 1000.0
-        self._remember_ids([checked.transaction_id])
-        self._writer.append_rows(
-            record_log_rows(
+        self._stage(
+            rows=record_log_rows(
                 batch_id, checked, features, score, decision, latency_ms, self._last_model_ms, serving, self._now()
             )
         )
+        self._remember_ids([checked.transaction_id])
         return OneOutcome(batch_id, serving, checked, None, score, rule, decision, latency_ms, self._last_model_ms)
+
+    def _stage(
+        self,
+        *,
+        frame: Mapping[str, Any] | None = None,
+        rows: Mapping[str, tuple[tuple[str, ...], tuple[Any, ...]]] | None = None,
+    ) -> None:
+        """Hand log rows to the writer. A write failure it reports is logged, not raised: the rows are
+        staged whatever it says, and the scoring answer stands (see the module docstring)."""
+        try:
+            if frame is not None:
+                self._writer.append(frame)
+            if rows is not None:
+                self._writer.append_rows(rows)
+        except LogWriteError:
+            logger.exception("scoring-log write failed; the rows are kept and written again at the next flush")
 
     def _resolve_serving(self) -> Serving:
         state = self.serving.current()

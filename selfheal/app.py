@@ -101,8 +101,10 @@ class Platform:
         return Responder(runtime, checkpoints_path(self.workspace.home))
 
     def close(self) -> None:
-        self.scorer.close()
-        self.store.close()
+        try:
+            self.scorer.close()  # a failing log write sets its rows aside in log-spill/, then raises
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Platform:
         return self

@@ -24,7 +24,7 @@ from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
 from selfheal.errors import error_text
-from store import TIME_COLUMNS, StoreError
+from store import TIME_COLUMNS, LogWriteError, StoreError
 
 if TYPE_CHECKING:
     from selfheal.client import ServiceClient
@@ -224,6 +224,7 @@ def score(
     decisions: dict[str, int] = {}
     written: list[pd.DataFrame] = []
     failure: str | None = None
+    log_failure: str | None = None
     status_info: dict[str, Any] | None = None
     try:
         platform.scorer.warm_up()
@@ -243,8 +244,11 @@ def score(
         # The batches before the failure are scored and logged: keep their decisions and say so.
         failure = error_text(error)
     finally:
-        platform.close()
-    if out_path is not None and (written or failure is None):
+        try:
+            platform.close()
+        except LogWriteError as error:  # the rows it could not write are set aside: say where
+            log_failure = str(error)
+    if out_path is not None and (written or (failure is None and log_failure is None)):
         write_frame(pd.concat(written, ignore_index=True) if written else pd.DataFrame(), out_path)
     served = "" if status_info is None else (
         " with fallback rules" if status_info["fallback"] else f" with model v{status_info['model_version']}"
@@ -255,7 +259,10 @@ def score(
     )
     if failure is not None:
         kept = f" (their decisions are in {out_path})" if out_path is not None and written else ""
-        raise _fail(f"{failure}; stopped after the {totals['rows_in']:,} rows above, which are logged{kept}")
+        logged = f"; the scoring log could not be written either: {log_failure}" if log_failure else ""
+        raise _fail(f"{failure}; stopped after the {totals['rows_in']:,} rows above{kept}{logged}")
+    if log_failure is not None:
+        raise _fail(f"every row was scored, but the scoring log could not be written: {log_failure}")
 
 
 @app.command()
@@ -281,6 +288,44 @@ def export(
     finally:
         platform.close()
     out.print(f"wrote {rows:,} rows of {table} to {out_path}")
+
+
+@app.command("load-spills")
+def load_spills(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list (one object per file), no table.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Load scoring-log rows that were set aside in <workspace>/log-spill/ back into the database.
+
+    Rows are set aside when their log chunk failed three writes, or could not be written when the scorer
+    closed (a full disk, a value the database cannot hold). Fix the cause first. Each file loads in one
+    transaction and at most once (its sha256 is recorded); loaded files move to log-spill/loaded/. A file
+    that still fails stays, with its error shown; the command then exits with 1.
+
+    Example: selfheal load-spills
+    """
+    from store.spill import load_spilled
+
+    platform = _platform(home)
+    try:
+        loads = load_spilled(platform.store)
+    finally:
+        platform.close()
+    if as_json:
+        listed = [{"file": str(x.path), "status": x.status, "rows": x.rows, "error": x.error} for x in loads]
+        out.print_json(json.dumps(listed))
+    elif not loads:
+        out.print("no set-aside log rows to load")
+    else:
+        table = Table(title="set-aside log chunks")
+        for column in ("file", "status", "rows", "error"):
+            table.add_column(column)
+        for load in loads:
+            rows = ", ".join(f"{name} {count:,}" for name, count in load.rows.items())
+            table.add_row(load.path.name, load.status, rows, load.error or "")
+        out.print(table)
+    if any(load.status == "failed" for load in loads):
+        raise typer.Exit(1)
 
 
 @models_app.command("list")

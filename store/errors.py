@@ -2,7 +2,8 @@
 
     StoreError
     ├── UnknownTableError      a table name that the schema does not have
-    └── WorkspaceBusyError     another process owns the database file (DESIGN 4: one owner)
+    ├── WorkspaceBusyError     another process owns the database file (DESIGN 4: one owner)
+    └── LogWriteError          logged rows could not be written yet; they are kept, not lost
 """
 
 from __future__ import annotations
@@ -18,3 +19,11 @@ class UnknownTableError(StoreError, ValueError):
 
 class WorkspaceBusyError(StoreError):
     """The database file is held by another process."""
+
+
+class LogWriteError(StoreError):
+    """Writing logged rows failed (a full disk, a value the database cannot hold, ...).
+
+    The rows are kept: staged or in a failed chunk written again (first) by the next flush, or set aside in
+    a spill file (see `store.log_writer`). The original error is the ``__cause__``.
+    """

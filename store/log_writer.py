@@ -22,24 +22,30 @@ completed write: at most ``flush_rows`` staged rows, plus in the background mode
 ``max_queued_chunks`` sealed chunks and the one being written (each about ``flush_rows`` rows; the chunk
 being written is all-or-nothing). Callers that must not lose a row across a crash call `flush` before they
 acknowledge it. A chunk is written under the store's lock, so other readers of the store wait for it (a
-250k-row chunk takes about a second on a busy 2-core machine). A failed write is never dropped: its chunk is kept, written again (first) by the next
-`flush`, and the error is raised to the caller at its next `append`, `append_rows` or `flush`.
+250k-row chunk takes about a second on a busy 2-core machine).
+
+A failed write is never dropped: its chunk is kept, written again (first) by the next `flush`, and the
+error is raised to the caller, as a `LogWriteError`, at its next `append`, `append_rows` or `flush`. Rows
+handed to `append` or `append_rows` are staged *before* any error is raised, so the rows of the call that
+hears about a failure are kept too: a caller may treat them as accepted (the scorer does, and remembers
+their ids). `close` sets aside whatever it cannot write, so closing never loses a row either.
 
 A chunk that fails `MAX_WRITE_ATTEMPTS` times is most likely not failing for the disk's sake but for its
 own (a value the database cannot hold): retried first forever, it would block every later chunk. It is
 then *set aside*: its rows are written as JSON lines (non-ASCII escaped, so any Python text fits) to
 ``log-spill/`` beside the database file, the error is logged, and later chunks go on. Nothing is lost;
-`spilled` lists the files for a person to inspect and load.
+`spilled` lists the files, and `selfheal load-spills` (`store.spill.load_spilled`) loads them once the
+cause is fixed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -48,10 +54,11 @@ import pandas as pd
 import pyarrow as pa
 
 from store.db import Store
+from store.errors import LogWriteError
+from store.spill import spill_folder, write_spill_file
 
 Frame: TypeAlias = pd.DataFrame | pa.Table
 MAX_WRITE_ATTEMPTS = 3  # then a chunk is set aside (see the module docstring)
-SPILL_FOLDER = "log-spill"
 log = logging.getLogger(__name__)
 
 
@@ -109,6 +116,8 @@ class LogWriter:
         self._failed: list[_Chunk] = []  # chunks whose write failed: written again, first, by `flush`
         self.spilled: list[Path] = []  # files of chunks set aside after MAX_WRITE_ATTEMPTS failures
         self._error: BaseException | None = None  # raised to the caller once
+        self._write_failures = 0  # failed chunk writes since start (for `health`)
+        self._last_error = ""
         self._pending = 0  # chunks handed to the writer thread and not finished yet
         self._done = threading.Condition()
         self._queue: queue.Queue[_Chunk | None] | None = None
@@ -130,23 +139,40 @@ class LogWriter:
         """Rows committed to the database by this writer so far."""
         return self._written
 
+    def health(self) -> dict[str, Any]:
+        """How writing goes: failed writes since start, chunks waiting for a retry, spill files, last error."""
+        with self._done:
+            return {
+                "write_failures": self._write_failures,
+                "unwritten_chunks": len(self._failed),
+                "spilled_files": len(self.spilled),
+                "last_error": self._last_error or None,
+            }
+
     def append(self, frames: Mapping[str, Frame]) -> None:
-        """Stage frames (or Arrow tables), one per table; they are sealed into the same chunk."""
-        self._raise_pending_error()
+        """Stage frames (or Arrow tables), one per table; they are sealed into the same chunk.
+
+        Raises:
+            LogWriteError: This or an earlier write failed. The frames are staged all the same.
+        """
         for table, frame in frames.items():
             rows = frame.num_rows if isinstance(frame, pa.Table) else len(frame)
             if rows:
                 self._staged.setdefault(table, []).append(frame)
                 self._staged_rows += rows
-        self._seal_if_full()
+        with _reported():
+            self._raise_pending_error()
+            self._seal_if_full()
 
     def append_rows(self, rows: Mapping[str, tuple[tuple[str, ...], tuple[Any, ...]]]) -> None:
         """Stage one row per table, as ``{table: (columns, values)}``; cheap enough to call per transaction.
 
         Rows for a table that share their ``columns`` tuple are collected into one segment, converted to
         Arrow only when their chunk is written.
+
+        Raises:
+            LogWriteError: This or an earlier write failed. The rows are staged all the same.
         """
-        self._raise_pending_error()
         for table, (columns, values) in rows.items():
             segments = self._staged.setdefault(table, [])
             last = segments[-1] if segments else None
@@ -155,7 +181,9 @@ class LogWriter:
             else:
                 segments.append(_Rows(columns, [values]))
             self._staged_rows += 1
-        self._seal_if_full()
+        with _reported():
+            self._raise_pending_error()
+            self._seal_if_full()
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -167,11 +195,15 @@ class LogWriter:
             chunks; in the background mode also chunks the writer thread finished meanwhile).
 
         Raises:
-            Exception: A write failed; its rows stay staged for the next `flush`.
+            LogWriteError: A write failed; its rows are kept for the next `flush`.
 
         Never call it inside `Store.transaction` (or while otherwise holding the store's lock) in the
         background mode: the writer thread needs that lock to finish what `flush` waits for.
         """
+        with _reported():
+            return self._flush()
+
+    def _flush(self) -> int:
         before = self._written
         self._raise_pending_error()
         chunk = self._seal()
@@ -182,13 +214,15 @@ class LogWriter:
             self._raise_pending_error()
         retry, self._failed = self._failed, []
         for index, failed in enumerate(retry):
-            if failed.attempts >= MAX_WRITE_ATTEMPTS:
-                self._spill(failed)
-                continue
             try:
-                self._write(failed)
+                if failed.attempts >= MAX_WRITE_ATTEMPTS:
+                    self._spill(failed)  # can fail too (the spill folder's disk is full): kept then
+                else:
+                    self._write(failed)
             except BaseException:
                 self._failed = retry[index:] + self._failed
+                if chunk is not None and self._queue is None:
+                    self._failed.append(chunk)
                 raise
         if self._queue is None and chunk is not None:
             try:
@@ -199,14 +233,45 @@ class LogWriter:
         return self._written - before
 
     def close(self) -> None:
-        """Flush, then stop the writer thread; the writer must not be used afterwards."""
+        """Flush, then stop the writer thread; the writer must not be used afterwards.
+
+        Raises:
+            LogWriteError: The flush failed. Every row not written was set aside in a spill file first
+                (`spilled`), so closing loses nothing.
+        """
         try:
             self.flush()
+        except LogWriteError as error:
+            self._stop_thread()  # the chunks it still held are written or failed by now
+            cause = error.__cause__ or error
+            try:
+                rows, folder = self._set_aside_unwritten()
+            except OSError as spill_error:  # the spill folder's disk fails too: nothing more can be done
+                raise LogWriteError(
+                    f"writing logged rows failed: {_cause(cause)}; setting them aside failed too: "
+                    f"{_cause(spill_error)}; the log rows not written are lost"
+                ) from cause
+            raise LogWriteError(
+                f"writing logged rows failed: {_cause(cause)}; on close, the {rows:,} log rows not written were "
+                f"set aside as JSON lines in {folder}"
+            ) from cause
         finally:
-            if self._queue is not None and self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-                self._queue, self._thread = None, None
+            self._stop_thread()
+
+    def _stop_thread(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)  # after the chunks already queued: they are written first
+            self._thread.join()
+            self._queue, self._thread = None, None
+
+    def _set_aside_unwritten(self) -> tuple[int, Path]:
+        """Spill every chunk not written, and what is staged; returns (rows, the spill folder)."""
+        staged = self._seal()
+        chunks = self._failed + ([staged] if staged is not None else [])
+        self._failed = []
+        for chunk in chunks:
+            self._spill(chunk)
+        return sum(chunk.rows for chunk in chunks), spill_folder(self.store)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -274,20 +339,20 @@ class LogWriter:
         except BaseException as error:
             chunk.attempts += 1
             chunk.last_error = f"{type(error).__name__}: {error}"
+            with self._done:
+                self._write_failures += 1
+                self._last_error = chunk.last_error
             raise
         with self._done:
             self._written += chunk.rows
 
     def _spill(self, chunk: _Chunk) -> None:
         """Set a chunk that keeps failing aside as JSON lines beside the database (see the module docstring)."""
-        folder = self.store.path.parent / SPILL_FOLDER
+        folder = spill_folder(self.store)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"chunk-{uuid.uuid4().hex[:12]}.jsonl"
-        with path.open("w", encoding="ascii") as handle:
-            for table, segments in chunk.tables.items():
-                for segment in segments:
-                    for row in _segment_rows(segment):
-                        handle.write(json.dumps({"table": table, "row": row}, default=str) + "\n")
+        rows = ((table, row) for table, segments in chunk.tables.items() for s in segments for row in _segment_rows(s))
+        write_spill_file(path, rows)
         self.spilled.append(path)
         log.error(
             "%d log rows set aside in %s after %d failed writes (last: %s); later rows are written as usual",
@@ -308,6 +373,23 @@ class LogWriter:
                 runs.append([data])
         parts = [_conform(run[0] if len(run) == 1 else pa.concat_tables(run), schema, known, table) for run in runs]
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Errors of writing raised as `LogWriteError` (the rows concerned are kept), with the cause attached."""
+    try:
+        yield
+    except LogWriteError:
+        raise
+    except Exception as error:
+        raise LogWriteError(
+            f"writing logged rows failed: {_cause(error)}; the rows are kept and written again by the next flush"
+        ) from error
+
+
+def _cause(error: BaseException) -> str:
+    return f"{error} ({type(error).__name__})"
 
 
 def _segment_rows(segment: Segment) -> list[dict[str, Any]]:

@@ -257,4 +257,16 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ALTER TABLE serving_state ADD COLUMN quarantine_surrogates JSON DEFAULT '{}';
         """,
     ),
+    Migration(
+        8,
+        "loaded_log_spills: set-aside log chunks loaded back (store.spill), so no file is loaded twice",
+        """
+        CREATE TABLE loaded_log_spills (
+            sha256 VARCHAR PRIMARY KEY,
+            file VARCHAR NOT NULL,
+            rows BIGINT NOT NULL,
+            loaded_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 )

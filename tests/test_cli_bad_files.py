@@ -162,3 +162,41 @@ def test_filters_that_cannot_match_are_refused(tmp_path: Path) -> None:
 
     assert bogus.exit_code == 1 and "unknown status 'bogus': one of open, investigating" in _said(bogus)
     assert backwards.exit_code == 1 and "must be after --since" in _said(backwards)
+
+
+def test_score_on_a_failing_disk_sets_every_row_aside_and_says_where(tmp_path: Path, monkeypatch: object) -> None:
+    """The scoring log cannot be written at all (a full disk): every row is still scored, its decision
+    written to --out, and its log rows set aside as JSON lines beside the database, with a message."""
+    import pytest
+
+    from store.db import Store
+
+    live = _live(tmp_path, rows=12)
+    path, decisions = tmp_path / "live.csv", tmp_path / "decisions.csv"
+    live.to_csv(path, index=False)
+    home = tmp_path / "ws"
+
+    def full(self: Store, table: str, frame: object) -> int:
+        raise OSError("No space left on device")
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr(Store, "append", full)
+    result = runner.invoke(app, ["score", str(path), "--batch-size", "5", "--out", str(decisions), "--home", str(home)])
+
+    assert result.exit_code == 1
+    _no_traceback(result.output)
+    said = _said(result)
+    assert "12 scored" in said and "could not be written" in said and "No space left" in said
+    assert "set aside" in said and "log-spill" in said.replace(" ", "")  # Rich may wrap the path at its "-"
+    assert len(pd.read_csv(decisions)) == 12
+    spilled = [json.loads(line) for f in (home / "log-spill").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert sorted(r["row"]["transaction_id"] for r in spilled if r["table"] == "predictions") == sorted(
+        str(t) for t in live["transaction_id"]
+    )
+    monkeypatch.undo()  # the disk has room again
+    loaded = runner.invoke(app, ["load-spills", "--json", "--home", str(home)])
+    assert loaded.exit_code == 0, loaded.output
+    assert {x["status"] for x in json.loads(loaded.stdout)} == {"loaded"}
+    assert _logged(home, "predictions") == 12 == _logged(home, "transactions")
+    nothing_left = runner.invoke(app, ["load-spills", "--home", str(home)])
+    assert nothing_left.exit_code == 0 and "no set-aside log rows" in nothing_left.output

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -142,3 +143,57 @@ def test_logged_live_features_equal_batch_features_over_history_and_live(
     logged = platform.store.query("SELECT * FROM predictions ORDER BY timestamp, transaction_id")
     expected = expected.set_axis(live[C.TRANSACTION_ID].astype(str)).loc[logged[C.TRANSACTION_ID]]
     np.testing.assert_allclose(logged[config.columns].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_a_failing_log_write_keeps_the_answers_and_the_rows(
+    platform: Platform, small_world: SmallWorld, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk used to fail the scoring call after its ids were taken: the caller got an error for rows
+    that were scored, and a retry was refused as "already scored". Now the answer stands, the rows wait in
+    the writer, and the next flush that succeeds writes every one of them."""
+    live = _live(small_world, hours=24)
+    batch, single = live.iloc[:50], live.iloc[50].to_dict()
+    disk = {"full": True}
+    write = platform.store.append
+
+    def append(table: str, frame: Any) -> int:
+        if disk["full"]:
+            raise OSError("disk full")
+        return write(table, frame)
+
+    monkeypatch.setattr(platform.store, "append", append)
+    result = platform.scorer.score_batch(batch)
+    answer = platform.scorer.score_one(single)
+    retried = platform.scorer.score_batch(batch.iloc[:3])
+
+    assert result.scored == 50 and answer["decision"] in {"approve", "review", "decline"}
+    assert retried.dead_lettered == 3  # staged rows are accepted rows: the same ids again are duplicates
+    assert platform.store.count("predictions") == 0 and "disk full" in caplog.text
+    health = platform.scorer.log_health()
+    assert health["unwritten_chunks"] == 3 and health["write_failures"] == 3
+    disk["full"] = False
+    platform.scorer.flush()
+    assert platform.store.count("predictions") == 51 and platform.store.count("dead_letters") == 3
+    assert platform.scorer.log_health()["unwritten_chunks"] == 0
+
+
+def test_a_batch_that_fails_before_its_rows_are_staged_can_be_sent_again(
+    platform: Platform, small_world: SmallWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids join the duplicate check only once their rows are staged: a call that raised before that is not
+    half-done, so sending it again scores it instead of dead-lettering every row as already scored."""
+    import scorer.score as score_module
+
+    live = _live(small_world, hours=24).iloc[:20]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("log rows could not be built")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(score_module, "batch_log_tables", broken)
+        with pytest.raises(RuntimeError, match="could not be built"):
+            platform.scorer.score_batch(live)
+    again = platform.scorer.score_batch(live)
+    assert again.scored == 20 and again.dead_lettered == 0
+    platform.scorer.flush()
+    assert platform.store.count("predictions") == 20

@@ -866,3 +866,34 @@ def test_a_score_body_not_sent_as_json_is_a_415_and_nothing_is_logged(
     assert with_charset.status_code == 200 and json_suffix.status_code == 200
     runtime_of(client).engine.flush()
     assert platform.store.count("predictions") == 2 and platform.store.count("dead_letters") == 0
+
+
+def test_scoring_answers_while_the_log_cannot_be_written_and_healthz_says_so(
+    service: tuple[TestClient, Platform], small_world: SmallWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing disk used to turn every later score request into a 503 for rows already scored (and a
+    retry into "already scored"). The rows now wait in the writer; /healthz and /metrics show it."""
+    client, platform = service
+    records = live_records(small_world, 4)
+    disk = {"full": True}
+    write = platform.store.append
+
+    def append(table: str, frame: Any) -> int:
+        if disk["full"]:
+            raise OSError("disk full")
+        return write(table, frame)
+
+    monkeypatch.setattr(platform.store, "append", append)
+    answers = [client.post("/v1/score", json=records[0]), client.post("/v1/score", json=records[1:])]
+    runtime_of(client).engine._forced_flush()  # what the idle timer does: logs the failure, raises nothing
+
+    assert [a.status_code for a in answers] == [200, 200]
+    health = client.get("/healthz").json()
+    assert health["status"] == "degraded" and "disk full" in health["log"]["last_error"]
+    samples = parse_exposition(client.get("/metrics").text)
+    assert samples[("selfheal_log_unwritten_chunks", "")] >= 1 and samples[("selfheal_log_write_failures", "")] >= 1
+    assert platform.store.count("predictions") == 0
+    disk["full"] = False
+    runtime_of(client).engine.flush()
+    assert platform.store.count("predictions") == 4
+    assert client.get("/healthz").json()["status"] == "ok"

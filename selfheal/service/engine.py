@@ -204,6 +204,10 @@ class ScoringEngine:
         with self._lock:
             return self.scorer.status()
 
+    def log_health(self) -> dict[str, Any]:
+        """The scoring log writer's health (its own lock: never waits for a batch being scored)."""
+        return self.scorer.log_health()
+
     # -- the worker ---------------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -336,9 +340,9 @@ class ScoringEngine:
                 result = self.scorer.score_batch(records, source=jobs[0].source)
             outcomes = _split(jobs, records, result)
         except Exception as error:
-            # Every merged request gets the error. Scoring them again one by one is not safe: a batch that
-            # failed at its log append has already remembered its ids, so the retry would answer 200 with
-            # every row dead-lettered as "already scored" and nothing logged.
+            # Every merged request gets the error. (A failed log write is not one: the scorer keeps those
+            # rows and answers.) Scoring the requests again one by one is not done: the feature state may
+            # already hold the failed batch's rows, and a retry would count them twice.
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(error)

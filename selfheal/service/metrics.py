@@ -199,6 +199,15 @@ class ServiceMetrics:
             "selfheal_scheduler_job_runs_total", "Periodic job runs, by job and outcome.", ("job", "outcome")
         )
         self.queued_rows = Gauge("selfheal_score_queue_rows", "Rows waiting for the scorer right now.")
+        self.log_write_failures = Gauge(
+            "selfheal_log_write_failures", "Failed writes of the scoring log since the service started."
+        )
+        self.log_unwritten_chunks = Gauge(
+            "selfheal_log_unwritten_chunks", "Chunks of scoring-log rows kept in memory for the next write."
+        )
+        self.log_spilled_files = Gauge(
+            "selfheal_log_spilled_files", "Chunks of scoring-log rows set aside in log-spill/ after failed writes."
+        )
 
     def all(self) -> list[_Metric]:
         return [
@@ -214,6 +223,9 @@ class ServiceMetrics:
             self.agent_runs,
             self.job_runs,
             self.queued_rows,
+            self.log_write_failures,
+            self.log_unwritten_chunks,
+            self.log_spilled_files,
         ]
 
     def render(self) -> str:

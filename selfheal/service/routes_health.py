@@ -27,8 +27,10 @@ def healthz_head() -> Response:
 def healthz(runtime: Runtime) -> dict[str, Any]:
     # The serving state is cached in memory; no scorer lock, so a long batch never makes this slow.
     state = runtime.platform.serving.current()
+    log = runtime.engine.log_health()
     return {
-        "status": "ok",
+        # Scoring still answers while the log cannot be written, but its rows wait in memory: say so.
+        "status": "degraded" if log["unwritten_chunks"] or log["spilled_files"] else "ok",
         "workspace": str(runtime.platform.workspace.home),
         "pid": runtime.pid,
         "started_at": runtime.started_at,
@@ -37,6 +39,7 @@ def healthz(runtime: Runtime) -> dict[str, Any]:
         "serving_state_version": state.version,
         "queued_rows": runtime.engine.queued_rows,
         "responder": runtime.hooks.decide is not None,
+        "log": log,
     }
 
 
@@ -51,6 +54,10 @@ def metrics(runtime: Runtime) -> PlainTextResponse:
     else:
         m.champion.set(float(status["model_version"]))
     m.serving_state.set(float(status["serving_state_version"]))
+    log = runtime.engine.log_health()
+    m.log_write_failures.set(float(log["write_failures"]))
+    m.log_unwritten_chunks.set(float(log["unwritten_chunks"]))
+    m.log_spilled_files.set(float(log["spilled_files"]))
     counts = Counter(i.status for i in IncidentManager(runtime.platform.store).list(active_only=True))
     m.open_incidents.replace([({"status": s}, float(counts.get(s, 0))) for s in ACTIVE_STATUSES])
     return PlainTextResponse(m.render(), media_type=CONTENT_TYPE)

@@ -156,8 +156,17 @@ class Problem(BaseModel):
     detail: str
 
 
+class LogHealth(BaseModel):
+    write_failures: int = Field(description="failed writes of the scoring log since start")
+    unwritten_chunks: int = Field(description="chunks of log rows kept in memory for the next write")
+    spilled_files: int = Field(description="chunks set aside as JSON lines in log-spill/ (load them by hand)")
+    last_error: str | None
+
+
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded: the scoring log is not being written (rows are kept in memory or set aside)"
+    )
     workspace: str
     pid: int
     started_at: datetime
@@ -166,6 +175,7 @@ class Health(BaseModel):
     serving_state_version: int
     queued_rows: int
     responder: bool = Field(description="whether a responder is wired into this service")
+    log: LogHealth
 
 
 def transaction_schema() -> dict[str, Any]:
