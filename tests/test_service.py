@@ -332,6 +332,30 @@ def test_coalescing_stops_at_the_row_limit_and_stopping_scores_what_was_accepted
     assert platform.store.count("predictions") == 7
 
 
+def test_two_waiting_requests_with_the_same_id_are_not_merged(platform: Platform, small_world: SmallWorld) -> None:
+    """Merged, the second caller's row was dead-lettered as a "duplicate in batch" of a request it never
+    sent; it now waits for the next batch and gets "already scored", as if it had come a moment later."""
+    first, second, third = live_records(small_world, 3)
+
+    async def main() -> list[JobOutcome]:
+        engine = ScoringEngine(platform.scorer, ServiceMetrics(), coalesce_max_rows=100, flush_interval_s=3600)
+        engine.start()
+        futures = [engine.submit([first, second]), engine.submit([third, {**first, "amount": 99}]),
+                   engine.submit([{**third}])]  # fmt: skip
+        outcomes = [await future for future in futures]
+        await engine.stop()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert outcomes[0].batch_id != outcomes[1].batch_id  # the second repeats the first's id: not merged
+    assert [r.scored for r in outcomes[1].rows] == [True, False]
+    assert outcomes[1].rows[1].reason == "transaction_id already scored"
+    assert outcomes[2].rows[0].reason == "transaction_id already scored"  # repeats the second's id
+    assert platform.store.count("predictions") == 3
+    reasons = platform.store.query("SELECT reason FROM dead_letters")["reason"].tolist()
+    assert reasons == ["transaction_id already scored"] * 2
+
+
 def test_a_failed_forced_log_write_is_logged_and_the_engine_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     class FailingOnce:
         """A scorer whose first log write fails (a full disk, a locked file)."""

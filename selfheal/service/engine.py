@@ -50,6 +50,7 @@ from typing import Any, Final
 
 import pandas as pd
 
+from scorer.columns import TRANSACTION_ID
 from scorer.score import Scorer, ScoreResult
 from scorer.validate import id_text
 from selfheal.service.metrics import ServiceMetrics
@@ -259,9 +260,15 @@ class ScoringEngine:
             size = grown
 
     def _coalesce(self, first: _Job) -> tuple[list[_Job], bool]:
-        """`first` plus the jobs waiting with the same source, up to the row limit; and whether a stop came."""
+        """`first` plus the jobs waiting with the same source, up to the row limit; and whether a stop came.
+
+        A job that repeats a transaction id of the jobs already taken waits for the next batch: merged, its
+        row would be dead-lettered as a "duplicate in batch" of another caller's request; scored after it,
+        it gets what sending it later would give, "already scored".
+        """
         assert self._queue is not None
         jobs, rows = [first], len(first.records)
+        ids: set[str] | None = None  # the taken jobs' ids, collected only once a second job comes
         while rows < self.coalesce_max_rows and not self._queue.empty():
             nxt = self._queue.get_nowait()
             if nxt is _STOP:
@@ -269,6 +276,12 @@ class ScoringEngine:
             if nxt.source != first.source or rows + len(nxt.records) > self.coalesce_max_rows:
                 self._carry = nxt
                 break
+            ids = _ids_of(first) if ids is None else ids
+            theirs = _ids_of(nxt)
+            if not ids.isdisjoint(theirs):
+                self._carry = nxt
+                break
+            ids |= theirs
             jobs.append(nxt)
             rows += len(nxt.records)
         return jobs, False
@@ -361,6 +374,12 @@ class ScoringEngine:
             fields = result.dead_letters["field"].astype(object).where(result.dead_letters["field"].notna(), "")
             for name, count in fields.value_counts().items():
                 self.metrics.dead_letters.inc(float(count), field=str(name) or "record")
+
+
+def _ids_of(job: _Job) -> set[str]:
+    """The canonical transaction ids a job's records carry (records that are not objects carry none)."""
+    ids = (canonical_id(r.get(TRANSACTION_ID)) for r in job.records if isinstance(r, Mapping))
+    return {i for i in ids if i is not None}
 
 
 def canonical_id(value: Any) -> str | None:
