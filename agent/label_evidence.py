@@ -1,4 +1,5 @@
-"""What matured labels say about an incident, and when waiting for them is better than paging now.
+"""What matured labels say about an incident, and when waiting for them is better than paging now; and
+what calibrated scores say before any label is in (`estimate_evidence`).
 
 An hourly alert-rate rise with no threshold, model or feature change to explain it is ambiguous: a new
 fraud pattern the model half-catches raises it, and so does a harmless change in who shops. Only labels
@@ -22,9 +23,10 @@ from typing import Any
 import pandas as pd
 
 from monitor.checks import cohort_recall
+from monitor.estimated import window_estimate
 from monitor.incidents import Incident
 from monitor.runner import Monitor
-from tools.runbooks.scope import LABEL_FIELDS
+from tools.runbooks.scope import ESTIMATE_FIELDS, LABEL_FIELDS
 
 MAX_LABEL_WAIT = timedelta(days=3)  # from the first breach until the cohort's labels are in
 COHORT_BEFORE_BREACH = timedelta(hours=12)
@@ -55,6 +57,24 @@ def label_evidence(monitor: Monitor, incident: Incident, now: datetime) -> dict[
     if cohort is not None:
         found.update({name: cohort[name] for name in ("frauds", "recall", "reference_recall", "drop", "z")})
     return found
+
+
+def estimate_evidence(monitor: Monitor, incident: Incident, now: datetime) -> dict[str, Any]:
+    """The ``estimated`` root: recall estimated from calibrated scores on the 24 h before the first breach
+    (`monitor.estimated`); empty when it cannot be made (fields: `ESTIMATE_FIELDS`, None when absent)."""
+    profile = monitor.profile(incident.model_version)
+    # Another version's profile (`Monitor.profile` lends one to a model registered without its own) does
+    # not calibrate this model's scores.
+    if profile is None or profile.calibration is None or profile.model_version != incident.model_version:
+        return {}
+    end = min(incident.first_breach_at, now)
+    found = window_estimate(
+        monitor.store, profile.calibration, profile.performance, incident.model_version, end - COHORT_LENGTH, end
+    )
+    if found is None:
+        return {}
+    # Rounded: runbooks write these into notes and pages, where 0.5686359... reads worse than 0.5686.
+    return {name: round(v, 4) if isinstance(v, float) else v for name, v in found.items() if name in ESTIMATE_FIELDS}
 
 
 def awaits_labels(incident: Incident, labels: dict[str, Any]) -> str | None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.context import AgentRuntime
-from agent.label_evidence import label_evidence
+from agent.label_evidence import estimate_evidence, label_evidence
 from agent.state import PlannedAction, StepRecord
 from scorer.serving import as_naive_utc
 from tools.errors import ToolError
@@ -33,8 +33,10 @@ def step_record(node: str, kind: str, name: str, runtime: AgentRuntime, **fields
 def incident_scope(runtime: AgentRuntime, incident_id: str, results: dict[str, Any] | None = None) -> dict[str, Any]:
     """The expression scope for an incident as it stands now, with earlier steps' saved ``results``."""
     incident = runtime.incidents.get(incident_id)
-    labels = label_evidence(runtime.monitor, incident, as_naive_utc(runtime.clock()))
-    scope = build_scope(incident, runtime.serving, runtime.registry, labels)
+    now = as_naive_utc(runtime.clock())
+    labels = label_evidence(runtime.monitor, incident, now)
+    estimated = estimate_evidence(runtime.monitor, incident, now)
+    scope = build_scope(incident, runtime.serving, runtime.registry, labels, estimated)
     scope["results"] = dict(results or {})
     return scope
 

@@ -21,12 +21,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from monitor.estimated import Calibration
 from monitor.stats import category_counts, histogram_counts, quantile_edges
 from scorer import columns as C
 from scorer.imputation import Surrogate, fit_surrogates
 
 # 2: surrogates (sibling features that estimate each feature, for quarantines) and the alert-rate curve.
-PROFILE_FORMAT = 2
+# 3: the score calibration that estimates performance before labels arrive (`monitor.estimated`).
+PROFILE_FORMAT = 3
 CALENDAR_FEATURES = frozenset({"is_weekend", "is_night"})
 CATEGORICAL_FIELDS = (C.CHANNEL, C.MCC, C.COUNTRY)
 QUANTILES = (*tuple(np.round(np.linspace(0.05, 0.95, 19), 2)), 0.001, 0.01, 0.99, 0.999)
@@ -118,6 +120,10 @@ class ReferenceProfile(BaseModel):
     surrogates: dict[str, list[Surrogate]] = Field(
         default_factory=dict,
         description="feature -> sibling features that estimate it on this window, best first (quarantine imputes with them)",
+    )
+    calibration: Calibration | None = Field(
+        default=None,
+        description="score -> P(fraud) on this window's labels: estimates recall before labels arrive (None: too few frauds)",
     )
 
     def numeric_subjects(self) -> list[str]:
@@ -230,6 +236,7 @@ def build_profile(
     model_version: int | None = None,
     importance: dict[str, float] | None = None,
     performance: dict[str, float] | None = None,
+    calibration: Calibration | None = None,
 ) -> ReferenceProfile:
     """Build a model's reference profile.
 
@@ -243,6 +250,7 @@ def build_profile(
         model_version: registry version, when known.
         importance: feature importance (gain), to rank drifted features.
         performance: reference metrics (ap, precision and recall at the threshold, fraud rate).
+        calibration: the scores' calibration on this window's labels (`monitor.estimated`).
     """
     numeric: dict[str, NumericProfile] = {}
     stamps = pd.to_datetime(transactions[C.TIMESTAMP])
@@ -276,6 +284,7 @@ def build_profile(
         hourly_volume_cv=cv,
         alert_rate_curve=alert_rate_curve(score_values),
         surrogates=fit_surrogates(features),
+        calibration=calibration,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from monitor.estimated import fit_calibration, reference_estimate
 from monitor.profile import ReferenceProfile, build_profile
 from scorer import columns as C
 from scorer.features import FeatureConfig, compute_features
@@ -62,6 +63,11 @@ def profile_model(
     scores = np.asarray(loaded.booster.inplace_predict(window_features[metadata.feature_columns].to_numpy(np.float32)))
     threshold = metadata.suggested_threshold if metadata.suggested_threshold is not None else 0.5
     review = metadata.suggested_review_threshold if metadata.suggested_review_threshold is not None else threshold / 2
+    calibration = fit_calibration(scores, window[C.LABEL].to_numpy()) if C.LABEL in window else None
+    performance = _performance(window, scores, threshold, review)
+    if calibration is not None:
+        days = pd.to_datetime(window[C.TIMESTAMP]).dt.floor("D").to_numpy()
+        performance.update(reference_estimate(scores, scores >= review, days, calibration))
     profile = build_profile(
         window_features,
         scores,
@@ -71,7 +77,8 @@ def profile_model(
         review_threshold=review,
         model_version=model.version,
         importance=_importance(loaded.booster),
-        performance=_performance(window, scores, threshold, review),
+        performance=performance,
+        calibration=calibration,
     )
     registry.set_reference_profile(version, profile.model_dump(mode="json"))
     return profile

@@ -24,6 +24,7 @@ import pandas as pd
 
 from monitor.checks import categorical_pair, numeric_pair
 from monitor.counts import SCORE_SUBJECT, WindowCounts, load_windows, sum_windows
+from monitor.estimated import window_estimate
 from monitor.profile import NumericProfile, ReferenceProfile
 from monitor.runner import Monitor
 from monitor.stats import CATEGORICAL_STATS, NUMERIC_STATS, BinnedPair, evaluate, top_shifted_bins
@@ -337,7 +338,7 @@ def quality_report(ctx: ToolContext, window: str) -> dict[str, Any]:
 
 @tool(kind="read", risk="none")
 def performance_report(ctx: ToolContext, window: str) -> dict[str, Any]:
-    """Model performance on the labelled transactions of a window (labels arrive days later): recall, precision, AUC, AP against the reference.
+    """Model performance on the labelled transactions of a window (labels arrive days later): recall, precision, AUC, AP against the reference; and the champion's recall estimated from calibrated scores on every row, labelled or not.
 
     Args:
         window: "last_7d" or "START/END" in ISO time; labels exist only for transactions old enough.
@@ -364,13 +365,19 @@ def performance_report(ctx: ToolContext, window: str) -> dict[str, Any]:
         })
     state = ctx.serving.current()
     reference: dict[str, float] = {}
+    estimated = None
     if state.champion_version is not None:
         profile = _monitor(ctx).profile(state.champion_version)
         reference = dict(profile.performance) if profile is not None else {}
+        own = profile is not None and profile.model_version == state.champion_version  # not a lent profile
+        if own and profile is not None and profile.calibration is not None:  # all rows, labelled or not
+            estimated = window_estimate(
+                ctx.store, profile.calibration, profile.performance, state.champion_version, start, end
+            )
     return compact(
         {"window": _window_info(start, end), "predictions": len(frame), "labelled": len(labelled),
          "unlabelled": len(frame) - len(labelled), "by_model_version": by_version,
-         "champion_reference": reference,
+         "champion_reference": reference, "champion_estimated_before_labels": estimated,
          "findings": _findings(ctx, start, end, ("performance_decay",))}
     )
 

@@ -30,7 +30,7 @@ MAX_DEPTH = 100  # nesting of the syntax tree (bounds the interpreter's recursio
 MAX_STEPS = 10_000  # nodes visited while evaluating
 MAX_SIZE = 10_000  # elements of a built list or characters of a built string
 MAX_INT = 10**30
-ROOTS = frozenset({"evidence", "incident", "serving", "model", "labels", "results", "item"})
+ROOTS = frozenset({"evidence", "incident", "serving", "model", "labels", "estimated", "results", "item"})
 
 
 class ExpressionError(ValueError):

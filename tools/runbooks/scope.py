@@ -3,8 +3,10 @@
 ``evidence`` is the incident's evidence bundle as the monitor stored it; ``incident`` the incident's
 own fields; ``serving`` the serving state plus how its threshold last changed; ``model`` the champion
 with its neighbours in the registry; ``labels`` what matured labels say about the day of traffic around the
-incident's first breach (`agent.label_evidence`; not matured, and no numbers, where nobody computed it). The field sets below are what the linter accepts, and a test
-checks that `build_scope` produces exactly them.
+incident's first breach (`agent.label_evidence`; not matured, and no numbers, where nobody computed it);
+``estimated`` the alert policy's recall on the day before the first breach estimated from calibrated
+scores, before any label (`monitor.estimated`; all None where it cannot be made). The field sets below
+are what the linter accepts, and a test checks that `build_scope` produces exactly them.
 """
 
 from __future__ import annotations
@@ -51,19 +53,39 @@ LABEL_FIELDS = frozenset(
         "z",  # drop in units of one cohort's noise (monitor.checks.cohort_recall)
     }
 )
+ESTIMATE_FIELDS = frozenset(
+    {
+        "window_start",  # the 24 hours of traffic before the incident's first breach
+        "window_end",
+        "rows",  # rows the champion scored in it (None: no estimate: no calibration, too few rows, fallback)
+        "recall",  # recall of the alert policy estimated from calibrated scores (monitor.estimated)
+        "precision",
+        "expected_frauds",
+        "reference_recall",  # the same estimate on the model's reference window
+        "drop",  # reference_recall - recall
+        "z",  # drop in units of the estimate's day-to-day spread on the reference
+        "noise_sd",
+    }
+)
 NAMESPACE_FIELDS: dict[str, frozenset[str]] = {
     "incident": frozenset(Incident.model_fields) | {"features"},
     "serving": frozenset(ServingState.model_fields) | SERVING_EXTRAS,
     "model": MODEL_FIELDS,
     "labels": LABEL_FIELDS,
+    "estimated": ESTIMATE_FIELDS,
 }
 
 
 def build_scope(
-    incident: Incident, serving: ServingStateStore, registry: ModelRegistry, labels: dict[str, Any] | None = None
+    incident: Incident,
+    serving: ServingStateStore,
+    registry: ModelRegistry,
+    labels: dict[str, Any] | None = None,
+    estimated: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``{"evidence", "incident", "serving", "model", "labels", "results"}`` for evaluating a runbook on an
-    incident; ``labels`` as `agent.label_evidence` computes it, or "not matured" when not given."""
+    """``{"evidence", "incident", "serving", "model", "labels", "estimated", "results"}`` for evaluating a
+    runbook on an incident; ``labels`` as `agent.label_evidence` computes it, or "not matured" when not
+    given; ``estimated`` as `agent.label_evidence.estimate_evidence` computes it, or all None."""
     at = incident.first_breach_at
     return {
         "evidence": dict(incident.evidence),
@@ -71,6 +93,7 @@ def build_scope(
         "serving": _serving(serving, at),
         "model": _model(registry, at),
         "labels": dict(labels) if labels is not None else {**dict.fromkeys(LABEL_FIELDS), "matured": False},
+        "estimated": {**dict.fromkeys(ESTIMATE_FIELDS), **(estimated or {})},
         "results": {},
     }
 
