@@ -530,6 +530,40 @@ def incidents_show(
         out.print(f"  {item['at']}  {item['event']}")
 
 
+@app.command()
+def report(
+    incident_id: Annotated[str, typer.Argument(help="Incident id, e.g. INC-7 (or 7).")],
+    html: Annotated[bool, typer.Option("--html", help="The HTML report (with charts) instead of markdown.")] = False,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Copy the report to this file.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Print an incident's report (markdown), or copy it with --out; the responder writes it when its
+    investigation ends. Reads the workspace's reports folder, so it works while the service runs.
+
+    Example: selfheal report INC-7 --html --out inc-7.html
+    """
+    from selfheal.service import views
+    from store import Workspace
+
+    workspace = Workspace.from_env(home)
+    fmt: views.ReportFormat = "html" if html else "md"
+    try:
+        path = views.report_path(workspace.reports_dir, incident_id, fmt)
+    except views.NotFound as error:
+        hint = "" if "ids look like" in str(error) else (
+            f" (the responder writes it when an investigation ends: `selfheal investigate {incident_id}`)"
+        )
+        raise _fail(f"{error}{hint}") from error
+    if out_path is None:
+        sys.stdout.write(path.read_text(encoding="utf-8"))  # as written: Rich would read [brackets] as markup
+        return
+    try:
+        out_path.write_bytes(path.read_bytes())
+    except OSError as error:
+        raise _fail(f"cannot write {out_path}: {error.strerror or error}") from error
+    out.print(f"wrote the {fmt} report of {views.normalise_incident_id(incident_id)} to {out_path}")
+
+
 @pages_app.command("list")
 def pages_list(
     incident_id: Annotated[str | None, typer.Option("--incident", help="Only this incident's pages.")] = None,

@@ -86,3 +86,25 @@ def test_a_demo_incident_report_renders_its_charts_in_headless_chromium(demo_run
             browser.close()
     assert len(requests) == 1  # the file itself: the report is self-contained
     assert screenshot.stat().st_size > 50_000
+
+
+def test_selfheal_report_prints_and_copies_a_demo_incident_report(demo_run: DemoRun, tmp_path: Path) -> None:
+    """DESIGN 1's `selfheal report INC-7`: the report the responder wrote, read from the workspace's reports
+    folder (no database, so it also works while a service owns the workspace)."""
+    from typer.testing import CliRunner
+
+    from selfheal.cli import app
+
+    runner = CliRunner()
+    home = ["--home", str(demo_run.home)]
+    printed = runner.invoke(app, ["report", "3", *home])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output == (demo_run.home / "reports" / "INC-3.md").read_text(encoding="utf-8")
+    assert "rollback_model" in printed.output
+    copied = runner.invoke(app, ["report", "INC-3", "--html", "--out", str(tmp_path / "inc-3.html"), *home])
+    assert copied.exit_code == 0, copied.output
+    assert (tmp_path / "inc-3.html").read_bytes() == (demo_run.home / "reports" / "INC-3.html").read_bytes()
+    missing = runner.invoke(app, ["report", "INC-9", *home])
+    assert missing.exit_code == 1 and "no md report for INC-9 yet" in missing.output
+    not_an_id = runner.invoke(app, ["report", "../../etc/passwd", *home])
+    assert not_an_id.exit_code == 1 and "ids look like INC-7" in not_an_id.output

@@ -84,7 +84,7 @@ def get_report(
     incident_id: str,
     format: Annotated[views.ReportFormat, Query(description="md or html")] = "md",
 ) -> FileResponse:
-    path = views.report_path(runtime.platform, incident_id, format)
+    path = views.report_path(runtime.platform.workspace.reports_dir, incident_id, format)
     media = "text/html; charset=utf-8" if format == "html" else "text/markdown; charset=utf-8"
     return FileResponse(path, media_type=media)
 

@@ -93,14 +93,14 @@ def incident_pages(platform: Platform, incident_id: str) -> list[dict[str, Any]]
     return pages(platform, incident_id=key)
 
 
-def report_path(platform: Platform, incident_id: str, fmt: ReportFormat) -> Path:
-    """The written report of an incident.
+def report_path(reports_dir: Path, incident_id: str, fmt: ReportFormat) -> Path:
+    """The written report of an incident, in a workspace's reports folder (no database needed).
 
     Raises:
-        NotFound: No report has been written for it (yet).
+        NotFound: Not an incident id, or no report has been written for it (yet).
     """
     key = normalise_incident_id(incident_id)
-    path = platform.workspace.reports_dir / f"{key}.{fmt}"
+    path = reports_dir / f"{key}.{fmt}"
     if not path.is_file():
         raise NotFound(f"no {fmt} report for {key} yet")
     return path

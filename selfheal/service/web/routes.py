@@ -131,7 +131,7 @@ def _reports(platform: Platform, key: str) -> dict[str, str]:
     found = {}
     for fmt in ("html", "md"):
         try:
-            views.report_path(platform, key, fmt)  # type: ignore[arg-type]
+            views.report_path(platform.workspace.reports_dir, key, fmt)  # type: ignore[arg-type]
         except views.NotFound:
             continue
         found[fmt] = f"/v1/incidents/{key}/report?format={fmt}"
