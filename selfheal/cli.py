@@ -268,21 +268,33 @@ def score(
 @app.command()
 def export(
     table: Annotated[str, typer.Argument(help=f"One of: {', '.join(TIME_COLUMNS)}.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Parquet file to write (a folder with --by-day).")],
     since: Annotated[datetime | None, typer.Option(help="Only rows at or after this time.")] = None,
     until: Annotated[datetime | None, typer.Option(help="Only rows before this time.")] = None,
+    by_day: Annotated[
+        bool, typer.Option("--by-day", help="Write Hive partitions day=YYYY-MM-DD/ into the --out folder; "
+                           "days exported again replace their partition.")
+    ] = False,
     home: HomeOption = None,
 ) -> None:
-    """Export a workspace table (optionally a time range of it) to Parquet.
+    """Export a workspace table (optionally a time range of it) to Parquet: one file, or a folder
+    partitioned by day that DuckDB, Spark or Trino read as one table.
 
     Example: selfheal export predictions --since 2018-06-01 --until 2018-06-08 --out week.parquet
+
+    Daily, into a lake folder: selfheal export predictions --since 2018-06-07 --until 2018-06-08 --by-day
+    --out lake/predictions
     """
     if since is not None and until is not None and until <= since:
         raise _fail(f"--until ({until}) must be after --since ({since})")
-    _check_output(out_path, (".parquet",))
+    if by_day:
+        if out_path.exists() and not out_path.is_dir():
+            raise _fail(f"--by-day writes a folder of partitions: {out_path} is a file")
+    else:
+        _check_output(out_path, (".parquet",))
     platform = _platform(home)
     try:
-        rows = platform.store.export(table, out_path, since=since, until=until)
+        rows = platform.store.export(table, out_path, since=since, until=until, by_day=by_day)
     except (StoreError, ValueError, OSError) as error:
         raise _fail(error_text(error)) from error
     finally:
