@@ -136,3 +136,18 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
     with FakeOpenAI() as server:
         yield server
+
+
+class FullDisk:
+    """Makes a store's appends fail as a full disk does while ``full`` is True (undone after the test)."""
+
+    def __init__(self, store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = True
+        write = store.append
+
+        def append(table: str, frame: Any) -> int:
+            if self.full:
+                raise OSError("disk full")
+            return int(write(table, frame))
+
+        monkeypatch.setattr(store, "append", append)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from scorer import columns as C
 from selfheal.app import Platform
-from tests.conftest import HISTORY_DAYS, SmallWorld
+from tests.conftest import HISTORY_DAYS, FullDisk, SmallWorld
 from tests.test_validate import malformed_records
 
 
@@ -153,15 +153,7 @@ def test_a_failing_log_write_keeps_the_answers_and_the_rows(
     the writer, and the next flush that succeeds writes every one of them."""
     live = _live(small_world, hours=24)
     batch, single = live.iloc[:50], live.iloc[50].to_dict()
-    disk = {"full": True}
-    write = platform.store.append
-
-    def append(table: str, frame: Any) -> int:
-        if disk["full"]:
-            raise OSError("disk full")
-        return write(table, frame)
-
-    monkeypatch.setattr(platform.store, "append", append)
+    disk = FullDisk(platform.store, monkeypatch)
     result = platform.scorer.score_batch(batch)
     answer = platform.scorer.score_one(single)
     retried = platform.scorer.score_batch(batch.iloc[:3])
@@ -171,7 +163,7 @@ def test_a_failing_log_write_keeps_the_answers_and_the_rows(
     assert platform.store.count("predictions") == 0 and "disk full" in caplog.text
     health = platform.scorer.log_health()
     assert health["unwritten_chunks"] == 3 and health["write_failures"] == 3
-    disk["full"] = False
+    disk.full = False
     platform.scorer.flush()
     assert platform.store.count("predictions") == 51 and platform.store.count("dead_letters") == 3
     assert platform.scorer.log_health()["unwritten_chunks"] == 0

@@ -39,7 +39,7 @@ from selfheal.service.hooks import ChatMessage, Decision, PeriodicJob, Scheduler
 from selfheal.service.metrics import Counter, Histogram, ServiceMetrics
 from selfheal.service.runtime import ServiceRuntime
 from store import Workspace
-from tests.conftest import HISTORY_DAYS, SmallWorld
+from tests.conftest import HISTORY_DAYS, FullDisk, SmallWorld
 from tools.pagers import Delivery, OutboxPager, Page
 
 TOKEN = "test-token-0123456789"
@@ -899,15 +899,7 @@ def test_scoring_answers_while_the_log_cannot_be_written_and_healthz_says_so(
     retry into "already scored"). The rows now wait in the writer; /healthz and /metrics show it."""
     client, platform = service
     records = live_records(small_world, 4)
-    disk = {"full": True}
-    write = platform.store.append
-
-    def append(table: str, frame: Any) -> int:
-        if disk["full"]:
-            raise OSError("disk full")
-        return write(table, frame)
-
-    monkeypatch.setattr(platform.store, "append", append)
+    disk = FullDisk(platform.store, monkeypatch)
     answers = [client.post("/v1/score", json=records[0]), client.post("/v1/score", json=records[1:])]
     runtime_of(client).engine._forced_flush()  # what the idle timer does: logs the failure, raises nothing
 
@@ -917,7 +909,7 @@ def test_scoring_answers_while_the_log_cannot_be_written_and_healthz_says_so(
     samples = parse_exposition(client.get("/metrics").text)
     assert samples[("selfheal_log_unwritten_chunks", "")] >= 1 and samples[("selfheal_log_write_failures", "")] >= 1
     assert platform.store.count("predictions") == 0
-    disk["full"] = False
+    disk.full = False
     runtime_of(client).engine.flush()
     assert platform.store.count("predictions") == 4
     assert client.get("/healthz").json()["status"] == "ok"
