@@ -272,8 +272,9 @@ def export(
     since: Annotated[datetime | None, typer.Option(help="Only rows at or after this time.")] = None,
     until: Annotated[datetime | None, typer.Option(help="Only rows before this time.")] = None,
     by_day: Annotated[
-        bool, typer.Option("--by-day", help="Write Hive partitions day=YYYY-MM-DD/ into the --out folder; "
-                           "days exported again replace their partition.")
+        bool, typer.Option("--by-day", help="Write Hive partitions day=YYYY-MM-DD/ into the --out folder, "
+                           "whole days (--since/--until widened to midnight); a day exported again replaces "
+                           "its partition.")
     ] = False,
     home: HomeOption = None,
 ) -> None:

@@ -266,9 +266,11 @@ class Store:
         """Write a table's rows with time in [since, until) to a Parquet file; returns the row count.
 
         With ``by_day``, ``out`` is a folder of Hive partitions, ``day=YYYY-MM-DD/`` (DESIGN 10: what
-        DuckDB, Spark and Trino read alike). The days exported replace those days' partitions already in
-        it, whole, and no others: a daily export of yesterday, or a re-export of a week, never doubles a
-        row. Each day is written to a staging folder first and swapped in by renames.
+        DuckDB, Spark and Trino read alike). Whole days are exported (``since`` is taken back to its
+        midnight, ``until`` on to the next one), and each replaces that day's partition already in the
+        folder, and no other: a daily export of yesterday, or a re-export of a week, never doubles a row
+        nor keeps half a day. The days are written to a staging folder beside ``out`` (not in it, where a
+        reader's glob would see it) and swapped in by renames.
         """
         if by_day:
             return self._export_by_day(table, Path(out), since=since, until=until)
@@ -289,9 +291,12 @@ class Store:
         time_column = TIME_COLUMNS.get(table)
         if time_column is None:
             raise ValueError(f"table {table} has no time column to partition by day")
+        since = None if since is None else pd.Timestamp(since).floor("D").to_pydatetime()
+        if until is not None and pd.Timestamp(until) != pd.Timestamp(until).floor("D"):
+            until = (pd.Timestamp(until).floor("D") + pd.Timedelta(days=1)).to_pydatetime()
         clause, params, order = self._export_filter(table, since, until)
         folder.mkdir(parents=True, exist_ok=True)
-        staging = folder / f".staging-{uuid.uuid4().hex[:12]}"
+        staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:12]}"
         try:
             with self._lock:
                 self._con.execute(
@@ -328,12 +333,21 @@ class Store:
 
 
 def _swap_in(staged: Path, target: Path) -> None:
-    """Put a staged partition where ``target`` is, replacing it whole (two renames; a crash between them
-    leaves the old one beside, named ``.replaced-*``, never a half-written partition)."""
-    old = target.with_name(f".replaced-{uuid.uuid4().hex[:12]}-{target.name}")
-    if target.exists():
+    """Put a staged partition where ``target`` is, replacing it whole.
+
+    The old partition is first moved beside the staging folder (outside the exported folder, where a
+    reader's glob does not look); if the second rename fails it is moved back, so a day is never missing.
+    """
+    old = staged.parent.parent / f"{staged.parent.name}-replaced-{target.name}"
+    replaced = target.exists()
+    if replaced:
         target.rename(old)
-    staged.rename(target)
+    try:
+        staged.rename(target)
+    except OSError:
+        if replaced:
+            old.rename(target)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -62,3 +62,16 @@ def test_by_day_needs_a_time_column_and_the_cli_a_folder(tmp_path: Path) -> None
     done = runner.invoke(app, ["export", "labels", "--by-day", "--out", str(tmp_path / "lake"), "--home", str(home)])
     assert done.exit_code == 0, done.output
     assert len(_lake(tmp_path / "lake")) == 3
+
+
+def test_bounds_inside_a_day_export_that_whole_day_and_nothing_is_left_in_the_lake_folder(tmp_path: Path) -> None:
+    """An hourly job that exported `since 20:00` used to replace the day's partition with its last hours."""
+    lake = tmp_path / "lake"
+    with Store(tmp_path / "ws.duckdb") as store:
+        store.append("labels", _labels(0, 2, 24, "a"))  # June 1-2, every hour
+        store.export("labels", lake, by_day=True)
+        assert store.export("labels", lake, since=START + timedelta(hours=20), until=START + timedelta(hours=22),
+                            by_day=True) == 24  # fmt: skip
+    assert len(_lake(lake)) == 48
+    assert sorted(p.name for p in lake.iterdir()) == ["day=2018-06-01", "day=2018-06-02"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".lake")] == []  # staging cleaned up
