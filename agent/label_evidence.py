@@ -17,6 +17,7 @@ whether the anomaly began a little before the hour that breached or after it.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,18 +64,18 @@ def estimate_evidence(monitor: Monitor, incident: Incident, now: datetime) -> di
     """The ``estimated`` root: recall estimated from calibrated scores on the 24 h before the first breach
     (`monitor.estimated`); empty when it cannot be made (fields: `ESTIMATE_FIELDS`, None when absent)."""
     profile = monitor.profile(incident.model_version)
-    # Another version's profile (`Monitor.profile` lends one to a model registered without its own) does
-    # not calibrate this model's scores.
-    if profile is None or profile.calibration is None or profile.model_version != incident.model_version:
+    if profile is None:
         return {}
     end = min(incident.first_breach_at, now)
-    found = window_estimate(
-        monitor.store, profile.calibration, profile.performance, incident.model_version, end - COHORT_LENGTH, end
-    )
+    found = window_estimate(monitor.store, profile, incident.model_version, end - COHORT_LENGTH, end)
     if found is None:
         return {}
     # Rounded: runbooks write these into notes and pages, where 0.5686359... reads worse than 0.5686.
-    return {name: round(v, 4) if isinstance(v, float) else v for name, v in found.items() if name in ESTIMATE_FIELDS}
+    return {
+        name: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v
+        for name, v in found.items()
+        if name in ESTIMATE_FIELDS
+    }
 
 
 def awaits_labels(incident: Incident, labels: dict[str, Any]) -> str | None:

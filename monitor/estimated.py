@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from store import Store
+
+if TYPE_CHECKING:
+    from monitor.profile import ReferenceProfile  # profile imports this module (its Calibration)
 
 CALIBRATION_BINS: Final = 100
 MIN_CALIBRATION_FRAUDS: Final = 20  # fewer labelled frauds on the reference: no calibration, no estimate
@@ -96,9 +99,12 @@ def _pool_adjacent_violators(
 
 
 def estimate(scores: np.ndarray, flagged: np.ndarray, calibration: Calibration) -> dict[str, float]:
-    """Expected frauds, expected caught, estimated recall and precision of the flagged rows."""
-    probability = calibration.probability(scores)
-    flagged = np.asarray(flagged, dtype=bool)
+    """Expected frauds, expected caught, estimated recall and precision of the flagged rows (rows without
+    a finite score are left out: a NaN would sort into the top bin)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    probability = calibration.probability(scores[finite])
+    flagged = np.asarray(flagged, dtype=bool)[finite]
     expected = float(probability.sum())
     caught = float(probability[flagged].sum())
     return {
@@ -124,26 +130,36 @@ def reference_estimate(
     return {"estimated_recall_at_review": whole["recall"], "estimated_recall_daily_sd": spread}
 
 
-def window_estimate(
-    store: Store, calibration: Calibration, performance: dict[str, float], model_version: int | None,
-    start: datetime, end: datetime,
-) -> dict[str, Any] | None:  # fmt: skip
-    """The estimate on the model-scored rows of [start, end) against the reference's; None when it cannot be
-    made (no reference estimate, another model served, or fewer than `MIN_ESTIMATE_ROWS` rows).
 
-    Rows the fallback rules scored are left out: their scores are not the model's.
+def window_estimate(
+    store: Store, profile: ReferenceProfile, model_version: int | None, start: datetime, end: datetime
+) -> dict[str, Any] | None:
+    """The estimate on the model-scored rows of [start, end) against the reference's; None when it cannot be
+    made (no reference estimate, another model served, fewer than `MIN_ESTIMATE_ROWS` rows, or no fraud
+    expected at all).
+
+    Rows the fallback rules scored are left out: their scores are not the model's. A row counts as flagged
+    when its score reaches the *reference's* review threshold, not by its logged decision: the estimate
+    judges the model at the policy its reference was judged at, so a threshold changed since (by a person
+    or the threshold runbook) does not read as the population moving.
     """
+    calibration, performance = profile.calibration, profile.performance
     reference = performance.get("estimated_recall_at_review")
-    if reference is None or model_version is None or math.isnan(reference):
+    if calibration is None or reference is None or model_version is None or math.isnan(reference):
         return None
+    if profile.model_version is not None and profile.model_version != model_version:
+        return None  # another version's profile (`Monitor.profile` lends one) does not calibrate these scores
     frame = store.query(
-        "SELECT score, decision FROM predictions WHERE timestamp >= ? AND timestamp < ? AND model_version = ? "
+        "SELECT score FROM predictions WHERE timestamp >= ? AND timestamp < ? AND model_version = ? "
         "AND NOT used_fallback",
         [pd.Timestamp(start).to_pydatetime(), pd.Timestamp(end).to_pydatetime(), model_version],
     )
     if len(frame) < MIN_ESTIMATE_ROWS:
         return None
-    found = estimate(frame["score"].to_numpy(), (frame["decision"] != "approve").to_numpy(), calibration)
+    scores = frame["score"].to_numpy(dtype=np.float64)
+    found = estimate(scores, scores >= profile.review_threshold, calibration)
+    if not found["expected_frauds"] > 0:
+        return None
     spread = performance.get("estimated_recall_daily_sd", float("nan"))
     noise = max(NOISE_FLOOR, 0.0 if math.isnan(spread) else spread)
     drop = reference - found["recall"]

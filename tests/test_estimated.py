@@ -115,11 +115,11 @@ def test_every_profiled_model_carries_a_calibration_and_a_live_day_is_estimated(
     assert reference == pytest.approx(profile.performance["recall_at_review"], abs=0.1)  # in-sample fit
     day = _scored_day(platform, small_world)
 
-    found = window_estimate(platform.store, profile.calibration, profile.performance, 1, day, day + timedelta(days=1))
+    found = window_estimate(platform.store, profile, 1, day, day + timedelta(days=1))
     assert found is not None and found["rows"] == platform.store.count("predictions")
     assert found["drop"] == pytest.approx(reference - found["recall"])
     assert abs(found["z"]) < 4  # an ordinary day of the same world
-    assert window_estimate(platform.store, profile.calibration, profile.performance, 2, day, day + timedelta(days=1)) is None
+    assert window_estimate(platform.store, profile, 2, day, day + timedelta(days=1)) is None  # another model's
 
     scope = estimate_evidence(monitor, _incident(day + timedelta(days=1)), (day + timedelta(days=2)).to_pydatetime())
     assert set(scope) == ESTIMATE_FIELDS and scope["rows"] == found["rows"]
@@ -150,3 +150,21 @@ def test_population_shift_retrains_only_when_estimated_recall_dropped(drop: Any,
     actions, _ = plan_from_runbook(runbook, scope)
     assert actions[0]["action"] == "add_note" and "Estimated recall" in actions[0]["args"]["text"]
     assert any(a["action"] == "retrain_model" for a in actions) is retrains
+
+
+def test_a_threshold_changed_since_the_reference_does_not_read_as_a_drop(
+    platform: Platform, small_world: SmallWorld
+) -> None:
+    """The estimate judges the model at its reference's policy: flagging by the logged decision made a
+    raised threshold (a person's, or the threshold runbook's) look like the population moving."""
+    monitor = Monitor(platform.store, platform.registry, platform.serving, clock=platform.clock)
+    profile = monitor.profile(1)
+    assert profile is not None
+    day = small_world.simulator.generate(HISTORY_DAYS, 1).drop(columns=[C.LABEL, C.FRAUD_SCENARIO])
+    platform.serving.update(actor="test", reason="almost nothing flagged", threshold=0.999, review_threshold=0.998)
+    platform.scorer.score_batch(day)
+    platform.scorer.flush()
+    assert (platform.store.query("SELECT decision FROM predictions")["decision"] == "approve").mean() > 0.99
+    start = pd.Timestamp(day[C.TIMESTAMP].min()).normalize()
+    found = window_estimate(platform.store, profile, 1, start, start + timedelta(days=1))
+    assert found is not None and abs(found["z"]) < 4 and found["recall"] > 0.3

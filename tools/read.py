@@ -369,11 +369,8 @@ def performance_report(ctx: ToolContext, window: str) -> dict[str, Any]:
     if state.champion_version is not None:
         profile = _monitor(ctx).profile(state.champion_version)
         reference = dict(profile.performance) if profile is not None else {}
-        own = profile is not None and profile.model_version == state.champion_version  # not a lent profile
-        if own and profile is not None and profile.calibration is not None:  # all rows, labelled or not
-            estimated = window_estimate(
-                ctx.store, profile.calibration, profile.performance, state.champion_version, start, end
-            )
+        if profile is not None:  # on all rows, labelled or not
+            estimated = window_estimate(ctx.store, profile, state.champion_version, start, end)
     return compact(
         {"window": _window_info(start, end), "predictions": len(frame), "labelled": len(labelled),
          "unlabelled": len(frame) - len(labelled), "by_model_version": by_version,
