@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -77,6 +78,7 @@ from store import LogWriteError, LogWriter, Store
 __all__ = ["DECISIONS", "LOGGED_FEATURES", "ScoreResult", "Scorer", "ScorerConfig", "ScorerHooks"]
 
 logger = logging.getLogger(__name__)
+WRITE_WARNING_INTERVAL_S = 60.0
 
 
 class ScorerConfig(BaseModel):
@@ -133,6 +135,7 @@ class Scorer:
         self.features = FeatureState(FeatureConfig(extra_features=True, label_delay_days=self.config.label_delay_days))
         self.hooks = ScorerHooks()
         self._last_model_ms = 0.0
+        self._last_write_warning = -math.inf
         self._model: LoadedModel | None = None
         self._model_columns: tuple[LoadedModel | None, np.ndarray] = (None, np.empty(0, dtype=np.int64))
         self._one_row: tuple[LoadedModel | None, OneRowPredictor | None] = (None, None)
@@ -165,6 +168,7 @@ class Scorer:
         Returns:
             The predictions and dead letters of this batch, and what served it.
         """
+        self._writer.check_capacity()  # LogWriterFull: refuse before any row is taken
         if not isinstance(records, pd.DataFrame) and isinstance(records, Sequence) and len(records) == 1:
             one = self._score_record(records[0], source)
             if one is not None:
@@ -177,6 +181,7 @@ class Scorer:
         Exactly ``score_batch([record])``, without the vectorised path's per-batch costs (see the module
         docstring).
         """
+        self._writer.check_capacity()  # LogWriterFull: refuse before the row is taken
         one = self._score_record(record, source)
         return answer_of(self._score_vectorised([record], source)) if one is None else one.answer()
 
@@ -340,7 +345,14 @@ class Scorer:
             if rows is not None:
                 self._writer.append_rows(rows)
         except LogWriteError:
-            logger.exception("scoring-log write failed; the rows are kept and written again at the next flush")
+            now = time.monotonic()
+            if now - self._last_write_warning >= WRITE_WARNING_INTERVAL_S:  # an outage fails every call
+                self._last_write_warning = now
+                logger.exception(
+                    "scoring-log write failed; the rows are kept and written again at the next flush "
+                    "(repeats are not logged for %.0f s; /healthz and log_health() count them)",
+                    WRITE_WARNING_INTERVAL_S,
+                )
 
     def _resolve_serving(self) -> Serving:
         state = self.serving.current()

@@ -24,7 +24,7 @@ from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
 from selfheal.errors import error_text
-from store import TIME_COLUMNS, LogWriteError, StoreError
+from store import TIME_COLUMNS, LogWriteError, LogWriterFull, StoreError
 
 if TYPE_CHECKING:
     from selfheal.client import ServiceClient
@@ -240,7 +240,7 @@ def score(
                     written.append(result.predictions)
                 status.update(f"scoring: {totals['rows_in']:,} rows")
         status_info = platform.scorer.status()
-    except (DataFormatError, ScorerError, OSError) as error:
+    except (DataFormatError, ScorerError, LogWriterFull, OSError) as error:
         # The batches before the failure are scored and logged: keep their decisions and say so.
         failure = error_text(error)
     finally:

@@ -118,6 +118,7 @@ def run(
     from scorer.data import DataFormatError
     from scorer.errors import ScorerError
     from scorer.sources import read_records
+    from store import StoreError
 
     choices = (*get_args(PlannerChoice), "none")
     if planner not in choices:
@@ -145,7 +146,7 @@ def run(
             runbooks,
             timedelta(days=label_delay_days),
         )
-    except (DataFormatError, ScorerError, ValueError) as error:
+    except (DataFormatError, ScorerError, StoreError, ValueError) as error:  # StoreError: the log (set aside)
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
     table = Table(title=f"selfheal run {source}")

@@ -17,7 +17,7 @@ from rich.console import Console
 from selfheal.service.config import DEFAULT_HOST, DEFAULT_PORT, ServiceConfig
 from selfheal.service.discovery import read_record, remove_record, write_record
 from selfheal.service.hooks import ServiceHooks
-from store import StoreError, Workspace
+from store import LogWriteError, StoreError, Workspace
 
 err = Console(stderr=True)
 PLANNERS = ("deterministic", "llm", "auto")
@@ -128,8 +128,12 @@ def serve(
         server.run(sockets=[listener])
     finally:
         remove_record(workspace)
-        platform.close()
         listener.close()
+        try:
+            platform.close()
+        except LogWriteError as error:  # its rows are set aside (or it says which are lost): no traceback
+            err.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from error
 
 
 def _exit_quietly(signum: int, _frame: object) -> None:

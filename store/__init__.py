@@ -1,7 +1,7 @@
 """The bottom layer: the workspace folder, the one owner of its DuckDB file, and its log writer."""
 
 from store.db import TIME_COLUMNS, Store, where_equal
-from store.errors import LogWriteError, StoreError, UnknownTableError, WorkspaceBusyError
+from store.errors import LogWriteError, LogWriterFull, StoreError, UnknownTableError, WorkspaceBusyError
 from store.log_writer import LogWriter
 from store.workspace import Workspace
 
@@ -9,6 +9,7 @@ __all__ = [
     "TIME_COLUMNS",
     "LogWriteError",
     "LogWriter",
+    "LogWriterFull",
     "Store",
     "StoreError",
     "UnknownTableError",

@@ -3,7 +3,8 @@
     StoreError
     ├── UnknownTableError      a table name that the schema does not have
     ├── WorkspaceBusyError     another process owns the database file (DESIGN 4: one owner)
-    └── LogWriteError          logged rows could not be written yet; they are kept, not lost
+    ├── LogWriteError          logged rows could not be written yet; they are kept, not lost
+    └── LogWriterFull          too many rows wait for a write and cannot be set aside: refuse new work
 """
 
 from __future__ import annotations
@@ -26,4 +27,12 @@ class LogWriteError(StoreError):
 
     The rows are kept: staged or in a failed chunk written again (first) by the next flush, or set aside in
     a spill file (see `store.log_writer`). The original error is the ``__cause__``.
+    """
+
+
+class LogWriterFull(StoreError):
+    """More log rows wait for a write than the writer keeps in memory, and they cannot be set aside.
+
+    Raised by `LogWriter.check_capacity` *before* new rows are accepted: the caller should refuse new
+    work (the service answers 503) until the log can be written again.
     """

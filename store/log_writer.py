@@ -30,9 +30,14 @@ handed to `append` or `append_rows` are staged *before* any error is raised, so 
 hears about a failure are kept too: a caller may treat them as accepted (the scorer does, and remembers
 their ids). `close` sets aside whatever it cannot write, so closing never loses a row either.
 
-A chunk that fails `MAX_WRITE_ATTEMPTS` times is most likely not failing for the disk's sake but for its
-own (a value the database cannot hold): retried first forever, it would block every later chunk. It is
-then *set aside*: its rows are written as JSON lines (non-ASCII escaped, so any Python text fits) to
+Failed chunks wait in memory, merged as they come (one chunk per call with ``flush_rows=1``), up to
+``max_unwritten_rows``: beyond it the oldest are set aside at once, and when even that fails,
+`check_capacity` (which the scorer calls before it accepts a call's rows) raises `LogWriterFull` so the
+caller refuses new work instead of growing until the OOM killer takes every row in memory.
+
+A chunk that fails `MAX_WRITE_ATTEMPTS` times, the first at least ``min_spill_age_s`` ago, is most likely
+not failing for the disk's sake but for its own (a value the database cannot hold): retried first
+forever, it would block every later chunk. It is then *set aside*: its rows are written as JSON lines (non-ASCII escaped, so any Python text fits) to
 ``log-spill/`` beside the database file, the error is logged, and later chunks go on. Nothing is lost;
 `spilled` lists the files, and `selfheal load-spills` (`store.spill.load_spilled`) loads them once the
 cause is fixed.
@@ -43,6 +48,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -54,11 +60,12 @@ import pandas as pd
 import pyarrow as pa
 
 from store.db import Store
-from store.errors import LogWriteError
+from store.errors import LogWriteError, LogWriterFull
 from store.spill import spill_folder, write_spill_file
 
 Frame: TypeAlias = pd.DataFrame | pa.Table
 MAX_WRITE_ATTEMPTS = 3  # then a chunk is set aside (see the module docstring)
+_MERGE_ROWS = 100_000  # failed chunks are merged up to this many rows
 log = logging.getLogger(__name__)
 
 
@@ -81,6 +88,13 @@ class _Chunk:
     rows: int
     attempts: int = 0  # failed writes so far
     last_error: str = ""
+    first_failed: float | None = None  # time.monotonic() of its first failed write
+
+    def absorb(self, other: _Chunk) -> None:
+        """Take ``other``'s rows after this chunk's own (both failed as often: they are retried as one)."""
+        for table, segments in other.tables.items():
+            self.tables.setdefault(table, []).extend(segments)
+        self.rows += other.rows
 
 
 class LogWriter:
@@ -93,6 +107,10 @@ class LogWriter:
         max_queued_chunks: Background mode: how many sealed chunks may wait for the writer thread.
         duckdb_threads: DuckDB worker threads while a chunk is written (None: DuckDB's setting). With a
             writer thread, 1 leaves the other core to the caller (see `Store.threads`).
+        max_unwritten_rows: Rows of failed chunks kept in memory for a retry; beyond it the oldest are
+            set aside at once, and `check_capacity` refuses new work when that fails too.
+        min_spill_age_s: A chunk is set aside after `MAX_WRITE_ATTEMPTS` failed writes only once its first
+            failure is this old, so a burst of flushes during a short outage does not spill it.
     """
 
     def __init__(
@@ -103,11 +121,15 @@ class LogWriter:
         background: bool = False,
         max_queued_chunks: int = 2,
         duckdb_threads: int | None = None,
+        max_unwritten_rows: int = 1_000_000,
+        min_spill_age_s: float = 60.0,
     ) -> None:
-        if flush_rows < 1 or max_queued_chunks < 1:
-            raise ValueError("flush_rows and max_queued_chunks must be at least 1")
+        if flush_rows < 1 or max_queued_chunks < 1 or max_unwritten_rows < 1:
+            raise ValueError("flush_rows, max_queued_chunks and max_unwritten_rows must be at least 1")
         self.store = store
         self.flush_rows = flush_rows
+        self.max_unwritten_rows = max_unwritten_rows
+        self.min_spill_age_s = min_spill_age_s
         self.background = background
         self.duckdb_threads = duckdb_threads
         self._staged: dict[str, list[Segment]] = {}
@@ -145,9 +167,34 @@ class LogWriter:
             return {
                 "write_failures": self._write_failures,
                 "unwritten_chunks": len(self._failed),
+                "unwritten_rows": sum(chunk.rows for chunk in self._failed),
                 "spilled_files": len(self.spilled),
                 "last_error": self._last_error or None,
             }
+
+    def check_capacity(self) -> None:
+        """Make room before new rows come: past `max_unwritten_rows`, set the oldest failed chunks aside.
+
+        Raises:
+            LogWriterFull: They cannot be set aside either (the spill folder's disk fails too). Nothing
+                new should be accepted then: memory would grow until the process is killed, losing all.
+        """
+        with self._done:
+            excess = sum(chunk.rows for chunk in self._failed) - self.max_unwritten_rows
+            oldest: list[_Chunk] = []
+            while excess > 0 and self._failed:
+                oldest.append(self._failed.pop(0))
+                excess -= oldest[-1].rows
+        for index, chunk in enumerate(oldest):
+            try:
+                self._spill(chunk)
+            except OSError as error:
+                with self._done:
+                    self._failed[:0] = oldest[index:]
+                raise LogWriterFull(
+                    f"{sum(c.rows for c in oldest[index:]):,} log rows wait for a write and cannot be set aside "
+                    f"({_cause(error)}): refusing new rows until the log can be written"
+                ) from error
 
     def append(self, frames: Mapping[str, Frame]) -> None:
         """Stage frames (or Arrow tables), one per table; they are sealed into the same chunk.
@@ -215,22 +262,36 @@ class LogWriter:
         retry, self._failed = self._failed, []
         for index, failed in enumerate(retry):
             try:
-                if failed.attempts >= MAX_WRITE_ATTEMPTS:
+                if failed.attempts >= MAX_WRITE_ATTEMPTS and self._old_enough(failed):
                     self._spill(failed)  # can fail too (the spill folder's disk is full): kept then
                 else:
                     self._write(failed)
             except BaseException:
                 self._failed = retry[index:] + self._failed
                 if chunk is not None and self._queue is None:
-                    self._failed.append(chunk)
+                    self._add_failed(chunk)
                 raise
         if self._queue is None and chunk is not None:
             try:
                 self._write(chunk)
             except BaseException:
-                self._failed.append(chunk)
+                self._add_failed(chunk)
                 raise
         return self._written - before
+
+    def _old_enough(self, chunk: _Chunk) -> bool:
+        first = chunk.first_failed
+        return first is None or time.monotonic() - first >= self.min_spill_age_s
+
+    def _add_failed(self, chunk: _Chunk) -> None:
+        """Keep a chunk whose write failed, merged into the last one kept when both failed as often (with
+        `flush_rows=1` every call is its own chunk: thousands of one-row chunks, one spill file each)."""
+        with self._done:
+            last = self._failed[-1] if self._failed else None
+            if last is not None and last.attempts == chunk.attempts and last.rows + chunk.rows <= _MERGE_ROWS:
+                last.absorb(chunk)
+            else:
+                self._failed.append(chunk)
 
     def close(self) -> None:
         """Flush, then stop the writer thread; the writer must not be used afterwards.
@@ -240,21 +301,14 @@ class LogWriter:
                 (`spilled`), so closing loses nothing.
         """
         try:
-            self.flush()
-        except LogWriteError as error:
-            self._stop_thread()  # the chunks it still held are written or failed by now
-            cause = error.__cause__ or error
-            try:
-                rows, folder = self._set_aside_unwritten()
-            except OSError as spill_error:  # the spill folder's disk fails too: nothing more can be done
-                raise LogWriteError(
-                    f"writing logged rows failed: {_cause(cause)}; setting them aside failed too: "
-                    f"{_cause(spill_error)}; the log rows not written are lost"
-                ) from cause
-            raise LogWriteError(
-                f"writing logged rows failed: {_cause(cause)}; on close, the {rows:,} log rows not written were "
-                f"set aside as JSON lines in {folder}"
-            ) from cause
+            for attempt in range(2):  # the first may only raise a stale error of the writer thread
+                try:
+                    self.flush()
+                    return
+                except LogWriteError as error:
+                    if attempt == 1:
+                        self._stop_thread()  # the chunks it still held are written or failed by now
+                        raise self._set_aside_on_close(error.__cause__ or error) from error.__cause__
         finally:
             self._stop_thread()
 
@@ -264,14 +318,30 @@ class LogWriter:
             self._thread.join()
             self._queue, self._thread = None, None
 
-    def _set_aside_unwritten(self) -> tuple[int, Path]:
-        """Spill every chunk not written, and what is staged; returns (rows, the spill folder)."""
+    def _set_aside_on_close(self, cause: BaseException) -> LogWriteError:
+        """Spill every chunk not written, and what is staged, one by one; the error that says what became
+        of them (set aside, or lost when the spill folder's disk fails too)."""
         staged = self._seal()
-        chunks = self._failed + ([staged] if staged is not None else [])
-        self._failed = []
-        for chunk in chunks:
-            self._spill(chunk)
-        return sum(chunk.rows for chunk in chunks), spill_folder(self.store)
+        if staged is not None:
+            self._failed.append(staged)
+        set_aside = 0
+        while self._failed:
+            chunk = self._failed[0]
+            try:
+                self._spill(chunk)
+            except OSError as spill_error:  # nothing more can be done: say exactly what is lost
+                lost = sum(c.rows for c in self._failed)
+                return LogWriteError(
+                    f"writing logged rows failed: {_cause(cause)}; on close, {set_aside:,} log rows were set aside "
+                    f"in {spill_folder(self.store)}, and setting aside the other {lost:,} failed too "
+                    f"({_cause(spill_error)}): those are lost"
+                )
+            self._failed.pop(0)
+            set_aside += chunk.rows
+        return LogWriteError(
+            f"writing logged rows failed: {_cause(cause)}; on close, the {set_aside:,} log rows not written were "
+            f"set aside as JSON lines in {spill_folder(self.store)}"
+        )
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -293,7 +363,7 @@ class LogWriter:
         try:
             self._write(chunk)
         except BaseException:
-            self._failed.append(chunk)
+            self._add_failed(chunk)
             raise
 
     def _hand_over(self, chunk: _Chunk) -> None:
@@ -316,8 +386,8 @@ class LogWriter:
             try:
                 self._write(chunk)
             except BaseException as error:
+                self._add_failed(chunk)
                 with self._done:
-                    self._failed.append(chunk)
                     self._error = self._error or error
             finally:
                 with self._done:
@@ -339,6 +409,7 @@ class LogWriter:
         except BaseException as error:
             chunk.attempts += 1
             chunk.last_error = f"{type(error).__name__}: {error}"
+            chunk.first_failed = chunk.first_failed or time.monotonic()
             with self._done:
                 self._write_failures += 1
                 self._last_error = chunk.last_error

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,10 +39,22 @@ def spill_folder(store: Store) -> Path:
 
 
 def write_spill_file(path: Path, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-    """Write ``(table, row)`` pairs as JSON lines (ASCII, so any Python text fits)."""
-    with path.open("w", encoding="ascii") as handle:
-        for table, row in rows:
-            handle.write(json.dumps({"table": table, "row": row}, default=_plain) + "\n")
+    """Write ``(table, row)`` pairs as JSON lines (ASCII, so any Python text fits), all or nothing.
+
+    The lines go to ``<path>.part``, synced, then renamed: a disk that fills up half-way (the very case
+    this is for) or a kill leaves no half file for `load_spilled` to load, or to fail on, forever.
+    """
+    part = path.with_name(path.name + ".part")
+    try:
+        with part.open("w", encoding="ascii") as handle:
+            for table, row in rows:
+                handle.write(json.dumps({"table": table, "row": row}, default=_plain) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
 def _plain(value: Any) -> Any:

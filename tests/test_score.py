@@ -162,7 +162,8 @@ def test_a_failing_log_write_keeps_the_answers_and_the_rows(
     assert retried.dead_lettered == 3  # staged rows are accepted rows: the same ids again are duplicates
     assert platform.store.count("predictions") == 0 and "disk full" in caplog.text
     health = platform.scorer.log_health()
-    assert health["unwritten_chunks"] == 3 and health["write_failures"] == 3
+    assert health["write_failures"] == 3 and health["unwritten_chunks"] == 1  # merged while they wait
+    assert health["unwritten_rows"] == 50 + 50 + 1 + 1 + 3  # transactions, predictions, dead letters
     disk.full = False
     platform.scorer.flush()
     assert platform.store.count("predictions") == 51 and platform.store.count("dead_letters") == 3
@@ -189,3 +190,29 @@ def test_a_batch_that_fails_before_its_rows_are_staged_can_be_sent_again(
     assert again.scored == 20 and again.dead_lettered == 0
     platform.scorer.flush()
     assert platform.store.count("predictions") == 20
+
+
+def test_when_unwritten_rows_can_neither_be_written_nor_set_aside_new_calls_are_refused_whole(
+    platform: Platform, small_world: SmallWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is the last place rows can wait: past the writer's cap, with the spill folder failing too,
+    the scorer refuses a call before taking any of its rows (the service answers 503), and the same call
+    is scored once the log can be written again."""
+    from store import LogWriterFull
+
+    live = _live(small_world, hours=24)
+    first, second = live.iloc[:20], live.iloc[20:30]
+    disk = FullDisk(platform.store, monkeypatch)
+    writer = platform.scorer._writer
+    monkeypatch.setattr(writer, "max_unwritten_rows", 10)
+    monkeypatch.setattr(writer, "_spill", lambda chunk: (_ for _ in ()).throw(OSError("spill disk full")))
+    assert platform.scorer.score_batch(first).scored == 20  # 40 log rows wait in memory now
+    with pytest.raises(LogWriterFull, match="refusing new rows"):
+        platform.scorer.score_batch(second)
+    with pytest.raises(LogWriterFull):
+        platform.scorer.score_one(second.iloc[0].to_dict())
+    disk.full = False
+    platform.scorer.flush()
+    assert platform.scorer.score_batch(second).scored == 10  # not half-taken: scored now, not "already scored"
+    platform.scorer.flush()
+    assert platform.store.count("predictions") == 30

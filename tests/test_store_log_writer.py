@@ -143,7 +143,7 @@ def test_a_chunk_that_keeps_failing_is_set_aside_and_later_rows_are_written(
 
     from store.log_writer import MAX_WRITE_ATTEMPTS
 
-    writer = LogWriter(store, flush_rows=1_000, background=background)
+    writer = LogWriter(store, flush_rows=1_000, background=background, min_spill_age_s=0)
     writer.append({"labels": _labels(0, 5)})
     writer.append_rows({"labels": (("transaction_id", "is_fraud", "label_time", "received_at"), ("t5\ud800", 1, WHEN, WHEN))})
     for _ in range(MAX_WRITE_ATTEMPTS):  # a lone surrogate: no UTF-8 store can hold it
@@ -242,3 +242,38 @@ def test_a_flush_whose_retry_fails_keeps_the_rows_it_had_just_sealed(store: Flak
         writer.flush()  # the retry fails before the staged rows are written
     writer.flush()
     assert sorted(store.query("SELECT transaction_id FROM labels")["transaction_id"]) == [f"t{i}" for i in range(5)]
+
+
+
+def test_failed_chunks_are_merged_capped_and_not_spilled_by_a_quick_burst_of_flushes(store: FlakyStore) -> None:
+    """With flush_rows=1 every call is a chunk: an outage used to keep thousands of them, unbounded, and
+    three quick flushes (three reads of the service) set them aside as one file each."""
+    from store import LogWriterFull
+
+    writer = LogWriter(store, flush_rows=1, max_unwritten_rows=6)
+    store.failures = 10_000
+    for i in range(5):
+        with pytest.raises(LogWriteError):
+            writer.append_rows({"labels": (LABEL_ROW, (f"t{i}", 1, WHEN, WHEN))})
+    assert writer.health()["unwritten_chunks"] == 1 and writer.health()["unwritten_rows"] == 5  # merged
+    for _ in range(4):
+        with pytest.raises(LogWriteError):
+            writer.flush()
+    assert writer.spilled == []  # failed often, but not for long: still kept for a retry
+    writer.check_capacity()  # 5 rows <= 6: nothing to do
+    for i in range(5, 9):
+        with pytest.raises(LogWriteError):
+            writer.append_rows({"labels": (LABEL_ROW, (f"t{i}", 1, WHEN, WHEN))})
+    writer.check_capacity()  # 9 rows > 6: the oldest chunk goes to a spill file
+    assert len(writer.spilled) == 1 and writer.health()["unwritten_rows"] <= 6
+
+    def no_spill(chunk: object) -> None:
+        raise OSError("spill disk full")
+
+    for i in range(9, 12):
+        with pytest.raises(LogWriteError):
+            writer.append_rows({"labels": (LABEL_ROW, (f"t{i}", 1, WHEN, WHEN))})
+    writer._spill = no_spill  # type: ignore[method-assign]
+    with pytest.raises(LogWriterFull, match="refusing new rows"):
+        writer.check_capacity()
+    assert writer.health()["unwritten_rows"] == 7  # nothing dropped: kept for the next try

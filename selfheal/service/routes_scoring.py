@@ -36,6 +36,7 @@ from scorer.errors import ScorerError
 from selfheal.service.engine import EngineOverloaded, EngineStopped, JobOutcome, RowOutcome
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import BatchScoreOut, Problem, ScoreOut, ScoreRejected, transaction_schema
+from store import StoreError
 
 SCORE_PATH: Final = "/v1/score"
 
@@ -83,8 +84,8 @@ async def score(request: Request) -> JSONResponse:
         return _answer(runtime, kind, 503, {"detail": str(error)}, headers={"Retry-After": "1"})
     try:
         outcome = await future
-    except ScorerError as error:
-        return _answer(runtime, kind, 503, {"detail": f"the scorer failed: {error}"})
+    except (ScorerError, StoreError) as error:  # StoreError: LogWriterFull, the log cannot take more rows
+        return _answer(runtime, kind, 503, {"detail": f"the scorer failed: {error}"}, headers={"Retry-After": "5"})
     latency_ms = _ms(started)
     runtime.metrics.score_latency.observe(latency_ms / 1000.0, kind=kind)
     if batch:

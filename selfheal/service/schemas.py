@@ -159,13 +159,17 @@ class Problem(BaseModel):
 class LogHealth(BaseModel):
     write_failures: int = Field(description="failed writes of the scoring log since start")
     unwritten_chunks: int = Field(description="chunks of log rows kept in memory for the next write")
-    spilled_files: int = Field(description="chunks set aside as JSON lines in log-spill/ (load them by hand)")
+    unwritten_rows: int = Field(description="rows in those chunks")
+    spilled_files: int = Field(
+        description="chunks set aside as JSON lines in log-spill/ since start (`selfheal load-spills` loads them "
+        "once the service is stopped)"
+    )
     last_error: str | None
 
 
 class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(
-        description="degraded: the scoring log is not being written (rows are kept in memory or set aside)"
+        description="degraded: scoring-log rows wait in memory for a write that keeps failing"
     )
     workspace: str
     pid: int
