@@ -16,7 +16,7 @@ from monitor.profile import ReferenceProfile, build_profile
 from scorer import columns as C
 from scorer.features import FeatureConfig, compute_features
 from scorer.pipeline import RegisteredRun, train_and_register
-from scorer.registry import ModelRegistry
+from scorer.registry import ModelMetadata, ModelRegistry
 from scorer.train import SplitName, TrainParams
 
 MS_PER_DAY = pd.Timedelta(days=1)
@@ -82,6 +82,11 @@ def profile_model(
     )
     registry.set_reference_profile(version, profile.model_dump(mode="json"))
     return profile
+
+
+def test_window_of(metadata: ModelMetadata) -> pd.Timestamp:
+    """Where a registered model's test window starts: the end of its training window plus the label delay."""
+    return pd.Timestamp(metadata.training_window.end) + pd.Timedelta(days=metadata.label_delay_days)
 
 
 def _test_window(

@@ -390,6 +390,46 @@ def models_show(version: Annotated[int, typer.Argument(help="Model version.")], 
     out.print_json(json.dumps(payload, default=str))
 
 
+@models_app.command("profile")
+def models_profile(
+    version: Annotated[int, typer.Argument(help="Model version to profile again.")],
+    data: Annotated[Path, typer.Option(help="Labelled transactions covering the model's test window "
+                                           "(the data it was trained on).")],
+    home: HomeOption = None,
+) -> None:
+    """Build a model's reference profile again from its data, with what this version of selfheal adds
+    (e.g. the score calibration that estimates recall before labels: models profiled by an older version
+    have none). The monitor judges the model's traffic by the new profile from its next run.
+
+    Example: selfheal models profile 1 --data history.parquet
+    """
+    from monitor.reference import profile_model, test_window_of
+    from scorer.data import DataFormatError, load_transactions
+
+    try:
+        transactions = load_transactions(data)
+    except (DataFormatError, OSError, ValueError) as error:
+        raise _fail(f"cannot read {data}: {error_text(error)}") from error
+    platform = _platform(home)
+    try:
+        metadata = platform.registry.get(version).metadata
+        start = test_window_of(metadata)
+        if len(transactions) == 0 or transactions["timestamp"].max() < start:
+            raise _fail(f"{data} ends before model v{version}'s test window (from {start:%Y-%m-%d}): give the data it "
+                        "was trained on, through its test week")  # fmt: skip
+        profile = profile_model(platform.registry, version, transactions, label_delay_days=metadata.label_delay_days)
+    except ScorerError as error:
+        raise _fail(str(error)) from error
+    finally:
+        platform.close()
+    estimated = profile.performance.get("estimated_recall_at_review")
+    calibrated = "no calibration (too few labelled frauds)" if profile.calibration is None else (
+        f"calibrated on {profile.calibration.reference_frauds:,} frauds, estimated recall {estimated:.3f}"
+    )  # fmt: skip
+    out.print(f"model v{version} profiled on {profile.rows:,} rows from {profile.window_start:%Y-%m-%d} "
+              f"(format {profile.format}): {calibrated}")  # fmt: skip
+
+
 @models_app.command("promote")
 def models_promote(
     version: Annotated[int, typer.Argument(help="Model version to make champion.")],

@@ -86,3 +86,36 @@ def test_simulate_train_score_models_and_export(tmp_path: Path) -> None:
     assert "{not json" in [json.loads(payload) for payload in dead["payload"]]
     bad_table = runner.invoke(app, ["export", "nope", "--out", str(exported), *home])
     assert bad_table.exit_code == 1 and "unknown table" in bad_table.output
+
+
+def test_models_profile_gives_a_model_profiled_by_an_older_version_its_calibration(tmp_path: Path) -> None:
+    """Profiles written before the score calibration existed (format 2) have none, so nothing estimates
+    recall before labels for that model; `models profile` builds the profile again from its data."""
+    from selfheal.app import Platform
+
+    home = tmp_path / "ws"
+    history = tmp_path / "history.parquet"
+    simulated = runner.invoke(
+        app, ["simulate", "--days", "40", "--customers", "300", "--terminals", "600", "--out", str(history)]
+    )
+    assert simulated.exit_code == 0, simulated.output
+    assert runner.invoke(app, ["train", "--data", str(history), "--json", "--home", str(home)]).exit_code == 0
+    with Platform.open(home) as platform:
+        profile = dict(platform.registry.get(1).metadata.reference_profile or {})
+        assert profile["calibration"] is not None
+        old = {**profile, "format": 2, "calibration": None,
+               "performance": {k: v for k, v in profile["performance"].items() if not k.startswith("estimated")}}
+        platform.registry.set_reference_profile(1, old)  # as an older selfheal wrote it
+
+    early = tmp_path / "early.parquet"
+    pd.read_parquet(history).head(1000).to_parquet(early)
+    refused = runner.invoke(app, ["models", "profile", "1", "--data", str(early), "--home", str(home)])
+    assert refused.exit_code == 1 and "test window" in refused.output
+    done = runner.invoke(app, ["models", "profile", "1", "--data", str(history), "--home", str(home)])
+    assert done.exit_code == 0, done.output
+    assert "format 3" in done.output and "estimated recall" in done.output
+    with Platform.open(home) as platform:
+        again = platform.registry.get(1).metadata.reference_profile or {}
+    assert again["calibration"] == profile["calibration"] and again["performance"] == profile["performance"]
+    missing = runner.invoke(app, ["models", "profile", "7", "--data", str(history), "--home", str(home)])
+    assert missing.exit_code == 1 and "7" in missing.output
