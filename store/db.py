@@ -8,6 +8,7 @@ lock so threads in one process (the service) can share it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import uuid
@@ -190,8 +191,14 @@ class Store:
             self._con.register("_append_frame", frame)
             try:
                 self._con.execute(f'INSERT INTO "{table}" ({select}) SELECT {select} FROM _append_frame')
-            finally:
-                self._con.unregister("_append_frame")
+            except BaseException:
+                # Inside a transaction the failed INSERT aborted it, and unregistering would raise "current
+                # transaction is aborted", hiding the real error (a NOT NULL column, say). The stale name is
+                # replaced by the next register.
+                with contextlib.suppress(duckdb.Error):
+                    self._con.unregister("_append_frame")
+                raise
+            self._con.unregister("_append_frame")
         return rows
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:

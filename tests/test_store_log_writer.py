@@ -277,3 +277,19 @@ def test_failed_chunks_are_merged_capped_and_not_spilled_by_a_quick_burst_of_flu
     with pytest.raises(LogWriterFull, match="refusing new rows"):
         writer.check_capacity()
     assert writer.health()["unwritten_rows"] == 7  # nothing dropped: kept for the next try
+
+
+def test_a_real_database_refusal_names_its_cause_and_the_connection_goes_on(store: FlakyStore) -> None:
+    """A row DuckDB itself refuses (a NULL in a NOT NULL column), not a patched failure: its error used to
+    read "current transaction is aborted" (unregistering the frame inside the aborted transaction raised
+    over it); the connection must take the next rows all the same."""
+    writer = LogWriter(store, flush_rows=1, min_spill_age_s=0)
+    with pytest.raises(LogWriteError, match=r"NOT NULL constraint failed: labels\.transaction_id"):
+        writer.append_rows({"labels": (LABEL_ROW, (None, 1, WHEN, WHEN))})
+    writer.append_rows({"labels": (LABEL_ROW, ("t1", 1, WHEN, WHEN))})
+    assert store.count("labels") == 1
+    for _ in range(2):
+        with pytest.raises(LogWriteError, match="NOT NULL"):
+            writer.flush()
+    writer.flush()  # third failure done: set aside, and nothing else waits
+    assert len(writer.spilled) == 1 and writer.health()["unwritten_chunks"] == 0
