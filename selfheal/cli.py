@@ -313,20 +313,23 @@ def load_spills(
     Rows are set aside when their log chunk failed three writes, or could not be written when the scorer
     closed (a full disk, a value the database cannot hold). Fix the cause first. Each file loads in one
     transaction and at most once (its sha256 is recorded); loaded files move to log-spill/loaded/. A file
-    that still fails stays, with its error shown; the command then exits with 1.
+    that still fails stays, with its error shown; the command then exits with 1. While a service owns the
+    workspace, the service loads them (it needs the token, as every change does).
 
     Example: selfheal load-spills
     """
-    from store.spill import load_spilled
+    from selfheal.client import ServiceError
+    from store.spill import load_spilled, spill_load_json
 
-    platform = _platform(home)
     try:
-        loads = load_spilled(platform.store)
-    finally:
-        platform.close()
+        loads: list[dict[str, Any]] = _read_workspace(
+            home, from_service=lambda client: client.load_spills(),
+            from_file=lambda platform: [spill_load_json(x) for x in load_spilled(platform.store)],
+        )  # fmt: skip
+    except ServiceError as error:
+        raise _fail(str(error.detail)) from error
     if as_json:
-        listed = [{"file": str(x.path), "status": x.status, "rows": x.rows, "error": x.error} for x in loads]
-        out.print_json(json.dumps(listed))
+        out.print_json(json.dumps(loads))
     elif not loads:
         out.print("no set-aside log rows to load")
     else:
@@ -334,10 +337,10 @@ def load_spills(
         for column in ("file", "status", "rows", "error"):
             table.add_column(column)
         for load in loads:
-            rows = ", ".join(f"{name} {count:,}" for name, count in load.rows.items())
-            table.add_row(load.path.name, load.status, rows, load.error or "")
+            rows = ", ".join(f"{name} {count:,}" for name, count in load["rows"].items())
+            table.add_row(load["file"], load["status"], rows, load["error"] or "")
         out.print(table)
-    if any(load.status == "failed" for load in loads):
+    if any(load["status"] == "failed" for load in loads):
         raise typer.Exit(1)
 
 

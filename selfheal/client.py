@@ -115,6 +115,10 @@ class ServiceClient:
             body["to_version"] = to_version
         return self._post("/v1/models/rollback", body)  # type: ignore[no-any-return]
 
+    def load_spills(self) -> list[dict[str, Any]]:
+        """Load the workspace's set-aside log rows (`selfheal load-spills` through the service)."""
+        return self._post("/v1/log-spills/load", {})  # type: ignore[no-any-return]
+
     def chat(self, incident_id: str, message: str) -> dict[str, Any]:
         """Ask about an incident (or, with an LLM behind the service, ask it to act): a `ChatReply` as JSON."""
         return self._post(f"/v1/incidents/{incident_id}/chat", {"message": message})  # type: ignore[no-any-return]

@@ -80,6 +80,11 @@ class SpillLoad:
     error: str | None = None
 
 
+def spill_load_json(load: SpillLoad) -> dict[str, Any]:
+    """What became of a spill file, as the CLI and the API print it."""
+    return {"file": load.path.name, "status": load.status, "rows": load.rows, "error": load.error}
+
+
 def spill_files(store: Store) -> list[Path]:
     """The spill files not loaded yet, oldest first."""
     folder = spill_folder(store)

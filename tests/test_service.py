@@ -913,3 +913,29 @@ def test_scoring_answers_while_the_log_cannot_be_written_and_healthz_says_so(
     runtime_of(client).engine.flush()
     assert platform.store.count("predictions") == 4
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_set_aside_log_rows_load_through_the_service_that_owns_the_workspace(
+    service: tuple[TestClient, Platform],
+) -> None:
+    """`selfheal load-spills` cannot open a database the service holds; the service loads them, once."""
+    from datetime import datetime
+
+    from store.spill import spill_folder, write_spill_file
+
+    client, platform = service
+    folder = spill_folder(platform.store)
+    folder.mkdir(parents=True, exist_ok=True)
+    when = datetime(2018, 5, 20, 10, 0)
+    row = {"transaction_id": "spilled-1", "is_fraud": 1, "label_time": when, "received_at": when}
+    write_spill_file(folder / "chunk-test.jsonl", [("labels", row)])
+    before = platform.store.count("labels")
+
+    assert client.post("/v1/log-spills/load", json={}).status_code == 401  # a change: token only
+    loaded = client.post("/v1/log-spills/load", json={}, headers=AUTH)
+    again = client.post("/v1/log-spills/load", json={}, headers=AUTH)
+
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json() == [{"file": "chunk-test.jsonl", "status": "loaded", "rows": {"labels": 1}, "error": None}]
+    assert again.json() == []  # moved to log-spill/loaded/: nothing left to load
+    assert platform.store.count("labels") == before + 1

@@ -36,6 +36,7 @@ from selfheal.service.schemas import (
     PromoteIn,
     RollbackIn,
 )
+from store.spill import load_spilled, spill_load_json
 from tools import ToolContext, ToolRefused, ToolRetry, call_tool
 from tools.audit import finite
 
@@ -163,6 +164,15 @@ def chat(runtime: Runtime, actor: Actor, incident_id: str, body: ChatIn) -> dict
     key = views.existing_incident(runtime.platform, incident_id)
     message = ChatMessage(incident_id=key, actor=actor, message=body.message)
     return _call_hook(lambda: hook(message))
+
+
+@router.post("/log-spills/load", summary="Load scoring-log rows that were set aside in log-spill/",
+             responses={401: ERRORS[401]})
+def load_spills(runtime: Runtime, actor: Actor) -> list[dict[str, Any]]:
+    """`selfheal load-spills` while the service owns the workspace: each spill file in one transaction,
+    at most once (`store.spill`); a file that still fails stays, with its error."""
+    del actor  # token-guarded like every change; the files' sha256 in loaded_log_spills are the record
+    return [spill_load_json(load) for load in load_spilled(runtime.platform.store)]
 
 
 def _call_hook(call: Any) -> dict[str, Any]:

@@ -161,8 +161,8 @@ class LogHealth(BaseModel):
     unwritten_chunks: int = Field(description="chunks of log rows kept in memory for the next write")
     unwritten_rows: int = Field(description="rows in those chunks")
     spilled_files: int = Field(
-        description="chunks set aside as JSON lines in log-spill/ since start (`selfheal load-spills` loads them "
-        "once the service is stopped)"
+        description="chunks set aside as JSON lines in log-spill/ since start (`selfheal load-spills`, or "
+        "POST /v1/log-spills/load, loads them)"
     )
     last_error: str | None
 
