@@ -285,14 +285,7 @@ class Store:
         out_path = Path(out)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            self._con.execute(
-                f"COPY (SELECT * FROM \"{table}\"{clause}{order}) TO '{_sql_string(str(out_path))}' (FORMAT parquet)",
-                params,
-            )
-            # fetchall: DuckDB 2 keeps a result "unfinished" after fetchone, and the next statement on
-            # this connection (an append) would be refused.
-            rows = self._con.execute(f'SELECT count(*) FROM "{table}"{clause}', params).fetchall()
-        return int(rows[0][0]) if rows else 0
+            return self._copy(f"SELECT * FROM \"{table}\"{clause}{order}", out_path, "", params)
 
     def _export_by_day(self, table: str, folder: Path, *, since: datetime | None, until: datetime | None) -> int:
         time_column = TIME_COLUMNS.get(table)
@@ -306,17 +299,23 @@ class Store:
         staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:12]}"
         try:
             with self._lock:
-                self._con.execute(
-                    f'COPY (SELECT *, CAST("{time_column}" AS DATE) AS day FROM "{table}"{clause}{order}) '
-                    f"TO '{_sql_string(str(staging))}' (FORMAT parquet, PARTITION_BY (day))",
-                    params,
-                ).fetchall()  # a partitioned COPY leaves a result open until it is read
-                rows = self._con.execute(f'SELECT count(*) FROM "{table}"{clause}', params).fetchall()
+                rows = self._copy(
+                    f'SELECT *, CAST("{time_column}" AS DATE) AS day FROM "{table}"{clause}{order}',
+                    staging, ", PARTITION_BY (day)", params,
+                )  # fmt: skip
             for day in sorted(staging.glob("day=*")) if staging.exists() else []:
                 _swap_in(day, folder / day.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return int(rows[0][0]) if rows else 0
+        return rows
+
+    def _copy(self, select: str, out: Path, options: str, params: list[Any]) -> int:
+        """``COPY (select) TO out`` as Parquet; the rows written, as COPY itself reports them. (Its result
+        is read to the end: DuckDB 2 refuses the connection's next `register` while one is left open.)"""
+        written = self._con.execute(
+            f"COPY ({select}) TO '{_sql_string(str(out))}' (FORMAT parquet{options})", params
+        ).fetchall()
+        return int(written[0][0]) if written else 0
 
     def _export_filter(
         self, table: str, since: datetime | None, until: datetime | None
