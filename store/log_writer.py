@@ -50,8 +50,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -167,7 +166,7 @@ class LogWriter:
             return {
                 "write_failures": self._write_failures,
                 "unwritten_chunks": len(self._failed),
-                "unwritten_rows": sum(chunk.rows for chunk in self._failed),
+                "unwritten_rows": _rows(self._failed),
                 "spilled_files": len(self.spilled),
                 "last_error": self._last_error or None,
             }
@@ -179,22 +178,22 @@ class LogWriter:
             LogWriterFull: They cannot be set aside either (the spill folder's disk fails too). Nothing
                 new should be accepted then: memory would grow until the process is killed, losing all.
         """
+        if not self._failed:  # the usual case, on every scoring call: no lock, no sum
+            return
         with self._done:
-            excess = sum(chunk.rows for chunk in self._failed) - self.max_unwritten_rows
+            excess = _rows(self._failed) - self.max_unwritten_rows
             oldest: list[_Chunk] = []
             while excess > 0 and self._failed:
                 oldest.append(self._failed.pop(0))
                 excess -= oldest[-1].rows
-        for index, chunk in enumerate(oldest):
-            try:
-                self._spill(chunk)
-            except OSError as error:
-                with self._done:
-                    self._failed[:0] = oldest[index:]
-                raise LogWriterFull(
-                    f"{sum(c.rows for c in oldest[index:]):,} log rows wait for a write and cannot be set aside "
-                    f"({_cause(error)}): refusing new rows until the log can be written"
-                ) from error
+        _, left, error = self._spill_in_order(oldest)
+        if error is not None:
+            with self._done:
+                self._failed[:0] = left
+            raise LogWriterFull(
+                f"{_rows(left):,} log rows wait for a write and cannot be set aside ({_cause(error)}): refusing "
+                "new rows until the log can be written"
+            ) from error
 
     def append(self, frames: Mapping[str, Frame]) -> None:
         """Stage frames (or Arrow tables), one per table; they are sealed into the same chunk.
@@ -207,9 +206,7 @@ class LogWriter:
             if rows:
                 self._staged.setdefault(table, []).append(frame)
                 self._staged_rows += rows
-        with _reported():
-            self._raise_pending_error()
-            self._seal_if_full()
+        self._after_staging()
 
     def append_rows(self, rows: Mapping[str, tuple[tuple[str, ...], tuple[Any, ...]]]) -> None:
         """Stage one row per table, as ``{table: (columns, values)}``; cheap enough to call per transaction.
@@ -228,9 +225,7 @@ class LogWriter:
             else:
                 segments.append(_Rows(columns, [values]))
             self._staged_rows += 1
-        with _reported():
-            self._raise_pending_error()
-            self._seal_if_full()
+        self._after_staging()
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -247,8 +242,18 @@ class LogWriter:
         Never call it inside `Store.transaction` (or while otherwise holding the store's lock) in the
         background mode: the writer thread needs that lock to finish what `flush` waits for.
         """
-        with _reported():
+        try:
             return self._flush()
+        except Exception as error:
+            raise _write_error(error) from error
+
+    def _after_staging(self) -> None:
+        """Raise what the writer thread met, then write a chunk that is full: rows are staged by now."""
+        try:
+            self._raise_pending_error()
+            self._seal_if_full()
+        except Exception as error:  # an inline try: this runs on every scoring call
+            raise _write_error(error) from error
 
     def _flush(self) -> int:
         before = self._written
@@ -322,26 +327,30 @@ class LogWriter:
         """Spill every chunk not written, and what is staged, one by one; the error that says what became
         of them (set aside, or lost when the spill folder's disk fails too)."""
         staged = self._seal()
-        if staged is not None:
-            self._failed.append(staged)
-        set_aside = 0
-        while self._failed:
-            chunk = self._failed[0]
-            try:
-                self._spill(chunk)
-            except OSError as spill_error:  # nothing more can be done: say exactly what is lost
-                lost = sum(c.rows for c in self._failed)
-                return LogWriteError(
-                    f"writing logged rows failed: {_cause(cause)}; on close, {set_aside:,} log rows were set aside "
-                    f"in {spill_folder(self.store)}, and setting aside the other {lost:,} failed too "
-                    f"({_cause(spill_error)}): those are lost"
-                )
-            self._failed.pop(0)
-            set_aside += chunk.rows
+        chunks, self._failed = self._failed + ([staged] if staged is not None else []), []
+        set_aside, self._failed, spill_error = self._spill_in_order(chunks)
+        if spill_error is not None:  # nothing more can be done: say exactly what is lost
+            return LogWriteError(
+                f"writing logged rows failed: {_cause(cause)}; on close, {set_aside:,} log rows were set aside "
+                f"in {spill_folder(self.store)}, and setting aside the other {_rows(self._failed):,} failed too "
+                f"({_cause(spill_error)}): those are lost"
+            )
         return LogWriteError(
             f"writing logged rows failed: {_cause(cause)}; on close, the {set_aside:,} log rows not written were "
             f"set aside as JSON lines in {spill_folder(self.store)}"
         )
+
+    def _spill_in_order(self, chunks: list[_Chunk]) -> tuple[int, list[_Chunk], OSError | None]:
+        """Set chunks aside, oldest first, until one cannot be: (rows set aside, the chunks left from the
+        one that failed on, its error or None)."""
+        set_aside = 0
+        for index, chunk in enumerate(chunks):
+            try:
+                self._spill(chunk)
+            except OSError as error:
+                return set_aside, chunks[index:], error
+            set_aside += chunk.rows
+        return set_aside, [], None
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -446,17 +455,15 @@ class LogWriter:
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
 
-@contextmanager
-def _reported() -> Iterator[None]:
-    """Errors of writing raised as `LogWriteError` (the rows concerned are kept), with the cause attached."""
-    try:
-        yield
-    except LogWriteError:
-        raise
-    except Exception as error:
-        raise LogWriteError(
-            f"writing logged rows failed: {_cause(error)}; the rows are kept and written again by the next flush"
-        ) from error
+def _write_error(error: Exception) -> LogWriteError:
+    """A failed write as the callers see it (the rows concerned are kept); raise it ``from error``."""
+    return LogWriteError(
+        f"writing logged rows failed: {_cause(error)}; the rows are kept and written again by the next flush"
+    )
+
+
+def _rows(chunks: Sequence[_Chunk]) -> int:
+    return sum(chunk.rows for chunk in chunks)
 
 
 def _cause(error: BaseException) -> str:
