@@ -49,7 +49,7 @@ def profile_model(
     model = registry.get(version)
     loaded = registry.load(version)
     metadata = loaded.metadata
-    start, end = _test_window(transactions, metadata.notes, metadata.training_window.end, label_delay_days)
+    start, end = _test_window(transactions, metadata, label_delay_days)
     config = FeatureConfig(
         extra_features=any(c in metadata.feature_columns for c in ("is_online", "is_high_risk_mcc")),
         label_delay_days=label_delay_days,
@@ -63,10 +63,10 @@ def profile_model(
     scores = np.asarray(loaded.booster.inplace_predict(window_features[metadata.feature_columns].to_numpy(np.float32)))
     threshold = metadata.suggested_threshold if metadata.suggested_threshold is not None else 0.5
     review = metadata.suggested_review_threshold if metadata.suggested_review_threshold is not None else threshold / 2
+    days = pd.to_datetime(window[C.TIMESTAMP]).dt.floor("D").to_numpy()
     calibration = fit_calibration(scores, window[C.LABEL].to_numpy()) if C.LABEL in window else None
-    performance = _performance(window, scores, threshold, review)
+    performance = _performance(window, days, scores, threshold, review)
     if calibration is not None:
-        days = pd.to_datetime(window[C.TIMESTAMP]).dt.floor("D").to_numpy()
         performance.update(reference_estimate(scores, scores >= review, days, calibration))
     profile = build_profile(
         window_features,
@@ -84,16 +84,16 @@ def profile_model(
     return profile
 
 
-def test_window_of(metadata: ModelMetadata) -> pd.Timestamp:
+def test_window_start(metadata: ModelMetadata, delay_days: int) -> pd.Timestamp:
     """Where a registered model's test window starts: the end of its training window plus the label delay."""
-    return pd.Timestamp(metadata.training_window.end) + pd.Timedelta(days=metadata.label_delay_days)
+    return pd.Timestamp(metadata.training_window.end) + pd.Timedelta(days=delay_days)
 
 
 def _test_window(
-    transactions: pd.DataFrame, notes: str, train_end: object, delay_days: int
+    transactions: pd.DataFrame, metadata: ModelMetadata, delay_days: int
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The window after the training window and the label delay, up to the end of the data."""
-    start = pd.Timestamp(train_end) + pd.Timedelta(days=delay_days)
+    start = test_window_start(metadata, delay_days)
     end = pd.Timestamp(transactions[C.TIMESTAMP].max()) + pd.Timedelta(seconds=1)
     if start >= end:  # no data after the delay: fall back to the last week of the data
         start = end - pd.Timedelta(days=7)
@@ -108,7 +108,9 @@ def _importance(booster: object) -> dict[str, float]:
     return {str(k): float(v) for k, v in scores.items()}
 
 
-def _performance(window: pd.DataFrame, scores: np.ndarray, threshold: float, review: float) -> dict[str, float]:
+def _performance(
+    window: pd.DataFrame, days: np.ndarray, scores: np.ndarray, threshold: float, review: float
+) -> dict[str, float]:
     """Reference metrics of the alert policy, and how much daily recall wanders on its own."""
     if C.LABEL not in window or len(window) == 0:
         return {}
@@ -117,7 +119,6 @@ def _performance(window: pd.DataFrame, scores: np.ndarray, threshold: float, rev
     flagged = scores >= review
     declined = scores >= threshold
     frauds = max(int(fraud.sum()), 1)
-    days = pd.to_datetime(window[C.TIMESTAMP]).dt.floor("D").to_numpy()
     daily = pd.DataFrame({"day": days, "fraud": fraud, "caught": fraud & flagged}).groupby("day").sum()
     daily = daily[daily["fraud"] >= 5]
     daily_recall = (daily["caught"] / daily["fraud"]).to_numpy()

@@ -406,7 +406,7 @@ def models_profile(
 
     Example: selfheal models profile 1 --data history.parquet
     """
-    from monitor.reference import profile_model, test_window_of
+    from monitor.reference import profile_model, test_window_start
     from scorer.data import DataFormatError, load_transactions
 
     try:
@@ -416,7 +416,7 @@ def models_profile(
     platform = _platform(home)
     try:
         metadata = platform.registry.get(version).metadata
-        start = test_window_of(metadata)
+        start = test_window_start(metadata, metadata.label_delay_days)  # what profile_model reads from
         if len(transactions) == 0 or transactions["timestamp"].max() < start:
             raise _fail(f"{data} ends before model v{version}'s test window (from {start:%Y-%m-%d}): give the data it "
                         "was trained on, through its test week")  # fmt: skip
@@ -616,7 +616,7 @@ def report(
     try:
         out_path.write_bytes(path.read_bytes())
     except OSError as error:
-        raise _fail(f"cannot write {out_path}: {error.strerror or error}") from error
+        raise _fail(f"cannot write {out_path}: {error_text(error)}") from error
     out.print(f"wrote the {fmt} report of {views.normalise_incident_id(incident_id)} to {out_path}")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from scorer.simulate import Simulator, WorldConfig
@@ -20,7 +21,7 @@ from selfheal.cli import app
 runner = CliRunner()
 
 
-def _live(tmp_path: Path, rows: int = 30) -> pd.DataFrame:
+def _live(rows: int = 30) -> pd.DataFrame:
     frame = Simulator(WorldConfig(customers=50, terminals=80)).generate(0, 1).head(rows)
     return frame.drop(columns=["is_fraud", "fraud_scenario"], errors="ignore")
 
@@ -43,13 +44,12 @@ def _no_traceback(output: str) -> None:
 
 
 def test_a_ragged_line_and_foreign_bytes_cost_only_their_own_rows(tmp_path: Path) -> None:
-    live = _live(tmp_path)
+    live = _live()
     path = tmp_path / "live.csv"
     live.to_csv(path, index=False)
     lines = path.read_bytes().splitlines(keepends=True)
     ragged = b"X1,2018-04-01 05:00:00,1,2,3.0,online,X,5411,BE,extra,fields,here\n"
-    latin1 = lines[5].replace(b"card_present", b"card_present").replace(b",BE", b",BE", 1)
-    latin1 = latin1.replace(lines[5].split(b",")[6], "Café Müller".encode("latin-1"), 1)
+    latin1 = lines[5].replace(lines[5].split(b",")[6], "Café Müller".encode("latin-1"), 1)
     path.write_bytes(b"".join([*lines[:5], latin1, ragged, *lines[6:]]))
     home = tmp_path / "ws"
 
@@ -69,7 +69,7 @@ def test_a_ragged_line_and_foreign_bytes_cost_only_their_own_rows(tmp_path: Path
 
 def test_a_bad_output_path_is_refused_before_anything_is_scored(tmp_path: Path) -> None:
     path = tmp_path / "live.csv"
-    _live(tmp_path).to_csv(path, index=False)
+    _live().to_csv(path, index=False)
     home = tmp_path / "ws"
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -164,14 +164,14 @@ def test_filters_that_cannot_match_are_refused(tmp_path: Path) -> None:
     assert backwards.exit_code == 1 and "must be after --since" in _said(backwards)
 
 
-def test_score_on_a_failing_disk_sets_every_row_aside_and_says_where(tmp_path: Path, monkeypatch: object) -> None:
+def test_score_on_a_failing_disk_sets_every_row_aside_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The scoring log cannot be written at all (a full disk): every row is still scored, its decision
     written to --out, and its log rows set aside as JSON lines beside the database, with a message."""
-    import pytest
-
     from store.db import Store
 
-    live = _live(tmp_path, rows=12)
+    live = _live(rows=12)
     path, decisions = tmp_path / "live.csv", tmp_path / "decisions.csv"
     live.to_csv(path, index=False)
     home = tmp_path / "ws"
@@ -179,7 +179,6 @@ def test_score_on_a_failing_disk_sets_every_row_aside_and_says_where(tmp_path: P
     def full(self: Store, table: str, frame: object) -> int:
         raise OSError("No space left on device")
 
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
     monkeypatch.setattr(Store, "append", full)
     result = runner.invoke(app, ["score", str(path), "--batch-size", "5", "--out", str(decisions), "--home", str(home)])
 
