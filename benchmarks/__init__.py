@@ -66,6 +66,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "open-loop at 200 req/s, batch throughput over HTTP, vs in-process score_one/score_batch",
     ),
     Benchmark(
+        name="sources",
+        module="benchmarks.sources",
+        summary="reading CSV for `selfheal score` (Arrow with a per-record salvage, and the Python csv "
+        "fallback) vs pandas read_csv; Parquet and JSONL beside them",
+    ),
+    Benchmark(
         name="drift",
         module="benchmarks.drift",
         summary="drift check, 20 numeric features, 1M x 1M, vs Evidently DataDriftPreset (own venv): time, "

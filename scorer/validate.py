@@ -73,7 +73,7 @@ def utf8_safe(text: str) -> str:
 
 
 class UnreadableRecord(str):
-    """A record its source could not parse (a CSV line with the wrong number of fields, a line that is
+    """A record its source could not parse (a CSV record with the wrong number of fields, a line that is
     not JSON): its raw text, and why. Validation dead-letters it with ``reason`` and the text as payload,
     so a broken line costs that line, never the file."""
 

@@ -63,7 +63,7 @@ def test_a_ragged_line_and_foreign_bytes_cost_only_their_own_rows(tmp_path: Path
     with duckdb.connect(str(home / "selfheal.duckdb"), read_only=True) as con:
         reason, payload = con.execute("SELECT reason, payload FROM dead_letters").fetchone()  # type: ignore[misc]
         merchants = {m for (m,) in con.execute("SELECT merchant_name FROM transactions").fetchall()}
-    assert reason == "CSV line 7 has 12 fields; the header has 9" and json.loads(payload) == ragged.decode().strip()
+    assert reason == "CSV record 7 has 12 fields; the header has 9" and json.loads(payload) == ragged.decode().strip()
     assert "Caf\ufffd M\ufffdller" in merchants  # scored; the undecodable bytes shown as U+FFFD
 
 
