@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, TypeAlias
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -121,24 +122,34 @@ def _csv_batches(path: Path, batch_size: int) -> Iterator[Batch]:
         except csv.Error as error:
             raise DataFormatError(f"cannot read the header of {path} as CSV: {error}") from error
         one_line_header = reader.line_num == 1
-    if not one_line_header or not _is_utf8(path):
-        # Arrow's skip_rows counts lines, not records; and Arrow cannot hand bytes that are not UTF-8 to
-        # the invalid-row handler (it prints an ignored exception and stops).
+    if not one_line_header or not _arrow_reads_right(path):
         return _python_csv_rows(path, batch_size, header)
     return _csv_rows(path, batch_size, header)
 
 
-def _is_utf8(path: Path, chunk_bytes: int = 1 << 22) -> bool:
-    """Whether the whole file decodes as UTF-8 (~1 GB/s, a small part of reading it)."""
+def _arrow_reads_right(path: Path, chunk_bytes: int = 1 << 22) -> bool:
+    """Whether Arrow reads this file as Python's `csv` does; one streaming pass (~1 GB/s).
+
+    Not when
+    - the header spans lines (checked by the caller): Arrow's ``skip_rows`` counts lines;
+    - the bytes are not UTF-8: Arrow cannot hand them to the invalid-row handler (it prints an ignored
+      exception and stops);
+    - the file has both carriage returns and quotes: Arrow mis-splits a quoted CR that straddles two of
+      its blocks (apache/arrow#51368, open in pyarrow 26; `tests/test_sources.py` has a case). A file
+      with CRLF line ends and no quotes, or with quotes and LF line ends, is safe.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")()
+    carriage_return = quote = False
     with path.open("rb") as handle:
         try:
             while chunk := handle.read(chunk_bytes):
                 decoder.decode(chunk)
+                carriage_return = carriage_return or b"\r" in chunk
+                quote = quote or b'"' in chunk
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return False
-    return True
+    return not (carriage_return and quote)
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -147,7 +158,7 @@ def _open_text(path: Path) -> IO[str]:
 
 
 def _csv_rows(path: Path, batch_size: int, header: list[str]) -> Iterator[Batch]:
-    """Arrow's C++ reader (~4x faster than `csv`), and Python's reader from the first record Arrow did
+    """Arrow's C++ reader (~7x faster than `csv`), and Python's reader from the first record Arrow did
     not deliver when Arrow refuses the rest of the file (a record longer than a block, 1 MiB). Both
     count records the same way, so the Python reader picks up exactly where Arrow stopped: every record
     is delivered once."""
@@ -358,12 +369,8 @@ def _jsonl_batches(handle: IO[str], batch_size: int) -> Iterator[Batch]:
     for number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
-        try:
-            record: Any = json.loads(line)
-        except json.JSONDecodeError as error:
-            # Kept as text: validation dead-letters it with this reason and payload.
-            record = UnreadableRecord(line.rstrip("\r\n"), f"line {number} is not JSON: {error.msg}")
-        if isinstance(record, dict):
+        record = parse_json_line(line, number)
+        if isinstance(record, dict) and not HANDBOOK_COLUMNS.keys().isdisjoint(record):  # handbook names
             record = {HANDBOOK_COLUMNS.get(k, k): v for k, v in record.items()}
         batch.append(record)
         if len(batch) >= batch_size:
@@ -371,3 +378,48 @@ def _jsonl_batches(handle: IO[str], batch_size: int) -> Iterator[Batch]:
             batch = []
     if batch:
         yield batch
+
+
+
+def parse_json_line(line: str, number: int) -> Any:
+    """One JSONL line as Python objects exactly as `json.loads` gives them, or an `UnreadableRecord`.
+
+    orjson parses the common line ~2x faster (`benchmarks/README.md`, sources). What it refuses and
+    `json` takes (NaN and Infinity literals, lone surrogate escapes) goes to `json`, and so does a line
+    whose result holds a float of 2**63 or more: orjson reads an integer beyond 64 bits as a float (an
+    id would change), `json` keeps it exact. Validation sees the same values and gives the same reasons
+    either way.
+    """
+    try:
+        parsed = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if not _holds_huge_float(parsed):
+            return parsed
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        # Kept as text: validation dead-letters it with this reason and payload.
+        return UnreadableRecord(line.rstrip("\r\n"), f"line {number} is not JSON: {error.msg}")
+
+
+_INT64_BOUND = 2.0**63
+
+
+def _holds_huge_float(value: Any) -> bool:
+    # A loop, not map/any: this runs on every JSONL line, and a record is a flat dict of ~10 values.
+    if type(value) is dict:
+        values: Iterable[Any] = value.values()
+    elif type(value) is list:
+        values = value
+    else:
+        return type(value) is float and not -_INT64_BOUND < value < _INT64_BOUND
+    for item in values:
+        kind = type(item)
+        if kind is float:
+            if not -_INT64_BOUND < item < _INT64_BOUND:  # NaN cannot come from orjson
+                return True
+        elif (kind is dict or kind is list) and _holds_huge_float(item):
+            return True
+    return False
