@@ -36,8 +36,10 @@ lint: venv  ## ruff
 typecheck: venv  ## mypy over every package
 	$(BIN)/mypy
 
+# --no-loadscope-reorder: hand out modules in collection order, which tests/conftest.py starts with the
+# modules holding `slow` tests; xdist's default order (most tests first) handed those out last.
 unit: venv  ## the test suite only, one worker per core (a module's tests stay on one worker)
-	$(BIN)/pytest -q -n auto --dist loadfile
+	$(BIN)/pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 test: lint typecheck unit  ## lint, type-check and run every test
 

@@ -13,8 +13,11 @@ import pandas as pd
 import pytest
 
 from evals.faults import Fault, make_fault
+from evals.live import LiveWorld, SimClock
 from evals.worlds import QUICK_PARAMS, SMALL_CAP
+from monitor.incidents import Incident
 from monitor.reference import train_register_and_profile
+from monitor.runner import Monitor
 from scorer.simulate import Simulator, WorldConfig
 from selfheal.app import Platform
 from store import Workspace
@@ -26,6 +29,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 SMALL_WORLD = WorldConfig(seed=11, customers=500, terminals=1000)
 HISTORY_DAYS = SMALL_CAP["history_days"]
 FAST_PARAMS = QUICK_PARAMS
+HOUR = timedelta(hours=1)
 
 
 # The monitor's and the responder's tests world: big enough that every fault is detected within its deadline.
@@ -151,3 +155,73 @@ class FullDisk:
             return int(write(table, frame))
 
         monkeypatch.setattr(store, "append", append)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules holding a `slow` test first, the rest in their usual order.
+
+    `make test` hands whole modules to the workers (``--dist loadfile --no-loadscope-reorder``) in
+    collection order. xdist's own order (modules with the most tests first) handed the few-but-long ones
+    out last, and one worker ran them for minutes after the other had finished. Started first, the long
+    modules overlap the many short ones.
+    """
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow") and item.module}
+    items.sort(key=lambda item: item.module is None or item.module.__name__ not in slow_modules)
+
+
+# -- the monitor's tests: live hours through the real scorer, the monitor run after each hour ---------
+
+
+@pytest.fixture(scope="module")
+def world(medium_world: SmallWorld) -> SmallWorld:
+    """The world `play` plays in unless told otherwise."""
+    return medium_world
+
+
+@dataclass
+class Played:
+    """A played run: its platform (open until the test ends), the monitor that ran, and the live world."""
+
+    platform: Platform
+    monitor: Monitor
+    live: LiveWorld
+
+    def incidents(self) -> list[Incident]:
+        return self.monitor.incidents.list()
+
+
+@pytest.fixture
+def play(world: SmallWorld, tmp_path: Path) -> Iterator[Any]:
+    """``play(faults, days, target=None) -> Played``: a copy of the world's workspace played live for
+    ``days`` with ``faults``, the monitor run after each hour exactly as the live loop does."""
+    opened: list[Platform] = []
+
+    def run(faults: list[Any], days: int, target: SmallWorld | None = None) -> Played:
+        chosen = target or world
+        home = tmp_path / f"ws{len(opened)}"
+        shutil.copytree(chosen.template, home)
+        clock = SimClock(chosen.live_start)
+        platform = Platform(Workspace(home), clock=clock)
+        opened.append(platform)
+        platform.scorer.features.observe(chosen.history)
+        monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
+
+        def monitor_hour(end: datetime, report: object) -> None:
+            monitor.run_hour(end - HOUR)
+
+        live = LiveWorld(
+            platform,
+            chosen.simulator,
+            clock=clock,
+            start_day=HISTORY_DAYS,
+            days=days,
+            faults=faults,
+            history=chosen.history,
+            on_hour=monitor_hour,
+        )
+        live.run()
+        return Played(platform, monitor, live)
+
+    yield run
+    for platform in opened:
+        platform.close()

@@ -171,6 +171,7 @@ def subset(ids: tuple[str, ...]) -> list[Scenario]:
     return [s for s in SUITE if s.id in ids]
 
 
+@pytest.mark.slow
 def test_small_suite_has_no_regressions(cache: Path, tmp_path: Path) -> None:
     """Every expectation of the subset holds at small size (any failing check fails `make test`)."""
     result = run_suite(

@@ -38,6 +38,7 @@ def test_the_two_files_play_the_whole_suite() -> None:
     assert sorted((*SMALL_SUBSET, *MULTI_DAY)) == sorted(s.id for s in SUITE)
 
 
+@pytest.mark.slow
 def test_multi_day_scenarios_hold_at_small_size(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     result = run_suite(
         subset(MULTI_DAY),

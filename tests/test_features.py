@@ -76,6 +76,7 @@ def _simulated(days: int = 45) -> pd.DataFrame:
     return Simulator(WorldConfig(seed=3, customers=400, terminals=800)).generate(0, days)
 
 
+@pytest.mark.slow
 def test_streaming_features_equal_batch_features_hour_by_hour() -> None:
     """Acceptance 4: the two paths agree (tolerance 1e-9) on the same data, labels arriving late."""
     tx = _simulated(days=52)  # long enough past the 38-day retention that old rows are evicted
