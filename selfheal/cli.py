@@ -10,7 +10,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +26,8 @@ from selfheal.errors import error_text
 from store import TIME_COLUMNS, LogWriteError, LogWriterFull, StoreError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from selfheal.client import ServiceClient
 
 T = TypeVar("T")
@@ -210,6 +211,8 @@ def score(
 
     Example: selfheal score live.parquet --out decisions.parquet
     """
+    import pandas as pd
+
     from scorer.data import DataFormatError
     from scorer.sources import read_records
 

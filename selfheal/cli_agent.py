@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.responder import Responder, ResponderError, RunResult
 from selfheal.errors import error_text
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a command needs it
+    from agent.responder import Responder, RunResult
     from selfheal.client import ServiceClient
 
 console = Console(stderr=True)
@@ -40,6 +40,7 @@ RequestOption = Annotated[
 @contextmanager
 def _responder(home: Path | None, runbooks: Path | None, planner: str | None = None) -> Iterator[Responder]:
     """The workspace's responder for one command; a missing incident or a refused request exits with 1."""
+    from agent.responder import ResponderError
     from selfheal.app import Platform
     from store import StoreError
 
@@ -252,6 +253,8 @@ def _refused_exits(call: Callable[[], Any], client: ServiceClient) -> Any:
 
 def _run_from_answer(answer: dict[str, Any]) -> RunResult:
     """A `RunResult` from the service's summary of a run (what `show_run` prints)."""
+    from agent.responder import RunResult
+
     keys = ("diagnosis", "plan", "verification", "page_decision", "report", "outcome")
     state = {k: answer[k] for k in keys if answer.get(k) is not None}
     return RunResult(answer["thread_id"], answer["incident_id"], answer["status"], state, answer.get("waiting"))

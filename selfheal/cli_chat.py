@@ -19,9 +19,8 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
-from agent.chat import ChatReply
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the chat engine (and the LLM client) loads when a question is asked
+    from agent.chat import ChatReply
     from selfheal.client import ServiceClient
 
 console = Console(stderr=True)
@@ -96,6 +95,8 @@ class RemoteSession:
         self.where = f"service at {client.base_url}"
 
     def ask(self, message: str) -> ChatReply:
+        from agent.chat import ChatReply
+
         try:
             return ChatReply.model_validate(self._client.chat(self.incident_id, message))
         except self._error as error:

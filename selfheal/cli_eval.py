@@ -8,22 +8,19 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.llm import ReplayMiss
-from evals.platform import OpenPlatform
-from evals.report import compare_table, load_results, print_results
-from evals.scenario import Scenario, ScenarioError, default_scenarios_dir, load_suite
-from evals.scoring import CaseResult
-from evals.suite import SuiteError, SuiteOptions, SuiteResult, run_suite
-from evals.worlds import Size, parse_size
-from selfheal.app import Platform
-from store import Workspace
+if TYPE_CHECKING:  # the harness (the platform, the responder, LangGraph) loads when a command runs
+    from evals.platform import OpenPlatform
+    from evals.scenario import Scenario
+    from evals.scoring import CaseResult
+    from evals.suite import SuiteOptions, SuiteResult
+    from evals.worlds import Size
 
 eval_app = typer.Typer(
     help="Offline evals: play scenario files through the real platform and score the responder.",
@@ -40,10 +37,15 @@ ScenariosOption = Annotated[
 
 def open_platform(home: Path, clock: Callable[[], datetime]) -> OpenPlatform:
     """The harness's platform factory (module level, so worker processes can import it)."""
+    from selfheal.app import Platform
+    from store import Workspace
+
     return Platform(Workspace(home), clock=clock)
 
 
 def _suite(folder: Path | None) -> list[Scenario]:
+    from evals.scenario import ScenarioError, default_scenarios_dir, load_suite
+
     try:
         return load_suite(folder or default_scenarios_dir())
     except (ScenarioError, FileNotFoundError) as error:
@@ -83,6 +85,9 @@ def run(
     Example: selfheal eval run --seeds 3 --json eval.json
     Example: selfheal eval run --planner llm --record recordings/   (then --replay recordings/ offline)
     """
+    from evals.report import print_results
+    from evals.suite import SuiteOptions
+
     if planner not in ("deterministic", "llm"):
         err.print(f"[red]error:[/red] unknown planner {planner!r}: deterministic or llm")
         raise typer.Exit(2)
@@ -112,6 +117,8 @@ def run(
 
 def size_or_exit(text: str) -> Size:
     """The --size option as a `Size`; an unknown one is a usage error (exit 2) naming the sizes."""
+    from evals.worlds import parse_size
+
     try:
         return parse_size(text)
     except ValueError as error:
@@ -120,6 +127,9 @@ def size_or_exit(text: str) -> Size:
 
 
 def _run_with_progress(scenarios: list[Scenario], options: SuiteOptions) -> SuiteResult:
+    from agent.llm import ReplayMiss
+    from evals.suite import SuiteError, run_suite
+
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err, transient=True,
@@ -149,6 +159,8 @@ def list_scenarios(scenarios_dir: ScenariosOption = None) -> None:
 
     Example: selfheal eval list --scenarios evals/scenarios
     """
+    from evals.scenario import default_scenarios_dir
+
     scenarios = _suite(scenarios_dir)
     table = Table(title=f"{len(scenarios)} scenarios in {scenarios_dir or default_scenarios_dir()}")
     for column in ("id", "live days", "faults", "expected", "page"):
@@ -175,6 +187,8 @@ def compare(
 
     Example: selfheal eval compare main.json my-change.json
     """
+    from evals.report import compare_table, load_results
+
     try:
         a, b = load_results(before), load_results(after)
     except ValueError as error:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # the CLI imports this module at start; pandas loads when a frame is written
+    import pandas as pd
 
 # Output formats of a frame, by suffix.
 FRAME_WRITERS: dict[str, Callable[[pd.DataFrame, Path], object]] = {

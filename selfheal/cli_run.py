@@ -12,13 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.autopilot import AutopilotEvent
-from agent.context import PlannerChoice
-from agent.responder import RunResult
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a run starts
     import pandas as pd
 
+    from agent.autopilot import AutopilotEvent
+    from agent.responder import RunResult
     from scorer.sources import Batch
     from selfheal.live_loop import LoopTotals
 
@@ -115,6 +113,7 @@ def run(
 
     Example: selfheal simulate --days 3 --start-day 60 --out live.parquet && selfheal run live.parquet
     """
+    from agent.context import PlannerChoice
     from scorer.data import DataFormatError
     from scorer.errors import ScorerError
     from scorer.sources import read_records

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from monitor.findings import INCIDENT_KINDS, ROOT_CAUSES
-from tools.runbooks import (
-    RunbookError,
-    RunbookLibrary,
-    default_runbooks_dir,
-    lint_paths,
-    runbook_files,
-    runbook_template,
-)
+
+if TYPE_CHECKING:  # tools.runbooks registers every tool (and so loads the monitor): only when a command runs
+    from tools.runbooks import RunbookLibrary
 
 runbooks_app = typer.Typer(help="List, show, create and lint runbooks.", no_args_is_help=True)
 out = Console()
@@ -31,6 +26,8 @@ DirOption = Annotated[
 
 
 def _library(folder: Path | None) -> RunbookLibrary:
+    from tools.runbooks import RunbookError, RunbookLibrary, default_runbooks_dir
+
     try:
         return RunbookLibrary.load(folder)
     except RunbookError as error:
@@ -50,6 +47,8 @@ def list_runbooks(
 
     Example: selfheal runbooks list
     """
+    from tools.runbooks import default_runbooks_dir
+
     library = _library(folder)
     if as_json:
         typer.echo(json.dumps([r.front_matter() for r in library], indent=2))
@@ -131,6 +130,8 @@ def new_runbook(
 
     Example: selfheal runbooks new card_testing_burst --kind data_drift --root-cause new_fraud_pattern
     """
+    from tools.runbooks import default_runbooks_dir, runbook_template
+
     target_dir = folder or default_runbooks_dir()
     path = target_dir / f"{runbook_id}.md"
     if root_cause not in ROOT_CAUSES:
@@ -161,6 +162,8 @@ def lint_runbooks(
 
     Example: selfheal runbooks lint runbooks/
     """
+    from tools.runbooks import default_runbooks_dir, lint_paths, runbook_files
+
     targets = paths or [default_runbooks_dir()]
     missing = [p for p in targets if not p.exists()]
     if missing:

@@ -1,9 +1,34 @@
-"""The bottom layer: the workspace folder, the one owner of its DuckDB file, and its log writer."""
+"""The bottom layer: the workspace folder, the one owner of its DuckDB file, and its log writer.
 
-from store.db import TIME_COLUMNS, Store, where_equal
-from store.errors import LogWriteError, LogWriterFull, StoreError, UnknownTableError, WorkspaceBusyError
-from store.log_writer import LogWriter
-from store.workspace import Workspace
+The names below are loaded on first use (PEP 562): `import store.errors` or `store.schema` must not
+import DuckDB, pandas and Arrow, so that ``selfheal --help`` and the commands that never open the
+database start in a fraction of a second (`tests/test_cli_startup.py`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from store.db import Store, where_equal
+    from store.errors import LogWriteError, LogWriterFull, StoreError, UnknownTableError, WorkspaceBusyError
+    from store.log_writer import LogWriter
+    from store.schema import TIME_COLUMNS
+    from store.workspace import Workspace
+
+_HOMES = {
+    "TIME_COLUMNS": "store.schema",
+    "LogWriteError": "store.errors",
+    "LogWriter": "store.log_writer",
+    "LogWriterFull": "store.errors",
+    "Store": "store.db",
+    "StoreError": "store.errors",
+    "UnknownTableError": "store.errors",
+    "Workspace": "store.workspace",
+    "WorkspaceBusyError": "store.errors",
+    "where_equal": "store.db",
+}
 
 __all__ = [
     "TIME_COLUMNS",
@@ -17,3 +42,12 @@ __all__ = [
     "WorkspaceBusyError",
     "where_equal",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

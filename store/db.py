@@ -23,28 +23,8 @@ import pandas as pd
 import pyarrow as pa
 
 from store.errors import UnknownTableError, WorkspaceBusyError
-from store.schema import MIGRATIONS
+from store.schema import MIGRATIONS, TIME_COLUMNS
 from store.workspace import Workspace
-
-# The column that orders each table in time: what `export --since/--until` filters on.
-TIME_COLUMNS: dict[str, str] = {
-    "transactions": "timestamp",
-    "predictions": "timestamp",
-    "labels": "label_time",
-    "dead_letters": "received_at",
-    "serving_state": "changed_at",
-    "audit_log": "recorded_at",
-    "models": "created_at",
-    "model_aliases": "recorded_at",
-    "monitor_counts": "window_start",
-    "monitor_windows": "window_start",
-    "monitor_findings": "window_start",
-    "incidents": "opened_at",
-    "incident_events": "recorded_at",
-    "pages": "recorded_at",
-    "agent_runs": "started_at",
-    "chat_messages": "asked_at",
-}
 
 
 class Store:
