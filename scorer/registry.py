@@ -21,13 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import pandas as pd
-import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticSerializationError
-from xgboost.core import XGBoostError
 
 from scorer.columns import TIMESTAMP
 from scorer.errors import (
@@ -38,6 +36,9 @@ from scorer.errors import (
 )
 from scorer.serving import Clock, ServingChanges, ServingState, ServingStateStore, as_naive_utc, utc_now
 from store.db import Store
+
+if TYPE_CHECKING:  # XGBoost (and the scikit-learn and SciPy it imports, ~2 s) loads with the first booster
+    import xgboost as xgb
 
 __all__ = [
     "ALIASES",
@@ -379,10 +380,12 @@ class ModelRegistry:
         """
         model = self.get(version)
         artifact = self._verified_artifact(model)
+        import xgboost as xgb
+
         booster = xgb.Booster()
         try:
             booster.load_model(bytearray(artifact))
-        except XGBoostError as error:
+        except xgb.core.XGBoostError as error:
             raise ModelIntegrityError(
                 version, f"artifact does not load as an XGBoost model: {error}", path=model.artifact_path
             ) from error
