@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -83,9 +85,39 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
 
 
 @pytest.fixture(scope="session")
-def medium_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
-    """The world the monitor and responder tests play faults in (trained once per session)."""
-    return build_world(MEDIUM_WORLD, tmp_path_factory.mktemp("medium-world"), simulated_time=True)
+def medium_world(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SmallWorld:
+    """The world the monitor and responder tests play faults in (trained once per test run)."""
+    template = built_once(
+        tmp_path_factory, worker_id, "medium-world", lambda folder: build_world(MEDIUM_WORLD, folder, simulated_time=True)
+    )
+    simulator = Simulator(MEDIUM_WORLD)
+    return SmallWorld(simulator, simulator.generate(0, HISTORY_DAYS), template)
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], object]
+) -> Path:
+    """A private copy of a folder that ``build`` fills once per test run, whichever worker gets there first.
+
+    Each xdist worker used to build the session's trained worlds and the demo itself (the demo ~55 s
+    on each of the two workers). The first worker builds under a lock in the run's shared temporary
+    folder; the others wait for it and copy. Nobody opens the shared folder, so each worker's copy is
+    as private as its own build was. Without xdist (``worker_id`` "master") it builds in place.
+    """
+    mine = tmp_path_factory.mktemp(name) / "built"
+    if worker_id == "master":
+        build(mine)
+        return mine
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # the run's folder, above gw0, gw1
+    shared.mkdir(exist_ok=True)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "done").exists():
+            shutil.rmtree(shared / "built", ignore_errors=True)  # a worker that failed mid-build
+            build(shared / "built")
+            (shared / "done").touch()
+    shutil.copytree(shared / "built", mine)
+    return mine
 
 
 # `make demo`'s story (three faults) on a smaller world: still three incidents, each fixed and verified.
@@ -100,16 +132,22 @@ class DemoRun:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """The demo played once per session (about 40 s) for the tests of what people do with its incidents."""
-    from rich.console import Console
+def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoRun:
+    """The demo played once per test run (about 50 s) for the tests of what people do with its incidents."""
 
-    from selfheal.demo import DemoConfig, run_demo
+    def play(folder: Path) -> None:
+        from rich.console import Console
 
-    home = tmp_path_factory.mktemp("demo") / "workspace"
-    console = Console(record=True, width=160, force_terminal=False)
-    summary = run_demo(DemoConfig(home=home, **SMALL_DEMO), console)
-    return DemoRun(home, summary, console.export_text())
+        from selfheal.demo import DemoConfig, run_demo
+
+        console = Console(record=True, width=160, force_terminal=False)
+        summary = run_demo(DemoConfig(home=folder / "workspace", **SMALL_DEMO), console)
+        (folder / "summary.json").write_text(json.dumps(summary))
+        (folder / "output.txt").write_text(console.export_text(), encoding="utf-8")
+
+    folder = built_once(tmp_path_factory, worker_id, "demo", play)
+    summary = json.loads((folder / "summary.json").read_text())
+    return DemoRun(folder / "workspace", summary, (folder / "output.txt").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
