@@ -22,6 +22,7 @@ import codecs
 import csv
 import json
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeAlias
@@ -116,22 +117,37 @@ def _csv_batches(path: Path, batch_size: int) -> Iterator[Batch]:
     with _open_text(path) as handle:
         reader = csv.reader(_Lines(handle))
         try:
-            header = _unique(next(reader))
-        except StopIteration:
-            return iter(())  # an empty file: no rows
+            header = _header(reader)
         except csv.Error as error:
             raise DataFormatError(f"cannot read the header of {path} as CSV: {error}") from error
-        one_line_header = reader.line_num == 1
-    if not one_line_header or not _arrow_reads_right(path):
+        if header is None:
+            return iter(())  # an empty file (or blank lines only): no rows
+        header_on_line_one = reader.line_num == 1
+    if not header_on_line_one or not _arrow_reads_right(path):
         return _python_csv_rows(path, batch_size, header)
     return _csv_rows(path, batch_size, header)
+
+
+def _header(reader: Iterator[list[str]]) -> list[str] | None:
+    """The first record that is not a blank line, names made unique; None when there is none."""
+    for names in reader:
+        if names:
+            return _unique(names)
+    return None
+
+
+def csv_header(path: Path) -> list[str] | None:
+    """A CSV file's column names as `read_records` uses them (blank lines before them skipped, a
+    byte-order mark dropped, a repeated name suffixed); None for a file without any."""
+    with _open_text(path) as handle:
+        return _header(csv.reader(_Lines(handle)))
 
 
 def _arrow_reads_right(path: Path, chunk_bytes: int = 1 << 22) -> bool:
     """Whether Arrow reads this file as Python's `csv` does; one streaming pass (~1 GB/s).
 
     Not when
-    - the header spans lines (checked by the caller): Arrow's ``skip_rows`` counts lines;
+    - the header is not on the first line (checked by the caller): Arrow's ``skip_rows`` counts lines;
     - the bytes are not UTF-8: Arrow cannot hand them to the invalid-row handler (it prints an ignored
       exception and stops);
     - the file has both carriage returns and quotes: Arrow mis-splits a quoted CR that straddles two of
@@ -159,21 +175,15 @@ def _open_text(path: Path) -> IO[str]:
 
 def _csv_rows(path: Path, batch_size: int, header: list[str]) -> Iterator[Batch]:
     """Arrow's C++ reader (~7x faster than `csv`), and Python's reader from the first record Arrow did
-    not deliver when Arrow refuses the rest of the file (a record longer than a block, 1 MiB). Both
-    count records the same way, so the Python reader picks up exactly where Arrow stopped: every record
-    is delivered once."""
-    delivered = 0
+    not deliver when Arrow refuses the rest of the file (a record longer than a block, 1 MiB). Arrow's
+    records are delivered strictly in file order, so the Python reader picks up exactly where Arrow
+    stopped: every record is delivered once."""
     arrow = _ArrowCsv(path, batch_size, header)
     try:
-        for batch in arrow.batches():
-            delivered += len(batch)
-            yield batch
-        return
+        yield from arrow.batches()
     except _ArrowRefused:
-        for batch in arrow.salvage():
-            delivered += len(batch)
-            yield batch
-    yield from _python_csv_rows(path, batch_size, header, skip_records=delivered)
+        yield from arrow.salvage()
+        yield from _python_csv_rows(path, batch_size, header, skip_records=arrow.delivered)
 
 
 class _ArrowRefused(Exception):
@@ -181,22 +191,24 @@ class _ArrowRefused(Exception):
 
 
 class _ArrowCsv:
-    """A CSV file read by `pyarrow.csv` in blocks, re-cut into batches of ``batch_size`` records.
+    """A CSV file read by `pyarrow.csv` in blocks, delivered as the Python reader delivers it.
 
-    Cells stay text and an empty cell is missing, as in the Python reader. A record with the wrong
-    number of fields (or an unclosed quote) goes to the invalid-row handler and is delivered as an
-    `UnreadableRecord` after the good records of the blocks read so far, so what has been delivered is
-    always a prefix of the file's records (the Python reader's resume point).
+    Cells stay text and an empty cell is missing. Records go out in chunks of ``batch_size``
+    consecutive records: the chunk's good records as a frame, then its bad ones (a wrong number of
+    fields, an unclosed quote: Arrow's invalid-row handler, which numbers them) as `UnreadableRecord`s.
+    Arrow reports a block's bad records while it parses ahead, before it returns the block before it;
+    their record numbers put each in its place, so what has been delivered is always a prefix of the
+    file's records (``delivered`` of them: the Python reader's resume point).
     """
 
     _BLOCK_BYTES = 1 << 20
 
     def __init__(self, path: Path, batch_size: int, header: list[str]) -> None:
         self._path, self._batch_size, self._header = path, batch_size, header
-        self._pending: list[pa.RecordBatch] = []  # good records of whole blocks, not yet delivered
-        self._pending_rows = 0
-        self._bad: list[UnreadableRecord] = []  # bad records of the block being read
-        self._bad_done: list[UnreadableRecord] = []  # bad records of whole blocks, not yet delivered
+        self._good: list[pa.RecordBatch] = []  # good records of the blocks Arrow returned, not delivered
+        self._good_rows = 0
+        self._bad: deque[tuple[int, UnreadableRecord]] = deque()  # (data record index, record), in order
+        self.delivered = 0  # data records delivered, good and bad
 
     def batches(self) -> Iterator[Batch]:
         try:
@@ -207,33 +219,62 @@ class _ArrowCsv:
             while True:
                 try:
                     block = reader.read_next_batch()
-                except StopIteration:  # the last block's bad records, if it had no good ones
-                    self._bad_done.extend(self._bad)
+                except StopIteration:
                     break
                 except (pa.ArrowException, OSError) as error:
-                    self._bad.clear()  # the refused block's bad records: the Python reader finds them again
                     raise _ArrowRefused from error
-                self._pending.append(block)
-                self._pending_rows += block.num_rows
-                self._bad_done.extend(self._bad)
-                self._bad.clear()
-                while self._pending_rows >= self._batch_size:
-                    yield from self._deliver(self._batch_size)
-        yield from self.salvage()
+                self._good.append(block)
+                self._good_rows += block.num_rows
+                yield from self._chunks(whole_only=True)
+        yield from self._chunks(whole_only=False)  # the end of the file: every record is known
+        if self._bad:  # cannot happen: Arrow numbered a record the file does not have
+            raise RuntimeError(f"CSV records left after the end of {self._path}: {list(self._bad)[:3]}")
 
     def salvage(self) -> Iterator[Batch]:
-        """Everything parsed from whole blocks that is not delivered yet."""
-        while self._pending_rows or self._bad_done:
-            yield from self._deliver(self._batch_size)
+        """After a refusal: the records that follow the delivered ones without a gap (the good records
+        of the blocks Arrow returned, and bad ones at their places). The rest is the Python reader's."""
+        yield from self._chunks(whole_only=False)
 
-    def _deliver(self, rows: int) -> Iterator[Batch]:
-        table = pa.Table.from_batches(self._pending, schema=self._schema())
-        now, rest = table.slice(0, rows), table.slice(rows)
-        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
-        if now.num_rows:
+    def _chunks(self, *, whole_only: bool) -> Iterator[Batch]:
+        """The next chunks of ``batch_size`` records in file order; with ``whole_only``, full ones only
+        (more blocks will come)."""
+        while True:
+            good, bad = self._plan()
+            if good + bad == 0 or (whole_only and good + bad < self._batch_size):
+                return
+            yield from self._emit(good, [self._bad.popleft()[1] for _ in range(bad)])
+            if good + bad < self._batch_size:
+                return
+
+    def _plan(self) -> tuple[int, int]:
+        """(good, bad) records of the next chunk: the longest run of records that follow the delivered
+        ones, up to ``batch_size``. A bad record is taken at its number's place; good records fill the
+        places between, and there are no others: Arrow reports a block's bad records before it returns
+        the block."""
+        good = bad = 0
+        position = self.delivered
+        while good + bad < self._batch_size:
+            if bad < len(self._bad) and self._bad[bad][0] == position:
+                bad += 1
+                position += 1
+                continue
+            room = self._batch_size - good - bad
+            before_next_bad = self._bad[bad][0] - position if bad < len(self._bad) else room
+            step = min(self._good_rows - good, before_next_bad, room)
+            if step <= 0:
+                break
+            good += step
+            position += step
+        return good, bad
+
+    def _emit(self, good_rows: int, bad: list[UnreadableRecord]) -> Iterator[Batch]:
+        self.delivered += good_rows + len(bad)
+        if good_rows:
+            table = pa.Table.from_batches(self._good, schema=self._schema())
+            now, rest = table.slice(0, good_rows), table.slice(good_rows)
+            self._good, self._good_rows = rest.to_batches(), rest.num_rows
             yield _canonical_names(_without_nul(now).to_pandas())
-        if self._bad_done:
-            bad, self._bad_done = self._bad_done, []
+        if bad:
             yield bad
 
     def _schema(self) -> pa.Schema:
@@ -254,9 +295,12 @@ class _ArrowCsv:
         }
 
     def _invalid(self, row: pacsv.InvalidRow) -> str:
-        # Arrow numbers records from 1 at the header and skips blank lines, as `_python_csv_rows` does.
+        # Arrow numbers records from 1 at the header and skips blank lines, as `_python_csv_rows` does;
+        # without a number (only with use_threads) the record cannot be placed: Arrow stops, Python reads.
+        if row.number is None:
+            return "error"
         text = row.text.replace("\0", "\ufffd")
-        self._bad.append(_ragged(text, row.number, row.actual_columns, row.expected_columns))
+        self._bad.append((row.number - 2, _ragged(text, row.number, row.actual_columns, row.expected_columns)))
         return "skip"
 
 
@@ -301,7 +345,7 @@ def _python_csv_rows(path: Path, batch_size: int, header: list[str], *, skip_rec
     with _open_text(path) as handle:
         lines = _Lines(handle)
         reader = csv.reader(lines)
-        next(reader)
+        _header(reader)
         lines.take()
         record = 1  # the header; records are numbered like Arrow numbers them
         width = len(header)

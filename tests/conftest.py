@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,27 +86,25 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
 
 
 @pytest.fixture(scope="session")
-def medium_world(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SmallWorld:
+def medium_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
     """The world the monitor and responder tests play faults in (trained once per test run)."""
     template = built_once(
-        tmp_path_factory, worker_id, "medium-world", lambda folder: build_world(MEDIUM_WORLD, folder, simulated_time=True)
+        tmp_path_factory, "medium-world", lambda folder: build_world(MEDIUM_WORLD, folder, simulated_time=True)
     )
     simulator = Simulator(MEDIUM_WORLD)
     return SmallWorld(simulator, simulator.generate(0, HISTORY_DAYS), template)
 
 
-def built_once(
-    tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], object]
-) -> Path:
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
     """A private copy of a folder that ``build`` fills once per test run, whichever worker gets there first.
 
     Each xdist worker used to build the session's trained worlds and the demo itself (the demo ~55 s
     on each of the two workers). The first worker builds under a lock in the run's shared temporary
     folder; the others wait for it and copy. Nobody opens the shared folder, so each worker's copy is
-    as private as its own build was. Without xdist (``worker_id`` "master") it builds in place.
+    as private as its own build was. Without xdist it builds in place.
     """
     mine = tmp_path_factory.mktemp(name) / "built"
-    if worker_id == "master":
+    if "PYTEST_XDIST_WORKER" not in os.environ:
         build(mine)
         return mine
     shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # the run's folder, above gw0, gw1
@@ -132,8 +131,8 @@ class DemoRun:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoRun:
-    """The demo played once per test run (about 50 s) for the tests of what people do with its incidents."""
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The demo played once per test run (~55 s) for the tests of what people do with its incidents."""
 
     def play(folder: Path) -> None:
         from rich.console import Console
@@ -145,7 +144,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoRu
         (folder / "summary.json").write_text(json.dumps(summary))
         (folder / "output.txt").write_text(console.export_text(), encoding="utf-8")
 
-    folder = built_once(tmp_path_factory, worker_id, "demo", play)
+    folder = built_once(tmp_path_factory, "demo", play)
     summary = json.loads((folder / "summary.json").read_text())
     return DemoRun(folder / "workspace", summary, (folder / "output.txt").read_text(encoding="utf-8"))
 
