@@ -205,8 +205,8 @@ class _ArrowCsv:
 
     def __init__(self, path: Path, batch_size: int, header: list[str]) -> None:
         self._path, self._batch_size, self._header = path, batch_size, header
-        self._good: list[pa.RecordBatch] = []  # good records of the blocks Arrow returned, not delivered
-        self._good_rows = 0
+        self._schema = pa.schema([(name, pa.string()) for name in header])
+        self._good = self._schema.empty_table()  # good records of the blocks Arrow returned, not delivered
         self._bad: deque[tuple[int, UnreadableRecord]] = deque()  # (data record index, record), in order
         self.delivered = 0  # data records delivered, good and bad
 
@@ -223,8 +223,7 @@ class _ArrowCsv:
                     break
                 except (pa.ArrowException, OSError) as error:
                     raise _ArrowRefused from error
-                self._good.append(block)
-                self._good_rows += block.num_rows
+                self._good = pa.concat_tables([self._good, pa.Table.from_batches([block])])  # no copy
                 yield from self._chunks(whole_only=True)
         yield from self._chunks(whole_only=False)  # the end of the file: every record is known
         if self._bad:  # cannot happen: Arrow numbered a record the file does not have
@@ -260,7 +259,7 @@ class _ArrowCsv:
                 continue
             room = self._batch_size - good - bad
             before_next_bad = self._bad[bad][0] - position if bad < len(self._bad) else room
-            step = min(self._good_rows - good, before_next_bad, room)
+            step = min(self._good.num_rows - good, before_next_bad, room)
             if step <= 0:
                 break
             good += step
@@ -270,15 +269,10 @@ class _ArrowCsv:
     def _emit(self, good_rows: int, bad: list[UnreadableRecord]) -> Iterator[Batch]:
         self.delivered += good_rows + len(bad)
         if good_rows:
-            table = pa.Table.from_batches(self._good, schema=self._schema())
-            now, rest = table.slice(0, good_rows), table.slice(good_rows)
-            self._good, self._good_rows = rest.to_batches(), rest.num_rows
+            now, self._good = self._good.slice(0, good_rows), self._good.slice(good_rows)
             yield _canonical_names(_without_nul(now).to_pandas())
         if bad:
             yield bad
-
-    def _schema(self) -> pa.Schema:
-        return pa.schema([(name, pa.string()) for name in self._header])
 
     def _options(self) -> dict[str, Any]:
         return {
@@ -287,7 +281,7 @@ class _ArrowCsv:
             ),
             "parse_options": pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=self._invalid),
             "convert_options": pacsv.ConvertOptions(
-                column_types=self._schema(),
+                column_types=self._schema,
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
                 null_values=[""],
@@ -304,9 +298,8 @@ class _ArrowCsv:
         return "skip"
 
 
-def _ragged(text: str, record: int | None, fields: int, width: int) -> UnreadableRecord:
-    where = f"CSV record {record}" if record is not None else "A CSV record"
-    return UnreadableRecord(text, f"{where} has {fields} fields; the header has {width}")
+def _ragged(text: str, record: int, fields: int, width: int) -> UnreadableRecord:
+    return UnreadableRecord(text, f"CSV record {record} has {fields} fields; the header has {width}")
 
 
 def _without_nul(table: pa.Table) -> pa.Table:
