@@ -10,13 +10,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from store.db import Store, where_equal
-    from store.errors import LogWriteError, LogWriterFull, StoreError, UnknownTableError, WorkspaceBusyError
-    from store.log_writer import LogWriter
-    from store.schema import TIME_COLUMNS
-    from store.workspace import Workspace
+if TYPE_CHECKING:  # the real names for type checkers ("X as X": re-exported)
+    from store.db import Store as Store
+    from store.db import where_equal as where_equal
+    from store.errors import LogWriteError as LogWriteError
+    from store.errors import LogWriterFull as LogWriterFull
+    from store.errors import StoreError as StoreError
+    from store.errors import UnknownTableError as UnknownTableError
+    from store.errors import WorkspaceBusyError as WorkspaceBusyError
+    from store.log_writer import LogWriter as LogWriter
+    from store.schema import TIME_COLUMNS as TIME_COLUMNS
+    from store.workspace import Workspace as Workspace
 
+# Where each name lives: loaded from there on first use.
 _HOMES = {
     "TIME_COLUMNS": "store.schema",
     "LogWriteError": "store.errors",
@@ -30,18 +36,7 @@ _HOMES = {
     "where_equal": "store.db",
 }
 
-__all__ = [
-    "TIME_COLUMNS",
-    "LogWriteError",
-    "LogWriter",
-    "LogWriterFull",
-    "Store",
-    "StoreError",
-    "UnknownTableError",
-    "Workspace",
-    "WorkspaceBusyError",
-    "where_equal",
-]
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
