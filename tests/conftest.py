@@ -70,14 +70,18 @@ def build_world(config: WorldConfig, template: Path, *, simulated_time: bool = F
     the wall-clock time of the test run: what the workspace records is then the same on every run.
     """
     simulator = Simulator(config)
-    history = simulator.generate(0, HISTORY_DAYS)
-    world = SmallWorld(simulator, history, template)
-    clock = (lambda: world.live_start) if simulated_time else None
-    with Platform(Workspace(template), clock=clock) as platform:
-        train_register_and_profile(
-            platform.registry, history, params=FAST_PARAMS, actor="test", reason="fixture"
-        )
+    world = SmallWorld(simulator, simulator.generate(0, HISTORY_DAYS), template)
+    train_template(world, simulated_time=simulated_time)
     return world
+
+
+def train_template(world: SmallWorld, *, simulated_time: bool = False) -> None:
+    """Train, register and profile v1 on the world's history into its template workspace."""
+    clock = (lambda: world.live_start) if simulated_time else None
+    with Platform(Workspace(world.template), clock=clock) as platform:
+        train_register_and_profile(
+            platform.registry, world.history, params=FAST_PARAMS, actor="test", reason="fixture"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -88,11 +92,14 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
 @pytest.fixture(scope="session")
 def medium_world(tmp_path_factory: pytest.TempPathFactory) -> SmallWorld:
     """The world the monitor and responder tests play faults in (trained once per test run)."""
-    template = built_once(
-        tmp_path_factory, "medium-world", lambda folder: build_world(MEDIUM_WORLD, folder, simulated_time=True)
-    )
     simulator = Simulator(MEDIUM_WORLD)
-    return SmallWorld(simulator, simulator.generate(0, HISTORY_DAYS), template)
+    history = simulator.generate(0, HISTORY_DAYS)  # the same on every worker (seeded): only training is shared
+    template = built_once(
+        tmp_path_factory,
+        "medium-world",
+        lambda folder: train_template(SmallWorld(simulator, history, folder), simulated_time=True),
+    )
+    return SmallWorld(simulator, history, template)
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
