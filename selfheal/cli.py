@@ -555,6 +555,12 @@ def incidents_list(
         opened = str(i["opened_at"]).replace("T", " ")[:16]
         table.add_row(i["incident_id"], i["status"], i["severity"], i["kind"], i["subject"], opened, i["title"])
     out.print(table)
+    unpaged = [i["incident_id"] for i in incidents if i.get("unreached_pages")]
+    if unpaged:  # after a day of failed redeliveries, this list is the only place that says so
+        out.print(
+            f"[bold red]A page reached no one[/] for {', '.join(unpaged)}: every channel failed. "
+            "See `selfheal pages list --failed`."
+        )
 
 
 @incidents_app.command("show")

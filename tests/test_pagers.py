@@ -684,3 +684,50 @@ def test_the_hourly_loop_sends_failed_pages_again(receiver: Receiver, store: Sto
     events = Autopilot(monitor, responder).after_hour(clock.now)  # type: ignore[arg-type]
     assert [(e.what, e.incident_id, e.detail) for e in events] == [("redelivered", "INC-7", "webhook: ok")]
     assert outbox.failed_deliveries() == []
+
+
+# -- pages that reached no one -----------------------------------------------------------------------
+
+
+def _incident(store: Store, incident_id: str, status: str = "open") -> None:
+    """A bare incidents row: enough for the outbox to tell open incidents from resolved ones."""
+    number = int(incident_id.split("-")[1])
+    store.execute(
+        "INSERT INTO incidents (incident_id, number, dedup_key, kind, subject, severity, status, title,"
+        " opened_at, updated_at, first_breach_at, evidence) VALUES (?, ?, ?, 'data_quality', 'f', 'high', ?,"
+        " 't', ?, ?, ?, '{}')",
+        [incident_id, number, f"key-{number}", status, T0, T0, T0],
+    )
+
+
+def test_a_page_that_reached_no_one_is_counted_until_delivered_or_resolved(
+    receiver: Receiver, store: Store
+) -> None:
+    for incident_id in ("INC-7", "INC-8", "INC-9"):
+        _incident(store, incident_id)
+    clock = _Clock(T0)
+    outbox = OutboxPager(store, clock=clock)
+    console = ConsolePager(io.StringIO())
+    hook = WebhookPager(f"{receiver.url}/hook", policy=FAST.model_copy(update={"max_attempts": 1}))
+    receiver.script = [Reply(503, "down"), Reply(503, "down")]
+    # The webhook failed; the console printed it, but a process's stderr is no page when a remote
+    # channel is configured.
+    dispatch(make_page(), [outbox, console, hook])
+    # Only the console was configured: that is where pages go (the demo, a terminal).
+    dispatch(make_page(page_id="page-2", incident_id="INC-8"), [outbox, console])
+    # Only the outbox: no channel to reach.
+    dispatch(make_page(page_id="page-3", incident_id="INC-8"), [outbox])
+    # A broken console alone reached no one either.
+    dispatch(make_page(page_id="page-4", incident_id="INC-8"), [outbox, _BrokenPager()])
+    # A page of an incident that is then resolved.
+    dispatch(make_page(page_id="page-5", incident_id="INC-9"), [outbox, hook])
+    assert outbox.unreached_pages() == {"INC-7": 1, "INC-8": 1, "INC-9": 1}
+
+    store.execute("UPDATE incidents SET status = 'resolved' WHERE incident_id = 'INC-9'")
+    assert outbox.unreached_pages() == {"INC-7": 1, "INC-8": 1}
+
+    receiver.script = [Reply(200, "ok"), Reply(200, "ok")]  # page-1 and page-5 (its incident has no resolve page)
+    clock.now = T0 + timedelta(hours=1)
+    looked_at = redeliver(outbox, [outbox, console, hook], now=clock.now)
+    assert {r.page_id: r.delivery.ok for r in looked_at if r.delivery is not None} == {"page-1": True, "page-5": True}
+    assert outbox.unreached_pages() == {"INC-8": 1}

@@ -590,6 +590,8 @@ def test_metrics_count_what_was_scored(service: tuple[TestClient, Platform], sma
     client, platform = service
     open_incident(platform, 1)
     open_incident(platform, 2, status="resolved")  # not active: not counted
+    record_failed_page(platform, "INC-1")  # counted: its incident is still open
+    record_failed_page(platform, "INC-2")
     records = live_records(small_world, 4)
     for record in records[:2]:
         client.post("/v1/score", json=record)
@@ -610,6 +612,7 @@ def test_metrics_count_what_was_scored(service: tuple[TestClient, Platform], sma
     assert samples[("selfheal_champion_version", "")] == 1
     assert samples[("selfheal_open_incidents", 'status="open"')] == 1
     assert samples[("selfheal_open_incidents", 'status="escalated"')] == 0
+    assert samples[("selfheal_pages_unreached", "")] == 1
     assert ("selfheal_agent_runs_total", "") not in samples  # labelled: nothing until the responder counts
     runtime_of(client).metrics.agent_runs.inc(outcome="mitigated")
     assert parse_exposition(client.get("/metrics").text)[("selfheal_agent_runs_total", 'outcome="mitigated"')] == 1
@@ -740,11 +743,15 @@ def test_cli_reads_the_workspace_file_when_no_service_runs(small_world: SmallWor
     shutil.copytree(small_world.template, home)
     with Platform(Workspace(home)) as platform:
         open_incident(platform, 3)
+        open_incident(platform, 4)
+        record_failed_page(platform, "INC-4")
         expected = views.incident_detail(platform, "INC-3")
     runner = CliRunner()
     listed = runner.invoke(cli_app, ["incidents", "list", "--json", "--home", str(home)])
     assert listed.exit_code == 0, listed.output
-    assert [i["incident_id"] for i in json.loads(listed.stdout)] == ["INC-3"]
+    assert [(i["incident_id"], i["unreached_pages"]) for i in json.loads(listed.stdout)] == [("INC-3", 0), ("INC-4", 1)]
+    table = runner.invoke(cli_app, ["incidents", "list", "--home", str(home)])
+    assert "A page reached no one for INC-4" in " ".join(table.output.split())
     shown = runner.invoke(cli_app, ["incidents", "show", "3", "--json", "--home", str(home)])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout) == expected  # the document the API serves

@@ -30,6 +30,8 @@ from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_executable
 from tests.conftest import DemoRun
 from tests.service_process import serve_process
 from tests.test_service_responder import approval_runbooks, pause_for_approval
+from tools.pagers import Delivery, OutboxPager
+from tools.pagers import Page as PagerPage
 
 HOSTILE_TITLE = '<img src=x onerror="window.__pwned=1"> merchant <b>Acme</b>'
 HOSTILE_MERCHANT = "</code><script>window.__pwned=2</script>"
@@ -51,7 +53,8 @@ class Site:
 
 
 def _add_hostile_incident(home: Path) -> None:
-    """INC-4, whose title, evidence and timeline carry markup (merchant names are untrusted input)."""
+    """INC-4, whose title, evidence and timeline carry markup (merchant names are untrusted input), and whose
+    page no channel delivered."""
     at = datetime(2018, 5, 17, 10, 0)
     with Platform(Workspace(home)) as platform:
         platform.store.execute(
@@ -64,6 +67,10 @@ def _add_hostile_incident(home: Path) -> None:
             "INSERT INTO incident_events VALUES ('INC-4', ?, 'opened', ?)",
             [at, '{"note": "<svg onload=window.__pwned=3>"}'],
         )
+        # Its page reached no channel: the list warns about it, with the hostile title as text.
+        page = PagerPage(page_id="page-INC-4", incident_id="INC-4", dedup_key="hostile", summary="s", severity="low")
+        OutboxPager(platform.store).send(page)
+        OutboxPager(platform.store).record(page, Delivery(channel="webhook", ok=False, status=503, error="HTTP 503"))
 
 
 def _ask_in_chat_for_a_rollback(home: Path, runbooks: Path) -> None:
@@ -132,6 +139,8 @@ def test_incident_list_shows_every_incident_with_status_and_severity(site: Site)
         assert (row[1], row[2], row[3]) == (incident["status"], incident["severity"], incident["kind"])
     assert listed["INC-1"][7] == "waiting_approval" and listed["INC-2"][7] == "done (mitigated)"
     assert page.locator("#pending-approvals li a").all_inner_texts() == ["INC-3", "INC-1"]
+    assert page.locator("#unreached-pages li a").all_inner_texts() == ["INC-4"]
+    assert HOSTILE_TITLE in page.locator("#unreached-pages li").inner_text()
     shot(page, "incident-list")
     page.close()
 

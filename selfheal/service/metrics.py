@@ -192,6 +192,10 @@ class ServiceMetrics:
         self.open_incidents = Gauge(
             "selfheal_open_incidents", "Incidents not yet resolved, by status.", labels=("status",)
         )
+        self.pages_unreached = Gauge(
+            "selfheal_pages_unreached",
+            "Pages of unresolved incidents that no channel delivered (every remote channel failed).",
+        )
         self.agent_runs = Counter(
             "selfheal_agent_runs_total", "Responder runs on incidents, by outcome.", labels=("outcome",)
         )
@@ -220,6 +224,7 @@ class ServiceMetrics:
             self.champion,
             self.serving_state,
             self.open_incidents,
+            self.pages_unreached,
             self.agent_runs,
             self.job_runs,
             self.queued_rows,

@@ -12,6 +12,7 @@ from monitor.incidents import ACTIVE_STATUSES, IncidentManager
 from selfheal.service.metrics import CONTENT_TYPE
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import Health
+from tools.pagers.outbox import OutboxPager
 
 router = APIRouter(tags=["operations"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
@@ -60,4 +61,6 @@ def metrics(runtime: Runtime) -> PlainTextResponse:
     m.log_spilled_files.set(float(log["spilled_files"]))
     counts = Counter(i.status for i in IncidentManager(runtime.platform.store).list(active_only=True))
     m.open_incidents.replace([({"status": s}, float(counts.get(s, 0))) for s in ACTIVE_STATUSES])
+    # Worth an alert rule (> 0): after a day of failed redeliveries nothing else tells anyone.
+    m.pages_unreached.set(float(sum(OutboxPager(runtime.platform.store).unreached_pages().values())))
     return PlainTextResponse(m.render(), media_type=CONTENT_TYPE)

@@ -60,9 +60,19 @@ def existing_incident(platform: Platform, incident_id: str) -> str:
 
 
 def incident_list(platform: Platform, status: str | None = None, *, active_only: bool = False) -> list[dict[str, Any]]:
-    """Incidents, oldest first, without their evidence (``incident_detail`` has it)."""
+    """Incidents, oldest first, without their evidence (``incident_detail`` has it).
+
+    Each carries ``unreached_pages``: how many of its pages no channel delivered while it is unresolved
+    (`OutboxPager.unreached_pages`), so every list a person reads says when a page reached no one.
+    """
     incidents = IncidentManager(platform.store).list(status, active_only=active_only)
-    return [finite(i.model_dump(mode="json", exclude={"evidence"})) for i in incidents]
+    unreached = OutboxPager(platform.store).unreached_pages()
+    listed = []
+    for incident in incidents:
+        item = incident.model_dump(mode="json", exclude={"evidence"})
+        item["unreached_pages"] = unreached.get(incident.incident_id, 0)
+        listed.append(finite(item))
+    return listed
 
 
 def incident_detail(platform: Platform, incident_id: str) -> dict[str, Any]:

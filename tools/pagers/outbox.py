@@ -20,9 +20,11 @@ from typing import Any, Final, Literal
 import pandas as pd
 from pydantic import BaseModel
 
+from monitor.incidents import ACTIVE_STATUSES
 from scorer.serving import utc_now
 from store import Store, where_equal
 from tools.pagers.base import Delivery, Page, Pager
+from tools.pagers.console import ConsolePager
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,33 @@ class OutboxPager:
             ") WHERE latest = 1 AND status = 'failed' ORDER BY recorded_at",
             [self.name],
         )
+
+    def unreached_pages(self) -> dict[str, int]:
+        """Pages of unresolved incidents that reached no one, counted per incident.
+
+        The case nobody would hear of: every remote channel (PagerDuty, Slack, a webhook) failed, and after
+        a day redelivery gives up. The console only counts when it is the only channel a page went to (the
+        demo, a terminal): with a remote channel configured, text on a process's standard error is not a
+        page anyone is sure to see. A page only the outbox recorded had no channel to reach and is not
+        counted; nor is a resolved incident's, which no longer needs anyone (redelivery does not resend
+        it either, `tools.pagers.redelivery`).
+        """
+        active = ", ".join("?" for _ in ACTIVE_STATUSES)
+        local = (self.name, ConsolePager.name)
+        frame = self.store.query(
+            "SELECT incident_id, count(*) AS pages FROM ("
+            "  SELECT p.page_id, any_value(p.incident_id) AS incident_id,"
+            "    bool_or(p.channel NOT IN (?, ?)) AS remote_tried,"
+            "    bool_or(p.channel NOT IN (?, ?) AND p.status = 'delivered') AS remote_delivered,"
+            "    bool_or(p.status = 'delivered') AS delivered"
+            "  FROM pages p JOIN incidents i ON i.incident_id = p.incident_id"
+            f"  WHERE p.channel <> ? AND i.status IN ({active})"
+            "  GROUP BY p.page_id"
+            ") WHERE NOT (CASE WHEN remote_tried THEN remote_delivered ELSE delivered END)"
+            " GROUP BY incident_id ORDER BY incident_id",
+            [*local, *local, self.name, *ACTIVE_STATUSES],
+        )
+        return {str(row.incident_id): int(row.pages) for row in frame.itertuples()}
 
     def _select(self, sql: str, params: list[Any]) -> list[OutboxRow]:
         frame = self.store.query(sql, params)

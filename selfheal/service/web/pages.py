@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from selfheal.service.web.html import h, join, json_text, markdown, table
+from selfheal.service.web.html import Raw, h, join, json_text, markdown, table
 from selfheal.service.web.layout import badge, layout
 from selfheal.service.web.layout import when as _when
 
@@ -70,6 +70,7 @@ def incident_list(incidents: Sequence[Mapping[str, Any]], runs: Mapping[str, Map
         )
     body = join(
         h("h1", None, "Incidents"),
+        _unreached_notice(newest_first),
         notice,
         table(
             (
@@ -90,6 +91,27 @@ def incident_list(incidents: Sequence[Mapping[str, Any]], runs: Mapping[str, Map
         else h("p", {"class": "muted"}, "No incidents yet."),
     )
     return layout("Incidents", body, section="incidents")
+
+
+def _unreached_notice(incidents: Sequence[Mapping[str, Any]]) -> Raw | None:
+    """A warning for unresolved incidents with a page no channel delivered (None: there are none)."""
+    unpaged = [i for i in incidents if i.get("unreached_pages")]
+    if not unpaged:
+        return None
+    return h(
+        "section",
+        {"class": "pending", "id": "unreached-pages"},
+        h("h2", None, "Pages that reached no one"),
+        h("p", None, "Every channel failed for these incidents' pages; the service retries hourly for a day."),
+        h(
+            "ul",
+            None,
+            [
+                h("li", None, h("a", {"href": f"/ui/incidents/{i['incident_id']}"}, i["incident_id"]), " ", i["title"])
+                for i in unpaged
+            ],
+        ),
+    )
 
 
 # -- runbooks ---------------------------------------------------------------------------------------
