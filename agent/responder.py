@@ -12,7 +12,6 @@ CLI, the service and the evals; the checkpoint stays the source of truth for res
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,9 +24,9 @@ from langgraph.types import Command
 
 from agent.context import AgentRuntime
 from agent.graph import build_graph
+from agent.run_records import agent_runs
 from agent.state import Planner
 from scorer.serving import as_naive_utc
-from store import Store, where_equal
 from tools.audit import canonical_json
 
 RunStatus = Literal["done", "waiting_approval", "waiting_data", "running"]
@@ -265,21 +264,3 @@ def _waiting(snapshot: Any) -> dict[str, Any] | None:
 def checkpoints_path(home: Path) -> Path:
     """Where a workspace keeps the responder's checkpoints."""
     return Path(home) / CHECKPOINTS_FILE
-
-
-def agent_runs(
-    store: Store, *, incident_id: str | None = None, status: str | None = None, with_state: bool = True
-) -> list[dict[str, Any]]:
-    """Rows of ``agent_runs`` (JSON columns decoded), oldest first: what readers need without a responder.
-
-    ``with_state=False`` leaves out the ``state`` column (a whole run: steps, plan, tool outputs), for
-    listings that show runs without reading them.
-    """
-    clause, params = where_equal(incident_id=incident_id, status=status)
-    columns = "*" if with_state else "* EXCLUDE (state)"
-    frame = store.query(f"SELECT {columns} FROM agent_runs{clause} ORDER BY started_at, attempt", params)
-    rows = frame.to_dict("records")
-    for row in rows:
-        for column in ("waiting", "state") if with_state else ("waiting",):
-            row[column] = json.loads(row[column]) if isinstance(row[column], str) else None
-    return rows

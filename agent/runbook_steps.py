@@ -15,7 +15,7 @@ from agent.label_evidence import estimate_evidence, label_evidence
 from agent.state import PlannedAction, StepRecord
 from scorer.serving import as_naive_utc
 from tools.errors import ToolError
-from tools.registry import TOOLS, call_tool
+from tools.registry import call_tool, registered_tools
 from tools.runbooks import ExpressionError, Runbook, Step, build_scope, evaluate, render
 
 # Sections whose tool steps gather evidence before a decision (Decide/Verify prose may hold tool steps
@@ -144,7 +144,7 @@ def page_arguments(runbook: Runbook | None, scope: dict[str, Any]) -> dict[str, 
 
 def check_arguments(action: str, args: dict[str, Any]) -> str | None:
     """None when ``args`` fit the action's schema, else the problem (what `call_tool` would refuse)."""
-    spec = TOOLS.get(action)
+    spec = registered_tools().get(action)
     if spec is None:
         return f"unknown action {action!r}"
     if spec.kind != "action":

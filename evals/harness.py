@@ -24,7 +24,8 @@ import pandas as pd
 
 from agent.autopilot import Autopilot
 from agent.context import AgentConfig, AgentRuntime
-from agent.responder import Responder, agent_runs, checkpoints_path
+from agent.responder import Responder, checkpoints_path
+from agent.run_records import agent_runs
 from evals.live import LiveWorld, SimClock
 from evals.platform import OpenPlatform, PlatformFactory
 from evals.scenario import Scenario

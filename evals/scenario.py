@@ -54,7 +54,7 @@ from evals.faults import (
 )
 from evals.faults.base import require_known
 from scorer.score import LOGGED_FEATURES
-from tools.registry import TOOLS
+from tools.registry import registered_tools
 
 __all__ = [
     "EndState",
@@ -74,7 +74,7 @@ _OFFSET = re.compile(r"^\s*day\s+(\d+)\s+(\d{1,2}):(\d{2})\s*$", re.IGNORECASE)
 _DURATION_PART = re.compile(r"(\d+)\s*([mhd])", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 # Actions a scenario may forbid: the action tools (page and notes are never "collateral").
-ACTION_TOOLS = tuple(sorted(name for name, spec in TOOLS.items() if spec.kind == "action"))
+ACTION_TOOLS = tuple(sorted(name for name, spec in registered_tools().items() if spec.kind == "action"))
 
 
 class ScenarioError(ValueError):

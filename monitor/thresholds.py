@@ -25,12 +25,12 @@ import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import ModuleType
 from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats as scipy_stats
 
 from monitor.stats import ALL_STATS, PSI_SMOOTHING, BinnedPair, FloatArray, binned_robust_scale, evaluate
 
@@ -190,7 +190,7 @@ def psi_no_drift_quantile(
     null = _psi_null(n_ref, n_cur, bins, empty_bins, smoothing)
     if null.dof <= 0:  # nothing can fluctuate: PSI is the fixed offset
         return null.offset
-    return float(null.offset + null.scale * scipy_stats.chi2.ppf(q, null.dof))
+    return float(null.offset + null.scale * _scipy_stats().chi2.ppf(q, null.dof))
 
 
 def psi_p_value(
@@ -218,7 +218,7 @@ def psi_p_value(
     null = _psi_null(n_ref, n_cur, bins, empty_bins, smoothing)
     if null.dof <= 0:
         return 1.0 if psi <= null.offset * (1 + 1e-9) else 0.0
-    return float(scipy_stats.chi2.sf(max(psi - null.offset, 0.0) / null.scale, null.dof))
+    return float(_scipy_stats().chi2.sf(max(psi - null.offset, 0.0) / null.scale, null.dof))
 
 
 def psi_closed_form_applies(ref_counts: npt.ArrayLike, n_cur: int) -> bool:
@@ -267,7 +267,7 @@ def _upper_order_index(n_boot: int, q: float, confidence: float) -> int:
     The k-th smallest of B draws is >= the true q-quantile when fewer than k draws fall below it, and that
     count is Binomial(B, q); the smallest k with P(Binomial(B, q) <= k - 1) >= confidence is the bound.
     """
-    k = int(scipy_stats.binom.ppf(confidence, n_boot, q)) + 1
+    k = int(_scipy_stats().binom.ppf(confidence, n_boot, q)) + 1
     return min(k, n_boot) - 1
 
 
@@ -606,3 +606,11 @@ def apply_fdr(decisions: Sequence[_Decision], q: float = 1 - DEFAULT_Q) -> list[
         d if r or not d.drifted else replace(d, drifted=False, suppressed_by_fdr=True)
         for d, r in zip(decisions, rejected, strict=True)
     ]
+
+
+def _scipy_stats() -> ModuleType:
+    """``scipy.stats``, imported on the first threshold computed: it takes ~1 s to import, and everything
+    that merely imports the monitor (the CLI's read commands, chat, the service's start) would pay it."""
+    from scipy import stats
+
+    return stats

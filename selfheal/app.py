@@ -19,6 +19,7 @@ from scorer.serving import ServingStateStore, utc_now
 from store import Store, Workspace
 
 if TYPE_CHECKING:
+    from agent.llm import LLMClient, LLMConfig
     from agent.responder import Responder
     from monitor.runner import Monitor
 
@@ -80,7 +81,7 @@ class Platform:
         from the environment (`tools.pagers.PagerConfig`) unless given.
         """
         from agent.context import AgentConfig, AgentRuntime
-        from agent.llm import LLMClient, LLMConfig
+        from agent.llm.config import LLMConfig
         from agent.responder import Responder, checkpoints_path
         from monitor.runner import Monitor
         from tools.pagers import PagerConfig, build_pagers
@@ -93,7 +94,7 @@ class Platform:
             watched,
             config=config,
             runbooks_dir=runbooks_dir,
-            llm=LLMClient(llm_config) if llm_config.configured else None,
+            llm=_llm_client(llm_config) if llm_config.configured else None,
             pagers=pagers if pagers is not None else build_pagers(PagerConfig.from_env(), self.store, clock=self.clock),
             extras=extras,
             after_side_effect=after_side_effect,
@@ -111,3 +112,10 @@ class Platform:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _llm_client(config: LLMConfig) -> LLMClient:
+    """The LLM client, imported only when an endpoint is configured (openai takes ~0.8 s to import)."""
+    from agent.llm import LLMClient
+
+    return LLMClient(config)

@@ -287,9 +287,23 @@ def _runs(home: Path | None, incident_id: str | None) -> list[dict[str, Any]]:
     from selfheal.client import discover_service
 
     client = discover_service(home)
-    if client is None:
-        with _responder(home, None, "deterministic") as responder:
-            return responder.runs(incident_id=incident_id)
+    if client is None:  # the table alone: no responder, so neither LangGraph nor the monitor is loaded
+        from selfheal.app import Platform
+        from selfheal.service import views
+        from store import StoreError
+
+        try:
+            platform = Platform.open(home)
+        except StoreError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from error
+        try:
+            return views.runs(platform, incident_id)
+        except views.NotFound as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from error
+        finally:
+            platform.close()
     rows: list[dict[str, Any]] = _refused_exits(lambda: client.get("/v1/runs", incident_id=incident_id), client)
     return rows
 

@@ -132,7 +132,7 @@ def _session(
             yield RemoteSession(client, incident_id)
         return
     from agent.chat import ChatParts
-    from agent.llm import LLMClient, LLMConfig
+    from agent.llm.config import LLMConfig  # the client (and openai) only when an endpoint is configured
     from selfheal.app import Platform
     from store import StoreError
 
@@ -141,7 +141,11 @@ def _session(
     except StoreError as error:
         raise ChatError(str(error)) from error
     config = LLMConfig.from_env()
-    llm = LLMClient(config) if config.configured and not no_llm else None
+    llm = None
+    if config.configured and not no_llm:
+        from agent.llm import LLMClient
+
+        llm = LLMClient(config)
     try:
         yield LocalSession(
             ChatParts.for_platform(platform, runbooks_dir=runbooks), incident_id, f"cli:{who}", llm

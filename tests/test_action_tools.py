@@ -22,7 +22,7 @@ from tests.conftest import FAST_PARAMS, SmallWorld
 from tools.audit import MAX_REASON_CHARS, ActionLog, idempotency_key
 from tools.context import ToolContext, ToolLimits
 from tools.errors import ToolRefused, ToolRetry
-from tools.registry import TOOLS, call_tool
+from tools.registry import call_tool, registered_tools
 
 START = datetime(2018, 5, 16, 9, 0)  # the morning after the small world's 45 days of history
 FEATURE = "terminal_risk_7d"
@@ -483,11 +483,11 @@ def test_action_log_counts_only_applied_rows_that_match(ctx: ToolContext, clock:
 
 def test_every_action_is_registered_as_an_action_with_documented_arguments() -> None:
     for name in tools.actions.ACTION_NAMES:
-        spec = TOOLS[name]
+        spec = registered_tools()[name]
         assert spec.kind == "action" and spec.description
         for argument in spec.json_schema().get("properties", {}).values():
             assert argument["description"]
-    risks = {name: TOOLS[name].risk for name in tools.actions.ACTION_NAMES}
+    risks = {name: registered_tools()[name].risk for name in tools.actions.ACTION_NAMES}
     assert {n for n, r in risks.items() if r == "high"} == {
         "rollback_model",
         "promote_model",

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from agent.chat import ChatParts, ChatReply, conversation, reply
 from agent.chat.text import number, when
-from agent.responder import agent_runs
+from agent.run_records import agent_runs
 from selfheal.app import Platform
 from selfheal.cli import app
 from store import Workspace

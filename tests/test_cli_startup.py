@@ -49,3 +49,26 @@ def test_the_store_package_loads_its_parts_on_first_use() -> None:
     assert "duckdb" not in light
 
     assert "duckdb" in _loaded_after("from store import Store")  # the lazy name still resolves
+
+
+def test_reading_the_record_loads_neither_the_agent_nor_the_monitors_statistics() -> None:
+    """``incidents list``, ``runs`` and ``ask`` read the workspace: no LangGraph, no OpenAI client (no
+    endpoint is configured here), and SciPy only when a threshold is computed. They took 4-7 s before."""
+    agent_heavy = {"langgraph", "langchain_core", "openai", "scipy", "sklearn", "xgboost"}
+    env = "import os\nfor k in ('OPENAI_BASE_URL', 'OPENAI_API_KEY'): os.environ.pop(k, None)\n"
+    for command in (["incidents", "list"], ["runs"], ["ask", "INC-1", "what happened"]):
+        loaded = _loaded_after(
+            f"{env}import tempfile\nfrom typer.testing import CliRunner\nfrom selfheal.cli import app\n"
+            f"result = CliRunner().invoke(app, [*{command!r}, '--home', tempfile.mkdtemp()])\n"
+            "assert result.exit_code in (0, 1), result.output"  # ask: no incident INC-1 in an empty workspace
+        )
+        assert "duckdb" in loaded, command  # it did read the workspace
+        assert not loaded & agent_heavy, (command, sorted(loaded & agent_heavy))
+
+    # The lazy names still resolve, and a threshold still gets SciPy.
+    resolved = _loaded_after(
+        "from tools import call_tool, registered_tools\nassert 'rollback_model' in registered_tools()\n"
+        "from agent.llm import LLMClient\nfrom monitor.thresholds import psi_no_drift_quantile\n"
+        "assert psi_no_drift_quantile(1000, 1000, 10, q=0.99) > 0"
+    )
+    assert {"openai", "scipy"} <= resolved

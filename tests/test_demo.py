@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.responder import agent_runs
+from agent.run_records import agent_runs
 from monitor.incidents import IncidentManager
 from selfheal.app import Platform
 from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_executable, decode_png

@@ -28,7 +28,7 @@ from tests.incident_worlds import feature_outage
 from tools.context import ToolContext
 from tools.errors import ToolRetry
 from tools.read import compact, parse_window
-from tools.registry import TOOLS, call_tool, openai_tool_schemas
+from tools.registry import call_tool, openai_tool_schemas, registered_tools
 from tools.runbooks.library import SHIPPED_RUNBOOKS
 
 if importlib.util.find_spec("tools.actions") is not None:  # written in parallel; snapshot covers it when present
@@ -120,7 +120,7 @@ def _examples(seeded: Seeded) -> dict[str, dict[str, Any]]:
     }
 
 
-READ_TOOLS = sorted(name for name, spec in TOOLS.items() if spec.kind == "read")
+READ_TOOLS = sorted(name for name, spec in registered_tools().items() if spec.kind == "read")
 
 
 def test_every_tool_the_issue_names_is_registered_as_a_read_tool() -> None:
@@ -135,7 +135,7 @@ def test_every_tool_the_issue_names_is_registered_as_a_read_tool() -> None:
 @pytest.mark.parametrize("name", READ_TOOLS)
 def test_read_tool_conformance(seeded: Seeded, name: str) -> None:
     """Documented, typed, riskless, and it runs on the seeded store returning compact JSON."""
-    spec = TOOLS[name]
+    spec = registered_tools()[name]
     assert spec.kind == "read" and spec.risk == "none"
     assert len(spec.description) > 20, "the description is what the model reads"
     schema = spec.json_schema()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from agent.responder import agent_runs
+from agent.run_records import agent_runs
 from monitor.incidents import IncidentManager
 from selfheal.app import Platform, simulated_now
 from selfheal.cli import app

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.responder import agent_runs
+from agent.run_records import agent_runs
 from selfheal.app import Platform, simulated_now
 from selfheal.service.app import create_app
 from selfheal.service.config import ServiceConfig

@@ -6,16 +6,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from monitor.incidents import IncidentManager
-from monitor.runner import Monitor
-from scorer.registry import ModelRegistry
-from scorer.score import Scorer
-from scorer.serving import ServingStateStore
-from store import Store
+if TYPE_CHECKING:  # annotations only: importing the monitor here would load SciPy for every tool user
+    from monitor.incidents import IncidentManager
+    from monitor.runner import Monitor
+    from scorer.registry import ModelRegistry
+    from scorer.score import Scorer
+    from scorer.serving import ServingStateStore
+    from store import Store
 
 
 class ToolLimits(BaseModel):

@@ -11,12 +11,14 @@ Tool output is bounded (`MAX_OUTPUT_CHARS`) and says when it was cut.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_type_hints
+from types import MappingProxyType
+from typing import Any, Final, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -50,7 +52,18 @@ class ToolSpec:
         }
 
 
-TOOLS: dict[str, ToolSpec] = {}
+# Every tool registered so far. Read it through `registered_tools()`, which first imports the built-in tool
+# modules: importing `tools` alone registers nothing, so commands that never call a tool (listing
+# incidents, reading a report) do not load the monitor, SciPy and the action code behind the tools.
+_TOOLS: dict[str, ToolSpec] = {}
+BUILTIN_TOOL_MODULES: Final = ("tools.read", "tools.sql", "tools.actions")
+
+
+def registered_tools() -> Mapping[str, ToolSpec]:
+    """Every tool: the built-ins (imported here on first use) and any extension imported before."""
+    for module in BUILTIN_TOOL_MODULES:
+        importlib.import_module(module)  # a dictionary lookup once imported
+    return MappingProxyType(_TOOLS)
 
 
 def tool(kind: ToolKind, risk: Risk) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -58,9 +71,9 @@ def tool(kind: ToolKind, risk: Risk) -> Callable[[Callable[..., Any]], Callable[
 
     def register(function: Callable[..., Any]) -> Callable[..., Any]:
         spec = _spec(function, kind, risk)
-        if spec.name in TOOLS:
+        if spec.name in _TOOLS:
             raise ValueError(f"tool {spec.name} is registered twice")
-        TOOLS[spec.name] = spec
+        _TOOLS[spec.name] = spec
         return function
 
     return register
@@ -121,9 +134,10 @@ def call_tool(name: str, ctx: Any, arguments: dict[str, Any] | str | None) -> To
         ToolRetry: unknown tool or arguments that do not fit the schema (the model can fix these).
         ToolRefused / ApprovalRequired: from the tool itself.
     """
-    spec = TOOLS.get(name)
+    tools = registered_tools()
+    spec = tools.get(name)
     if spec is None:
-        raise ToolRetry(f"unknown tool {name!r}; available: {', '.join(sorted(TOOLS))}")
+        raise ToolRetry(f"unknown tool {name!r}; available: {', '.join(sorted(tools))}")
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
@@ -151,5 +165,6 @@ def bounded_json(data: Any, limit: int = MAX_OUTPUT_CHARS) -> tuple[str, bool]:
 
 def openai_tool_schemas(names: list[str] | None = None) -> list[dict[str, Any]]:
     """The function-calling schemas of the tools (all, or the named ones), in name order."""
-    chosen = sorted(TOOLS) if names is None else names
-    return [TOOLS[name].openai_schema() for name in chosen]
+    tools = registered_tools()
+    chosen = sorted(tools) if names is None else names
+    return [tools[name].openai_schema() for name in chosen]

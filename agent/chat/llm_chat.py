@@ -32,7 +32,7 @@ from agent.llm import LLMClient, LLMRequestError, LLMUnavailable
 from agent.planners.llm_planner import canonical_arguments, prompt, read_tool_names, untrusted
 from tools.audit import finite
 from tools.errors import ToolError
-from tools.registry import TOOLS, bounded_json, call_tool, openai_tool_schemas
+from tools.registry import bounded_json, call_tool, openai_tool_schemas, registered_tools
 
 REQUEST_ACTION = "request_action"
 HISTORY_TURNS = 6  # earlier turns of this incident's conversation the model sees
@@ -220,7 +220,7 @@ def _requested(
 
 
 def _read(ctx: Any, name: str, raw: str) -> str:
-    spec = TOOLS.get(name)
+    spec = registered_tools().get(name)
     if spec is None or spec.kind != "read":
         what = "an action: use request_action" if spec is not None else "not a tool"
         return f"{name!r} is {what}; read tools: {', '.join(read_tool_names())}"

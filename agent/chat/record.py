@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from agent.chat.parts import ChatParts
-from agent.responder import agent_runs
+from agent.run_records import agent_runs
 from monitor.incidents import Incident
 from scorer.serving import CHANGEABLE_FIELDS, ServingState, as_naive_utc
 from tools.audit import ActionLog, AuditRecord

@@ -18,26 +18,57 @@ settings. Transport errors, timeouts, 429 and 5xx are retried; what is left is a
 
 For the offline eval harness, `Recorder(dir)` writes every exchange to files and `Replayer(dir)` serves
 them back by a normalised request key (replay.py documents what is normalised) without any HTTP call.
+
+The names below are loaded on first use (PEP 562): importing `agent.llm.config` or `agent.llm.errors`
+must not import the openai package (~0.8 s), which a run without a configured endpoint never needs.
 """
 
-from agent.llm.client import LLMClient, LLMReply, LLMUsage, TokenUsage
-from agent.llm.config import LLMConfig
-from agent.llm.errors import LLMError, LLMRequestError, LLMUnavailable, ReplayMiss
-from agent.llm.replay import ExchangeLog, Recorder, Replayer, normalise_request, request_key
+from __future__ import annotations
 
-__all__ = [
-    "ExchangeLog",
-    "LLMClient",
-    "LLMConfig",
-    "LLMError",
-    "LLMReply",
-    "LLMRequestError",
-    "LLMUnavailable",
-    "LLMUsage",
-    "Recorder",
-    "ReplayMiss",
-    "Replayer",
-    "TokenUsage",
-    "normalise_request",
-    "request_key",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real names for type checkers ("X as X": re-exported)
+    from agent.llm.client import LLMClient as LLMClient
+    from agent.llm.client import LLMReply as LLMReply
+    from agent.llm.client import LLMUsage as LLMUsage
+    from agent.llm.client import TokenUsage as TokenUsage
+    from agent.llm.config import LLMConfig as LLMConfig
+    from agent.llm.errors import LLMError as LLMError
+    from agent.llm.errors import LLMRequestError as LLMRequestError
+    from agent.llm.errors import LLMUnavailable as LLMUnavailable
+    from agent.llm.errors import ReplayMiss as ReplayMiss
+    from agent.llm.replay import ExchangeLog as ExchangeLog
+    from agent.llm.replay import Recorder as Recorder
+    from agent.llm.replay import Replayer as Replayer
+    from agent.llm.replay import normalise_request as normalise_request
+    from agent.llm.replay import request_key as request_key
+
+# Where each name lives: loaded from there on first use.
+_HOMES = {
+    "ExchangeLog": "agent.llm.replay",
+    "LLMClient": "agent.llm.client",
+    "LLMConfig": "agent.llm.config",
+    "LLMError": "agent.llm.errors",
+    "LLMReply": "agent.llm.client",
+    "LLMRequestError": "agent.llm.errors",
+    "LLMUnavailable": "agent.llm.errors",
+    "LLMUsage": "agent.llm.client",
+    "Recorder": "agent.llm.replay",
+    "ReplayMiss": "agent.llm.errors",
+    "Replayer": "agent.llm.replay",
+    "TokenUsage": "agent.llm.client",
+    "normalise_request": "agent.llm.replay",
+    "request_key": "agent.llm.replay",
+}
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'agent.llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

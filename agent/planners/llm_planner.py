@@ -28,7 +28,7 @@ from agent.runbook_steps import proposal_problem, step_record
 from agent.state import Diagnosis, PlannedAction, ResponderState, StepRecord
 from monitor.findings import ROOT_CAUSES
 from tools.errors import ToolError
-from tools.registry import TOOLS, bounded_json, call_tool, openai_tool_schemas
+from tools.registry import bounded_json, call_tool, openai_tool_schemas, registered_tools
 from tools.runbooks import Runbook
 
 SUBMIT = "submit_diagnosis"
@@ -64,7 +64,7 @@ def submit_schema() -> dict[str, Any]:
 
 
 def read_tool_names() -> list[str]:
-    return sorted(name for name, spec in TOOLS.items() if spec.kind == "read")
+    return sorted(name for name, spec in registered_tools().items() if spec.kind == "read")
 
 
 def _defuse(text: str) -> str:
@@ -147,7 +147,7 @@ def investigate(state: ResponderState, rt: AgentRuntime) -> dict[str, Any]:
 
 
 def _run_read_tool(ctx: Any, name: str, raw: Any) -> tuple[str, bool]:
-    spec = TOOLS.get(name)
+    spec = registered_tools().get(name)
     if spec is None:
         return f"unknown tool {name!r}; read tools: {', '.join(read_tool_names())}", False
     if spec.kind != "read":

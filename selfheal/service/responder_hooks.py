@@ -35,7 +35,8 @@ import pandas as pd
 from agent.autopilot import Autopilot, AutopilotEvent
 from agent.chat import ChatParts, reply
 from agent.chat.requests import decide_request
-from agent.responder import Responder, ResponderError, RunResult, agent_runs
+from agent.responder import Responder, ResponderError, RunResult
+from agent.run_records import agent_runs
 from monitor.runner import Monitor
 from scorer.score import Scorer
 from scorer.serving import as_naive_utc

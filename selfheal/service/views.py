@@ -17,7 +17,6 @@ from scorer.errors import ScorerError, UnknownModelVersionError
 from selfheal.app import Platform
 from tools.audit import ActionLog, finite
 from tools.pagers.outbox import OutboxPager
-from tools.runbooks import RunbookLibrary
 
 _INCIDENT_ID: Final = re.compile(r"^(?:INC-)?(\d{1,9})$", re.IGNORECASE)
 ReportFormat = Literal["md", "html"]
@@ -122,7 +121,7 @@ def report_path(reports_dir: Path, incident_id: str, fmt: ReportFormat) -> Path:
 def investigations(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
     """The responder's runs for one incident, oldest first: status, outcome, what a run waits for, and its
     whole state (diagnosis, plan, steps, verification, page decision), from ``agent_runs``."""
-    from agent.responder import agent_runs  # the agent's table reader; imported when first read
+    from agent.run_records import agent_runs
 
     key = existing_incident(platform, incident_id)
     return [_run_view(run) for run in agent_runs(platform.store, incident_id=key)]
@@ -130,7 +129,7 @@ def investigations(platform: Platform, incident_id: str) -> list[dict[str, Any]]
 
 def runs(platform: Platform, incident_id: str | None = None) -> list[dict[str, Any]]:
     """The responder's runs (without their state), oldest first; one incident's when given."""
-    from agent.responder import agent_runs
+    from agent.run_records import agent_runs
 
     key = existing_incident(platform, incident_id) if incident_id else None
     return [_run_view(run) for run in agent_runs(platform.store, incident_id=key, with_state=False)]
@@ -269,10 +268,14 @@ def serving_history(platform: Platform, limit: int = 50) -> list[dict[str, Any]]
 
 def runbooks(folder: Path | None) -> list[dict[str, Any]]:
     """Every runbook's front matter (``RunbookError`` if some file does not parse: lint says why)."""
+    from tools.runbooks import RunbookLibrary  # its linter loads the monitor's checks (and SciPy)
+
     return [finite(r.front_matter()) for r in RunbookLibrary.load(folder)]
 
 
 def runbook_detail(folder: Path | None, runbook_id: str) -> dict[str, Any]:
+    from tools.runbooks import RunbookLibrary
+
     library = RunbookLibrary.load(folder)
     try:
         runbook = library.get(runbook_id)

@@ -21,15 +21,13 @@ Every problem has a code naming its class of mistake:
     duplicate-id            two runbooks with one id
     unfilled-template       a ``<FILL IN ...>`` placeholder from ``selfheal runbooks new`` is left
 
-Tools come from `tools.registry.TOOLS` (`load_tools` imports the built-in tool modules first); incident
+Tools come from `tools.registry.registered_tools()` (which imports the built-in tool modules first); incident
 evidence fields from `EVIDENCE_FIELDS`, which a test keeps equal to what the monitor's checks emit.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +37,13 @@ from pydantic import ValidationError
 
 from monitor.checks import CHECKS
 from monitor.findings import INCIDENT_KINDS
-from tools.registry import TOOLS, ToolSpec
+from tools.registry import ToolSpec, registered_tools
 from tools.runbooks.expressions import ROOTS, Checked, ExpressionError, check
 from tools.runbooks.model import REQUIRED_SECTIONS, Problem, RunbookError
 from tools.runbooks.parser import RawStep, RunbookDocument, build_runbook, read_document, read_runbook_text
 from tools.runbooks.scope import NAMESPACE_FIELDS
 from tools.runbooks.templates import is_template, template_expressions
 
-TOOL_MODULES = ("tools.read", "tools.sql", "tools.actions")
 PLACEHOLDER = "<FILL IN"
 
 # What every incident's evidence holds (monitor.incidents._evidence), and what updates add.
@@ -127,11 +124,8 @@ def check_kinds() -> dict[str, str]:
 
 
 def load_tools() -> dict[str, ToolSpec]:
-    """Every registered tool, after importing the built-in tool modules that exist."""
-    for module in TOOL_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
-    return dict(TOOLS)
+    """Every registered tool (built-ins included), as a dict the caller may extend."""
+    return dict(registered_tools())
 
 
 def _strings(value: Any) -> list[str]:
