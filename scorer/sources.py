@@ -25,7 +25,7 @@ import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeAlias
+from typing import IO, Any, Literal, TypeAlias
 
 import numpy as np
 import orjson
@@ -123,9 +123,10 @@ def _csv_batches(path: Path, batch_size: int) -> Iterator[Batch]:
         if header is None:
             return iter(())  # an empty file (or blank lines only): no rows
         header_on_line_one = reader.line_num == 1
-    if not header_on_line_one or not _arrow_reads_right(path):
+    reading = _arrow_reading(path) if header_on_line_one else None
+    if reading is None:
         return _python_csv_rows(path, batch_size, header)
-    return _csv_rows(path, batch_size, header)
+    return _csv_rows(path, batch_size, header, one_block=reading == "one block")
 
 
 def _header(reader: Iterator[list[str]]) -> list[str] | None:
@@ -143,16 +144,26 @@ def csv_header(path: Path) -> list[str] | None:
         return _header(csv.reader(_Lines(handle)))
 
 
-def _arrow_reads_right(path: Path, chunk_bytes: int = 1 << 22) -> bool:
-    """Whether Arrow reads this file as Python's `csv` does; one streaming pass (~1 GB/s).
+# A file Arrow must read in one block (see `_arrow_reading`) is held in memory whole, as text and then as
+# a table of strings; above this size the Python reader (constant memory, ~6x slower) reads it instead.
+ONE_BLOCK_MAX_BYTES = 256 << 20
 
-    Not when
-    - the header is not on the first line (checked by the caller): Arrow's ``skip_rows`` counts lines;
-    - the bytes are not UTF-8: Arrow cannot hand them to the invalid-row handler (it prints an ignored
-      exception and stops);
-    - the file has both carriage returns and quotes: Arrow mis-splits a quoted CR that straddles two of
-      its blocks (apache/arrow#51368, open in pyarrow 26; `tests/test_sources.py` has a case). A file
-      with CRLF line ends and no quotes, or with quotes and LF line ends, is safe.
+ArrowReading = Literal["blocks", "one block"]
+
+
+def _arrow_reading(path: Path, chunk_bytes: int = 1 << 22) -> ArrowReading | None:
+    """How Arrow reads this file as Python's `csv` does, or None when it cannot; one streaming pass
+    (~1 GB/s).
+
+    - Bytes that are not UTF-8: None. Arrow cannot hand them to the invalid-row handler (it prints an
+      ignored exception and stops).
+    - Both carriage returns and quotes: ``"one block"`` (None above `ONE_BLOCK_MAX_BYTES`). Arrow
+      mis-splits a quoted CR that straddles two of its blocks (apache/arrow#51368, open in pyarrow 26;
+      `tests/test_sources.py` has a case); in a single block nothing straddles. Excel's CSV export
+      (CRLF line ends, quotes around text with commas) is such a file.
+    - Otherwise ``"blocks"`` (1 MiB each, streamed).
+
+    The caller checks that the header is on the first line: Arrow's ``skip_rows`` counts lines.
     """
     decoder = codecs.getincrementaldecoder("utf-8")()
     carriage_return = quote = False
@@ -164,8 +175,10 @@ def _arrow_reads_right(path: Path, chunk_bytes: int = 1 << 22) -> bool:
                 quote = quote or b'"' in chunk
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            return False
-    return not (carriage_return and quote)
+            return None
+    if not (carriage_return and quote):
+        return "blocks"
+    return "one block" if path.stat().st_size <= ONE_BLOCK_MAX_BYTES else None
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -173,12 +186,12 @@ def _open_text(path: Path) -> IO[str]:
     return path.open(encoding="utf-8-sig", errors="replace", newline="")
 
 
-def _csv_rows(path: Path, batch_size: int, header: list[str]) -> Iterator[Batch]:
-    """Arrow's C++ reader (~7x faster than `csv`), and Python's reader from the first record Arrow did
+def _csv_rows(path: Path, batch_size: int, header: list[str], *, one_block: bool = False) -> Iterator[Batch]:
+    """Arrow's C++ reader (~6x faster than `csv`), and Python's reader from the first record Arrow did
     not deliver when Arrow refuses the rest of the file (a record longer than a block, 1 MiB). Arrow's
     records are delivered strictly in file order, so the Python reader picks up exactly where Arrow
-    stopped: every record is delivered once."""
-    arrow = _ArrowCsv(path, batch_size, header)
+    stopped: every record is delivered once. ``one_block``: the whole file in one Arrow block."""
+    arrow = _ArrowCsv(path, batch_size, header, one_block=one_block)
     try:
         yield from arrow.batches()
     except _ArrowRefused:
@@ -203,8 +216,10 @@ class _ArrowCsv:
 
     _BLOCK_BYTES = 1 << 20
 
-    def __init__(self, path: Path, batch_size: int, header: list[str]) -> None:
+    def __init__(self, path: Path, batch_size: int, header: list[str], *, one_block: bool = False) -> None:
         self._path, self._batch_size, self._header = path, batch_size, header
+        # One block: a byte past the file's size, so Arrow never cuts it (see `_arrow_reading`).
+        self._block_bytes = path.stat().st_size + 1 if one_block else self._BLOCK_BYTES
         self._schema = pa.schema([(name, pa.string()) for name in header])
         self._good = self._schema.empty_table()  # good records of the blocks Arrow returned, not delivered
         self._bad: deque[tuple[int, UnreadableRecord]] = deque()  # (data record index, record), in order
@@ -277,7 +292,7 @@ class _ArrowCsv:
     def _options(self) -> dict[str, Any]:
         return {
             "read_options": pacsv.ReadOptions(
-                column_names=self._header, skip_rows=1, block_size=self._BLOCK_BYTES, use_threads=False
+                column_names=self._header, skip_rows=1, block_size=self._block_bytes, use_threads=False
             ),
             "parse_options": pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=self._invalid),
             "convert_options": pacsv.ConvertOptions(
