@@ -62,6 +62,11 @@ class _RowStore:
 
     def __init__(self) -> None:
         self.size = 0
+        # Transaction id -> its row, so arriving labels find their rows in O(labels), not O(rows): the hourly
+        # label delivery used to match every retained id (measured: 22 % of the demo's time). An id held
+        # by more than one row is in `_repeated` and labelled by a scan of all rows, as before.
+        self._row_of: dict[object, int] = {}
+        self._repeated: set[object] = set()
         self.transaction_id = np.empty(0, dtype=object)
         self.ts_ms = np.empty(0, dtype=np.int64)
         self.customer = np.empty(0, dtype=np.int64)  # dense entity codes
@@ -81,6 +86,7 @@ class _RowStore:
         self.units[start:stop] = rows.amount_units
         self.label[start:stop] = rows.label
         self.size = stop
+        self._index_ids(rows.transaction_id, start)
         return start
 
     def append_one(self, transaction_id: str, ts_ms: int, customer: int, terminal: int, units: int) -> None:
@@ -94,6 +100,7 @@ class _RowStore:
         self.units[at] = units
         self.label[at] = np.nan
         self.size = at + 1
+        self._index_ids(np.array([transaction_id], dtype=object), at)
 
     def view(self, start: int, stop: int | None = None) -> _History:
         """Rows [start, stop) as the kernel's input (views, no copy)."""
@@ -114,7 +121,26 @@ class _RowStore:
         for name, _ in self._COLUMNS:
             setattr(self, name, getattr(self, name)[: self.size][keep])
         self.size = int(keep.sum())
+        self._row_of, self._repeated = {}, set()
+        self._index_ids(self.transaction_id[: self.size], 0)
         return np.where(keep, new_ids, -1)
+
+    def rows_of(self, transaction_id: object) -> list[int]:
+        """The rows holding this transaction id (none, one, or several when the id was repeated)."""
+        if transaction_id in self._repeated:
+            return np.flatnonzero(self.transaction_id[: self.size] == transaction_id).tolist()  # type: ignore[no-any-return]
+        row = self._row_of.get(transaction_id)
+        return [] if row is None else [row]
+
+    def _index_ids(self, ids: np.ndarray, start: int) -> None:
+        """Add rows [start, start + len(ids)) to the id lookup (None: a row without an id, not indexed)."""
+        before = len(self._row_of)
+        self._row_of.update(zip(ids.tolist(), range(start, start + len(ids)), strict=True))  # at C speed
+        self._row_of.pop(None, None)
+        with_id = len(ids) - int(pd.isna(ids).sum())
+        if len(self._row_of) - before != with_id:  # an id met before, or twice here: rare, O(rows)
+            held = pd.Series(self.transaction_id[: self.size])
+            self._repeated = set(held[held.notna() & held.duplicated(keep=False)].tolist())
 
     def _reserve(self, needed: int) -> None:
         if needed <= len(self.ts_ms):
@@ -289,15 +315,17 @@ class FeatureState:
 
     def add_labels(self, transaction_ids: Sequence[object] | np.ndarray, labels: Sequence[float] | np.ndarray) -> int:
         """Record labels that arrived; returns how many retained transactions were labelled."""
-        ids = pd.Index(_as_text(pd.Series(np.asarray(transaction_ids))))
+        ids = _as_text(pd.Series(np.asarray(transaction_ids))).tolist()
         values = np.asarray(labels, dtype=np.float64)
         rows = self._rows
-        position = ids.get_indexer(rows.transaction_id[: rows.size])
-        hit = np.flatnonzero(position >= 0)
-        if len(hit):
-            rows.label[hit] = values[position[hit]]
+        labelled: dict[int, float] = {}  # row -> label; a later label for the same id wins
+        for transaction_id, value in zip(ids, values.tolist(), strict=True):
+            for row in rows.rows_of(transaction_id):
+                labelled[row] = value
+        if labelled:
+            rows.label[list(labelled)] = list(labelled.values())
             self._labels_changed = True
-        return len(hit)
+        return len(labelled)
 
     # -- internals --------------------------------------------------------------------------------
 

@@ -249,3 +249,32 @@ def test_one_transaction_path_equals_one_row_batches(
             flags = (labelled["amount"] > 250).astype(int).to_numpy()
             assert single.add_labels(labelled["transaction_id"], flags) == batch.add_labels(labelled["transaction_id"], flags)
     assert single.rows == batch.rows
+
+
+def _labels_of(state: FeatureState, transaction_id: str) -> list[float]:
+    """The labels of every retained row holding this id, by a scan (what the lookup must agree with)."""
+    rows = state._rows
+    return rows.label[: rows.size][rows.transaction_id[: rows.size] == transaction_id].tolist()  # type: ignore[no-any-return]
+
+
+def test_labels_find_every_row_of_their_id_through_evictions() -> None:
+    """Labels are matched through an id -> row lookup; an id held by two rows (history observed twice, say)
+    labels both, as a scan would; unknown ids label nothing; the lookup survives compaction."""
+    state = FeatureState(min_recent_rows=4)
+    first = _frame([(m * 60, m % 3, m % 2, 10.0 + m, None, None) for m in range(24)])
+    state.observe(first)
+    state.observe(first.iloc[[3, 5]])  # x3 and x5 again: each id now has two rows
+    state.transform_one("solo", int(pd.Timestamp("2024-03-02").value // 1_000_000), "c1", "t1", 5.0)
+
+    assert state.add_labels(["x3", "x7", "nope", "solo"], [1, 0, 1, 1]) == 4  # x3's two rows, x7, solo
+    assert _labels_of(state, "x3") == [1.0, 1.0] and _labels_of(state, "x7") == [0.0]
+    assert _labels_of(state, "solo") == [1.0] and np.isnan(_labels_of(state, "x5")).all()
+    assert state.add_labels(["x5", "x5"], [0, 1]) == 2  # x5's two rows; the later label wins
+    assert _labels_of(state, "x5") == [1.0, 1.0]
+
+    # Forty days later the first day is evicted: its ids label nothing, new ones still do.
+    later = _frame([(40 * 24 * 60 + m * 60, m % 3, m % 2, 5.0, None, None) for m in range(80)])
+    later["transaction_id"] = [f"y{i}" for i in range(len(later))]
+    state.transform(later)
+    assert state.add_labels(["x3", "y0", "y79"], [1, 1, 1]) == 2
+    assert _labels_of(state, "x3") == [] and _labels_of(state, "y0") == [1.0] and _labels_of(state, "y79") == [1.0]
