@@ -541,26 +541,44 @@ def incidents_list(
 
     if status is not None and status not in get_args(Status):
         raise _fail(f"unknown status {status!r}: one of {', '.join(get_args(Status))}")
-    incidents = _read_workspace(
-        home, from_service=lambda client: client.incidents(status),
-        from_file=lambda platform: views.incident_list(platform, status),
+    incidents, runs = _read_workspace(
+        home, from_service=lambda client: (client.incidents(status), client.get("/v1/runs")),
+        from_file=lambda platform: (views.incident_list(platform, status), views.runs(platform)),
     )
     if as_json:
         out.print_json(json.dumps(incidents))
         return
+    latest = {run["incident_id"]: run for run in runs}  # oldest first: the latest run of each wins
     table = Table(title="incidents")
-    for column in ("id", "status", "severity", "kind", "subject", "opened", "title"):
-        table.add_column(column)
+    for column in ("id", "status", "severity", "kind", "subject", "opened", "investigation"):
+        table.add_column(column, no_wrap=column == "id")
+    table.add_column("title")
     for i in incidents:
         opened = str(i["opened_at"]).replace("T", " ")[:16]
-        table.add_row(i["incident_id"], i["status"], i["severity"], i["kind"], i["subject"], opened, i["title"])
+        table.add_row(
+            i["incident_id"], i["status"], i["severity"], i["kind"], i["subject"], opened,
+            _investigation(latest.get(i["incident_id"])), i["title"],
+        )
     out.print(table)
+    waiting = [i["incident_id"] for i in incidents if (latest.get(i["incident_id"]) or {}).get("status") == "waiting_approval"]
+    if waiting:  # what the web list shows first, said here too
+        out.print(
+            f"[bold]Waiting for your approval:[/] {', '.join(waiting)}. "
+            "See `selfheal incidents show ID`, then `selfheal approve ID --by NAME` or `selfheal deny ID --by NAME`."
+        )
     unpaged = [i["incident_id"] for i in incidents if i.get("unreached_pages")]
     if unpaged:  # after a day of failed redeliveries, this list is the only place that says so
         out.print(
             f"[bold red]A page reached no one[/] for {', '.join(unpaged)}: every channel failed. "
             "See `selfheal pages list --failed`."
         )
+
+
+def _investigation(run: dict[str, Any] | None) -> str:
+    """Where an incident's latest investigation stands, as the web list says it."""
+    if not run:
+        return "not investigated"
+    return str(run.get("status")) + (f" ({run['outcome']})" if run.get("outcome") else "")
 
 
 @incidents_app.command("show")

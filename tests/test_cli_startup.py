@@ -72,3 +72,9 @@ def test_reading_the_record_loads_neither_the_agent_nor_the_monitors_statistics(
         "assert psi_no_drift_quantile(1000, 1000, 10, q=0.99) > 0"
     )
     assert {"openai", "scipy"} <= resolved
+
+
+def test_python_dash_m_selfheal_is_the_cli() -> None:
+    done = subprocess.run([sys.executable, "-m", "selfheal", "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "self-healing MLOps platform" in done.stdout and "incidents" in done.stdout

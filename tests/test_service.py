@@ -745,13 +745,22 @@ def test_cli_reads_the_workspace_file_when_no_service_runs(small_world: SmallWor
         open_incident(platform, 3)
         open_incident(platform, 4)
         record_failed_page(platform, "INC-4")
+        at = pd.Timestamp("2018-05-20 11:00").to_pydatetime()
+        platform.store.execute(  # INC-4's investigation waits for a person
+            "INSERT INTO agent_runs (thread_id, incident_id, attempt, planner, status, started_at, updated_at) "
+            "VALUES ('INC-4/1', 'INC-4', 1, 'deterministic', 'waiting_approval', ?, ?)",
+            [at, at],
+        )
         expected = views.incident_detail(platform, "INC-3")
     runner = CliRunner()
     listed = runner.invoke(cli_app, ["incidents", "list", "--json", "--home", str(home)])
     assert listed.exit_code == 0, listed.output
     assert [(i["incident_id"], i["unreached_pages"]) for i in json.loads(listed.stdout)] == [("INC-3", 0), ("INC-4", 1)]
-    table = runner.invoke(cli_app, ["incidents", "list", "--home", str(home)])
-    assert "A page reached no one for INC-4" in " ".join(table.output.split())
+    table = runner.invoke(cli_app, ["incidents", "list", "--home", str(home)], env={"COLUMNS": "200"})
+    said = " ".join(table.output.split())
+    assert "not investigated" in said and "waiting_approval" in said  # INC-3's and INC-4's investigations
+    assert "Waiting for your approval: INC-4." in said
+    assert "A page reached no one for INC-4" in said
     shown = runner.invoke(cli_app, ["incidents", "show", "3", "--json", "--home", str(home)])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout) == expected  # the document the API serves
