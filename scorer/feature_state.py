@@ -64,9 +64,10 @@ class _RowStore:
         self.size = 0
         # Transaction id -> its row, so arriving labels find their rows in O(labels), not O(rows): the hourly
         # label delivery used to match every retained id (measured: 22 % of the demo's time). An id held
-        # by more than one row is in `_repeated` and labelled by a scan of all rows, as before.
+        # by more than one row (history observed twice, say) lives in `_repeated` with all its rows instead,
+        # and every one of them is labelled, as before. Missing ids (None, NaN) are not indexed.
         self._row_of: dict[object, int] = {}
-        self._repeated: set[object] = set()
+        self._repeated: dict[object, list[int]] = {}
         self.transaction_id = np.empty(0, dtype=object)
         self.ts_ms = np.empty(0, dtype=np.int64)
         self.customer = np.empty(0, dtype=np.int64)  # dense entity codes
@@ -121,26 +122,34 @@ class _RowStore:
         for name, _ in self._COLUMNS:
             setattr(self, name, getattr(self, name)[: self.size][keep])
         self.size = int(keep.sum())
-        self._row_of, self._repeated = {}, set()
+        self._row_of, self._repeated = {}, {}
         self._index_ids(self.transaction_id[: self.size], 0)
         return np.where(keep, new_ids, -1)
 
     def rows_of(self, transaction_id: object) -> list[int]:
         """The rows holding this transaction id (none, one, or several when the id was repeated)."""
-        if transaction_id in self._repeated:
-            return np.flatnonzero(self.transaction_id[: self.size] == transaction_id).tolist()  # type: ignore[no-any-return]
         row = self._row_of.get(transaction_id)
-        return [] if row is None else [row]
+        if row is not None:
+            return [row]
+        return list(self._repeated.get(transaction_id, ()))
 
     def _index_ids(self, ids: np.ndarray, start: int) -> None:
-        """Add rows [start, start + len(ids)) to the id lookup (None: a row without an id, not indexed)."""
-        before = len(self._row_of)
-        self._row_of.update(zip(ids.tolist(), range(start, start + len(ids)), strict=True))  # at C speed
-        self._row_of.pop(None, None)
-        with_id = len(ids) - int(pd.isna(ids).sum())
-        if len(self._row_of) - before != with_id:  # an id met before, or twice here: rare, O(rows)
-            held = pd.Series(self.transaction_id[: self.size])
-            self._repeated = set(held[held.notna() & held.duplicated(keep=False)].tolist())
+        """Add rows [start, start + len(ids)) to the id lookup; O(len(ids)) whatever is retained."""
+        present = pd.notna(ids)
+        keys = ids[present].tolist() if not present.all() else ids.tolist()
+        rows = (np.flatnonzero(present) + start).tolist()
+        row_of, repeated = self._row_of, self._repeated
+        known = any(map(row_of.__contains__, keys)) or any(map(repeated.__contains__, keys))
+        if not known and len(set(keys)) == len(keys):
+            row_of.update(zip(keys, rows, strict=True))  # the usual case: every id new, at C speed
+            return
+        for key, row in zip(keys, rows, strict=True):  # some id met before, or twice here
+            if key in repeated:
+                repeated[key].append(row)
+            elif key in row_of:
+                repeated[key] = [row_of.pop(key), row]
+            else:
+                row_of[key] = row
 
     def _reserve(self, needed: int) -> None:
         if needed <= len(self.ts_ms):

@@ -278,3 +278,14 @@ def test_labels_find_every_row_of_their_id_through_evictions() -> None:
     state.transform(later)
     assert state.add_labels(["x3", "y0", "y79"], [1, 1, 1]) == 2
     assert _labels_of(state, "x3") == [] and _labels_of(state, "y0") == [1.0] and _labels_of(state, "y79") == [1.0]
+
+
+def test_missing_ids_are_not_indexed_and_hide_no_repeat() -> None:
+    """A frame whose text id column has missing values (pandas gives NaN or None): those rows are never
+    labelled, and an id repeated beside them still labels every one of its rows."""
+    state = FeatureState(min_recent_rows=4)
+    frame = _frame([(m * 60, m % 2, m % 2, 10.0, None, None) for m in range(5)])
+    frame["transaction_id"] = pd.array(["a", "b", None, "b", None], dtype="str")
+    state.observe(frame)
+    assert state.add_labels(["b"], [1]) == 2 and _labels_of(state, "b") == [1.0, 1.0]
+    assert state.add_labels(["nan", "None", ""], [1, 1, 1]) == 0
