@@ -569,7 +569,7 @@ def incidents_list(
     unpaged = [i["incident_id"] for i in incidents if i.get("unreached_pages")]
     if unpaged:  # after a day of failed redeliveries, this list is the only place that says so
         out.print(
-            f"[bold red]A page reached no one[/] for {', '.join(unpaged)}: every channel failed. "
+            f"[bold red]A page reached no one[/] for {', '.join(unpaged)}: no paging channel delivered it. "
             "See `selfheal pages list --failed`."
         )
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from monitor.findings import INCIDENT_KINDS, ROOT_CAUSES
 
-if TYPE_CHECKING:  # tools.runbooks registers every tool (and so loads the monitor): only when a command runs
+if TYPE_CHECKING:  # tools.runbooks loads the monitor's checks (its linter): only when a command runs
     from tools.runbooks import RunbookLibrary
 
 runbooks_app = typer.Typer(help="List, show, create and lint runbooks.", no_args_is_help=True)

@@ -717,7 +717,7 @@ def test_a_page_that_reached_no_one_is_counted_until_delivered_or_resolved(
     dispatch(make_page(page_id="page-2", incident_id="INC-8"), [outbox, console])
     # Only the outbox: no channel to reach.
     dispatch(make_page(page_id="page-3", incident_id="INC-8"), [outbox])
-    # A broken console alone reached no one either.
+    # A broken remote channel alone reached no one either.
     dispatch(make_page(page_id="page-4", incident_id="INC-8"), [outbox, _BrokenPager()])
     # A page of an incident that is then resolved.
     dispatch(make_page(page_id="page-5", incident_id="INC-9"), [outbox, hook])
@@ -731,3 +731,25 @@ def test_a_page_that_reached_no_one_is_counted_until_delivered_or_resolved(
     looked_at = redeliver(outbox, [outbox, console, hook], now=clock.now)
     assert {r.page_id: r.delivery.ok for r in looked_at if r.delivery is not None} == {"page-1": True, "page-5": True}
     assert outbox.unreached_pages() == {"INC-8": 1}
+
+
+def test_only_triggers_of_the_current_episode_count_as_unreached(receiver: Receiver, store: Store) -> None:
+    """A failed resolve page asks no one to act; a trigger sent before the incident's latest resolve belongs to
+    an episode that is over (the incident reopened since). A console that fails, alone, reached no one."""
+    _incident(store, "INC-7")
+    clock = _Clock(T0)
+    outbox = OutboxPager(store, clock=clock)
+    hook = WebhookPager(f"{receiver.url}/hook", policy=FAST.model_copy(update={"max_attempts": 1}))
+    receiver.script = [Reply(503, "down")] * 3
+    dispatch(make_page(page_id="first"), [outbox, hook])  # episode 1: its trigger fails ...
+    clock.now = T0 + timedelta(hours=2)
+    dispatch(make_page(page_id="over", action="resolve", timestamp=clock.now), [outbox, hook])  # ... so does its resolve
+    assert outbox.unreached_pages() == {}  # reopened, but nothing of the new episode was paged yet
+    clock.now = T0 + timedelta(hours=5)
+    dispatch(make_page(page_id="second", timestamp=clock.now), [outbox, hook])  # episode 2: fails too
+    assert outbox.unreached_pages() == {"INC-7": 1}
+
+    closed = io.StringIO()
+    closed.close()  # writing to it raises: the console failed
+    dispatch(make_page(page_id="third", timestamp=clock.now), [outbox, ConsolePager(closed)])
+    assert outbox.unreached_pages() == {"INC-7": 2}

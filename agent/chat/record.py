@@ -1,6 +1,6 @@
 """One incident's record, read once per chat turn: what every answer is built from.
 
-The latest investigation comes from ``agent_runs`` (`agent.responder.agent_runs`: readers need no
+The latest investigation comes from ``agent_runs`` (`agent.run_records.agent_runs`: readers need no
 responder), the actions from the audit log (authoritative: a plan entry is what was intended, the audit row
 is what happened), pages from the pager outbox, changes from the serving-state history. Nothing here
 writes.

@@ -194,7 +194,7 @@ class ServiceMetrics:
         )
         self.pages_unreached = Gauge(
             "selfheal_pages_unreached",
-            "Pages of unresolved incidents that no channel delivered (every remote channel failed).",
+            "Trigger pages of unresolved incidents that no paging channel delivered (redelivery gives up after a day).",
         )
         self.agent_runs = Counter(
             "selfheal_agent_runs_total", "Responder runs on incidents, by outcome.", labels=("outcome",)

@@ -90,28 +90,33 @@ class OutboxPager:
         )
 
     def unreached_pages(self) -> dict[str, int]:
-        """Pages of unresolved incidents that reached no one, counted per incident.
+        """Trigger pages of unresolved incidents that reached no one, counted per incident.
 
         The case nobody would hear of: every remote channel (PagerDuty, Slack, a webhook) failed, and after
         a day redelivery gives up. The console only counts when it is the only channel a page went to (the
         demo, a terminal): with a remote channel configured, text on a process's standard error is not a
-        page anyone is sure to see. A page only the outbox recorded had no channel to reach and is not
-        counted; nor is a resolved incident's, which no longer needs anyone (redelivery does not resend
-        it either, `tools.pagers.redelivery`).
+        page anyone is sure to see. Not counted: a page only the outbox recorded (no channel to reach);
+        ``resolve`` and ``acknowledge`` pages (they ask no one to act); a trigger sent before the incident's
+        latest ``resolve`` page (an episode that is over; redelivery does not resend it either,
+        `tools.pagers.redelivery`); any page of a resolved incident.
         """
         active = ", ".join("?" for _ in ACTIVE_STATUSES)
         local = (self.name, ConsolePager.name)
         frame = self.store.query(
-            "SELECT incident_id, count(*) AS pages FROM ("
-            "  SELECT p.page_id, any_value(p.incident_id) AS incident_id,"
+            "WITH resolved AS ("
+            "  SELECT incident_id, max(recorded_at) AS at FROM pages WHERE action = 'resolve' GROUP BY incident_id"
+            "), triggers AS ("
+            "  SELECT p.page_id, any_value(p.incident_id) AS incident_id, min(p.recorded_at) AS first_at,"
             "    bool_or(p.channel NOT IN (?, ?)) AS remote_tried,"
             "    bool_or(p.channel NOT IN (?, ?) AND p.status = 'delivered') AS remote_delivered,"
             "    bool_or(p.status = 'delivered') AS delivered"
             "  FROM pages p JOIN incidents i ON i.incident_id = p.incident_id"
-            f"  WHERE p.channel <> ? AND i.status IN ({active})"
+            f"  WHERE p.channel <> ? AND p.action = 'trigger' AND i.status IN ({active})"
             "  GROUP BY p.page_id"
-            ") WHERE NOT (CASE WHEN remote_tried THEN remote_delivered ELSE delivered END)"
-            " GROUP BY incident_id ORDER BY incident_id",
+            ") SELECT t.incident_id, count(*) AS pages FROM triggers t LEFT JOIN resolved r USING (incident_id)"
+            " WHERE NOT (CASE WHEN remote_tried THEN remote_delivered ELSE delivered END)"
+            "   AND (r.at IS NULL OR t.first_at > r.at)"
+            " GROUP BY t.incident_id ORDER BY t.incident_id",
             [*local, *local, self.name, *ACTIVE_STATUSES],
         )
         return {str(row.incident_id): int(row.pages) for row in frame.itertuples()}

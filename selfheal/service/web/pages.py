@@ -102,7 +102,7 @@ def _unreached_notice(incidents: Sequence[Mapping[str, Any]]) -> Raw | None:
         "section",
         {"class": "pending", "id": "unreached-pages"},
         h("h2", None, "Pages that reached no one"),
-        h("p", None, "Every channel failed for these incidents' pages; the service retries hourly for a day."),
+        h("p", None, "No paging channel delivered these incidents' pages; the service retries hourly for a day."),
         h(
             "ul",
             None,
