@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
@@ -524,6 +525,85 @@ def _read_workspace(
         platform.close()
 
 
+@app.command("status")
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit with 2 when something needs a person (for cron or a probe).")
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """What serves, the models, the last day's traffic, and what needs a person (via the service when one runs).
+
+    Example: selfheal status --check
+    """
+    from selfheal.service import views
+
+    def from_service(client: ServiceClient) -> dict[str, Any]:
+        return {**client.get("/v1/status"), "service": {"url": client.base_url, **client.health()}}
+
+    payload = _read_workspace(home, from_service=from_service, from_file=views.status)
+    if as_json:
+        out.print_json(json.dumps(payload, default=str))
+    else:
+        _print_status(payload)
+    if check and payload["attention"]:
+        raise typer.Exit(2)
+
+
+def _print_status(payload: dict[str, Any]) -> None:
+    """The status in a few lines. Reasons, feature names and ids are data, so never read as Rich markup."""
+    from rich.markup import escape
+
+    service = payload.get("service")
+    where = (
+        f"served by {service['url']} (pid {service['pid']}, {service['status']})"
+        if service
+        else "no service running: read from the workspace file"
+    )
+    out.print(f"[bold]{escape(payload['workspace'])}[/]  {escape(where)}")
+    serving = payload["serving"]
+    models = payload["models"]
+    scorer = (
+        "[bold red]the fallback rules[/]"
+        if serving["fallback"]
+        else f"model v{serving['champion_version']}"
+    )
+    reason = serving["reason"] if len(serving["reason"]) <= 90 else serving["reason"][:89] + "…"
+    out.print(
+        f"serving    {scorer}; review >= {serving['review_threshold']:g}, decline >= {serving['threshold']:g}"
+        f" (serving state v{serving['version']})"
+    )
+    out.print(
+        f"           changed {serving['changed_at'][:16].replace('T', ' ')} by {escape(serving['changed_by'])}: "
+        f"{escape(reason)}",
+        highlight=False,
+    )
+    if serving["quarantined_features"]:
+        out.print(f"           quarantined: {escape(', '.join(serving['quarantined_features']))}")
+    aliases = ", ".join(f"{alias} v{models[alias]}" for alias in ("champion", "previous", "challenger") if models.get(alias))
+    out.print(f"models     {models['registered']} registered" + (f"; {aliases}" if aliases else ""))
+    day = payload["last_day"]
+    last = payload["last_scored_at"]
+    out.print(
+        f"last 24 h  {day['scored']:,} scored ({day['scored_by_fallback']:,} by the fallback rules), "
+        f"{day['dead_letters']:,} dead-lettered; last scored {str(last)[:16] if last else 'never'}"
+    )
+    incidents = payload["incidents"]
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(incidents["by_status"].items()))
+    waiting_data = incidents["waiting_data"]
+    out.print(
+        f"incidents  {incidents['active']} active" + (f" ({counts})" if counts else "")
+        + (f"; waiting for labels: {escape(', '.join(waiting_data))}" if waiting_data else "")
+    )
+    if payload["attention"]:
+        out.print("[bold]needs a person:[/]")
+        for line in payload["attention"]:
+            out.print(f"  - {escape(line)}")
+    else:
+        out.print("nothing needs a person")
+
+
 @incidents_app.command("list")
 def incidents_list(
     status: Annotated[str | None, typer.Option(help="Only incidents with this status.")] = None,
@@ -555,9 +635,9 @@ def incidents_list(
     table.add_column("title")
     for i in incidents:
         opened = str(i["opened_at"]).replace("T", " ")[:16]
-        table.add_row(
-            i["incident_id"], i["status"], i["severity"], i["kind"], i["subject"], opened,
-            _investigation(latest.get(i["incident_id"])), i["title"],
+        table.add_row(  # titles and subjects can carry field names from the data: text, never markup
+            i["incident_id"], i["status"], i["severity"], i["kind"], Text(i["subject"]), opened,
+            _investigation(latest.get(i["incident_id"])), Text(i["title"]),
         )
     out.print(table)
     waiting = [i["incident_id"] for i in incidents if (latest.get(i["incident_id"]) or {}).get("status") == "waiting_approval"]

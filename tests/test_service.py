@@ -955,3 +955,66 @@ def test_set_aside_log_rows_load_through_the_service_that_owns_the_workspace(
     assert loaded.json() == [{"file": "chunk-test.jsonl", "status": "loaded", "rows": {"labels": 1}, "error": None}]
     assert again.json() == []  # moved to log-spill/loaded/: nothing left to load
     assert platform.store.count("labels") == before + 1
+
+
+# -- status --------------------------------------------------------------------------------------------
+
+
+def test_status_says_what_serves_and_what_needs_a_person(small_world: SmallWorld, tmp_path: Path) -> None:
+    """`selfheal status` from the workspace file; the service's /v1/status gives the same document."""
+    from datetime import datetime
+
+    from store.spill import spill_folder, write_spill_file
+
+    home = tmp_path / "workspace"
+    shutil.copytree(small_world.template, home)
+    runner = CliRunner()
+    calm = runner.invoke(cli_app, ["status", "--check", "--home", str(home)], env={"COLUMNS": "200"})
+    assert calm.exit_code == 0, calm.output
+    assert "model v1" in calm.output and "nothing needs a person" in calm.output
+
+    with Platform(Workspace(home)) as platform:
+        platform.serving.quarantine_feature("terminal_risk_7d", 0.1, actor="agent", reason="INC-4")
+        platform.serving.update(actor="agent", reason="[bold]feature job broke[/] (INC-4)", fallback=True,
+                                fallback_reason="features [x] broken")
+        open_incident(platform, 4)
+        record_failed_page(platform, "INC-4")
+        at = pd.Timestamp("2018-05-20 11:00").to_pydatetime()
+        platform.store.execute(
+            "INSERT INTO agent_runs (thread_id, incident_id, attempt, planner, status, started_at, updated_at) "
+            "VALUES ('INC-4/1', 'INC-4', 1, 'deterministic', 'waiting_approval', ?, ?)",
+            [at, at],
+        )
+        folder = spill_folder(platform.store)
+        folder.mkdir(parents=True, exist_ok=True)
+        row = {"transaction_id": "s1", "is_fraud": 1, "label_time": datetime(2018, 5, 20), "received_at": at}
+        write_spill_file(folder / "chunk-test.jsonl", [("labels", row)])
+        expected = views.status(platform)
+
+    assert expected["serving"]["fallback"] is True and expected["serving"]["quarantined_features"] == ["terminal_risk_7d"]
+    assert expected["incidents"]["waiting_approval"] == ["INC-4"] and expected["incidents"]["unreached_pages"] == ["INC-4"]
+    assert expected["log_spill_files"] == 1 and expected["models"]["champion"] == 1
+    assert [line.split(":")[0] for line in expected["attention"]] == [
+        "the fallback rules score instead of model v1",
+        "quarantined features",
+        "waiting for approval",
+        "a page reached no one",
+        "1 scoring-log file(s) set aside in log-spill/ (selfheal load-spills)",
+    ]
+    as_json = runner.invoke(cli_app, ["status", "--json", "--home", str(home)])
+    assert _without_now(json.loads(as_json.stdout)) == _without_now(expected)  # "now": this workspace's real clock
+    told = runner.invoke(cli_app, ["status", "--check", "--home", str(home)], env={"COLUMNS": "200"})
+    assert told.exit_code == 2, told.output  # something needs a person
+    said = " ".join(told.output.split())
+    assert "the fallback rules;" in said and "[bold]feature job broke[/] (INC-4)" in said  # data, not markup
+    assert "needs a person: - the fallback rules score instead of model v1: features [x] broken" in said
+
+    with Platform(Workspace(home)) as platform:
+        app = create_app(platform, ServiceConfig(token=TOKEN, flush_interval_s=0.05))
+        with TestClient(app) as client:
+            served = client.get("/v1/status").json()
+    assert _without_now(served) == _without_now(expected)
+
+
+def _without_now(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k != "now"}

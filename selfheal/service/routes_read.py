@@ -125,6 +125,11 @@ def get_serving(runtime: Runtime) -> dict[str, Any]:
     return finite(runtime.engine.status())  # type: ignore[no-any-return]
 
 
+@router.get("/status", summary="One look: what serves, the models, the last day's traffic, what needs a person")
+def get_status(runtime: Runtime) -> dict[str, Any]:
+    return views.status(runtime.platform)
+
+
 @router.get("/serving/history", summary="Serving-state versions, newest first: who changed what and why")
 def get_serving_history(
     runtime: Runtime, limit: Annotated[int, Query(ge=1, le=1000)] = 50

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from monitor.incidents import IncidentManager
 from scorer.errors import ScorerError, UnknownModelVersionError
 from selfheal.app import Platform
+from store.spill import spill_files
 from tools.audit import ActionLog, finite
 from tools.pagers.outbox import OutboxPager
 
@@ -282,6 +285,81 @@ def runbook_detail(folder: Path | None, runbook_id: str) -> dict[str, Any]:
     except KeyError as error:
         raise NotFound(str(error.args[0])) from error
     return finite({"id": runbook.id, "front_matter": runbook.front_matter(), "body": runbook.body})
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+STATUS_WINDOW: Final = timedelta(hours=24)
+
+
+def status(platform: Platform) -> dict[str, Any]:
+    """One look at a workspace: what serves, the models, the last day's traffic, what needs a person.
+
+    "The last day" is the 24 hours before the platform's clock (a demo's or an eval's simulated clock).
+    ``attention`` lists, in words, what someone should look at; empty when nothing needs anyone.
+    """
+    state = platform.serving.current()
+    aliases = platform.registry.aliases()
+    since = platform.clock() - STATUS_WINDOW
+    scored = platform.store.execute(
+        "SELECT count(*), count(*) FILTER (WHERE used_fallback) FROM predictions WHERE scored_at > ?", [since]
+    )[0]
+    dead = int(platform.store.scalar("SELECT count(*) FROM dead_letters WHERE received_at > ?", [since]) or 0)
+    last = platform.store.scalar("SELECT max(scored_at) FROM predictions")
+    incidents = incident_list(platform, active_only=True)
+    latest = latest_investigations(platform)
+    waiting = {
+        kind: [i["incident_id"] for i in incidents if (latest.get(i["incident_id"]) or {}).get("status") == kind]
+        for kind in ("waiting_approval", "waiting_data")
+    }
+    unreached = [i["incident_id"] for i in incidents if i["unreached_pages"]]
+    spilled = len(spill_files(platform.store))
+    attention = []
+    if state.champion_version is None:
+        attention.append("no champion model: the fallback rules score (train one: selfheal train)")
+    elif state.fallback:
+        attention.append(f"the fallback rules score instead of model v{state.champion_version}: {state.fallback_reason}")
+    if state.quarantined_features:
+        attention.append(f"quarantined features: {', '.join(sorted(state.quarantined_features))}")
+    if waiting["waiting_approval"]:
+        attention.append(f"waiting for approval: {', '.join(waiting['waiting_approval'])}")
+    if unreached:
+        attention.append(f"a page reached no one: {', '.join(unreached)} (selfheal pages list --failed)")
+    if spilled:
+        attention.append(f"{spilled} scoring-log file(s) set aside in log-spill/ (selfheal load-spills)")
+    return finite(
+        {
+            "workspace": str(platform.workspace.home),
+            "now": platform.clock().isoformat(),
+            "serving": {
+                "version": state.version,
+                "champion_version": state.champion_version,
+                "fallback": state.fallback or state.champion_version is None,
+                "fallback_reason": state.fallback_reason,
+                "threshold": state.threshold,
+                "review_threshold": state.review_threshold,
+                "quarantined_features": sorted(state.quarantined_features),
+                "changed_at": state.changed_at.isoformat(),
+                "changed_by": state.changed_by,
+                "reason": state.reason,
+            },
+            "models": {"registered": len(platform.registry.list()), **aliases},
+            "last_day": {
+                "scored": int(scored[0]),
+                "scored_by_fallback": int(scored[1] or 0),
+                "dead_letters": dead,
+            },
+            "last_scored_at": None if last is None else str(last),
+            "incidents": {
+                "active": len(incidents),
+                "by_status": dict(Counter(i["status"] for i in incidents)),
+                **waiting,
+                "unreached_pages": unreached,
+            },
+            "log_spill_files": spilled,
+            "attention": attention,
+        }
+    )
 
 
 # -- dead letters -------------------------------------------------------------------------------------
