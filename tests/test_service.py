@@ -738,7 +738,19 @@ def test_discovery_ignores_missing_and_stale_service_files(tmp_path: Path, monke
     assert not service_file(workspace).exists()
 
 
-def test_cli_reads_the_workspace_file_when_no_service_runs(small_world: SmallWorld, tmp_path: Path) -> None:
+@pytest.fixture
+def wide_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's tables and lines at 200 columns, so a phrase is never cut by a wrap or a cell border."""
+    from rich.console import Console
+
+    import selfheal.cli
+
+    monkeypatch.setattr(selfheal.cli, "out", Console(width=200))
+
+
+def test_cli_reads_the_workspace_file_when_no_service_runs(
+    small_world: SmallWorld, tmp_path: Path, wide_cli: None
+) -> None:
     home = tmp_path / "workspace"
     shutil.copytree(small_world.template, home)
     with Platform(Workspace(home)) as platform:
@@ -756,7 +768,7 @@ def test_cli_reads_the_workspace_file_when_no_service_runs(small_world: SmallWor
     listed = runner.invoke(cli_app, ["incidents", "list", "--json", "--home", str(home)])
     assert listed.exit_code == 0, listed.output
     assert [(i["incident_id"], i["unreached_pages"]) for i in json.loads(listed.stdout)] == [("INC-3", 0), ("INC-4", 1)]
-    table = runner.invoke(cli_app, ["incidents", "list", "--home", str(home)], env={"COLUMNS": "200"})
+    table = runner.invoke(cli_app, ["incidents", "list", "--home", str(home)])
     said = " ".join(table.output.split())
     assert "not investigated" in said and "waiting_approval" in said  # INC-3's and INC-4's investigations
     assert "Waiting for your approval: INC-4." in said
@@ -960,7 +972,9 @@ def test_set_aside_log_rows_load_through_the_service_that_owns_the_workspace(
 # -- status --------------------------------------------------------------------------------------------
 
 
-def test_status_says_what_serves_and_what_needs_a_person(small_world: SmallWorld, tmp_path: Path) -> None:
+def test_status_says_what_serves_and_what_needs_a_person(
+    small_world: SmallWorld, tmp_path: Path, wide_cli: None
+) -> None:
     """`selfheal status` from the workspace file; the service's /v1/status gives the same document."""
     from datetime import datetime
 
@@ -969,7 +983,7 @@ def test_status_says_what_serves_and_what_needs_a_person(small_world: SmallWorld
     home = tmp_path / "workspace"
     shutil.copytree(small_world.template, home)
     runner = CliRunner()
-    calm = runner.invoke(cli_app, ["status", "--check", "--home", str(home)], env={"COLUMNS": "200"})
+    calm = runner.invoke(cli_app, ["status", "--check", "--home", str(home)])
     assert calm.exit_code == 0, calm.output
     assert "model v1" in calm.output and "nothing needs a person" in calm.output
 
@@ -1003,7 +1017,7 @@ def test_status_says_what_serves_and_what_needs_a_person(small_world: SmallWorld
     ]
     as_json = runner.invoke(cli_app, ["status", "--json", "--home", str(home)])
     assert _without_now(json.loads(as_json.stdout)) == _without_now(expected)  # "now": this workspace's real clock
-    told = runner.invoke(cli_app, ["status", "--check", "--home", str(home)], env={"COLUMNS": "200"})
+    told = runner.invoke(cli_app, ["status", "--check", "--home", str(home)])
     assert told.exit_code == 2, told.output  # something needs a person
     said = " ".join(told.output.split())
     assert "the fallback rules;" in said and "[bold]feature job broke[/] (INC-4)" in said  # data, not markup
