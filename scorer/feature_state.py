@@ -62,12 +62,14 @@ class _RowStore:
 
     def __init__(self) -> None:
         self.size = 0
-        # Transaction id -> its row, so arriving labels find their rows in O(labels), not O(rows): the hourly
-        # label delivery used to match every retained id (measured: 22 % of the demo's time). An id held
-        # by more than one row (history observed twice, say) lives in `_repeated` with all its rows instead,
-        # and every one of them is labelled, as before. Missing ids (None, NaN) are not indexed.
+        # Transaction id -> its row, so arriving labels find their rows without matching every retained id
+        # (that matching was 22 % of the demo's time). An id held by more than one row (history observed
+        # twice, say) lives in `_repeated` with all its rows, and every one of them is labelled, as before.
+        # Missing ids (None, NaN) are not indexed. Rows are indexed when labels next arrive, not on append:
+        # the lookup costs ~1 µs per row, which a scoring call that never sees labels should not pay.
         self._row_of: dict[object, int] = {}
         self._repeated: dict[object, list[int]] = {}
+        self._ids_indexed = 0  # rows [0, _ids_indexed) are in the lookup
         self.transaction_id = np.empty(0, dtype=object)
         self.ts_ms = np.empty(0, dtype=np.int64)
         self.customer = np.empty(0, dtype=np.int64)  # dense entity codes
@@ -87,7 +89,6 @@ class _RowStore:
         self.units[start:stop] = rows.amount_units
         self.label[start:stop] = rows.label
         self.size = stop
-        self._index_ids(rows.transaction_id, start)
         return start
 
     def append_one(self, transaction_id: str, ts_ms: int, customer: int, terminal: int, units: int) -> None:
@@ -101,7 +102,6 @@ class _RowStore:
         self.units[at] = units
         self.label[at] = np.nan
         self.size = at + 1
-        self._index_ids(np.array([transaction_id], dtype=object), at)
 
     def view(self, start: int, stop: int | None = None) -> _History:
         """Rows [start, stop) as the kernel's input (views, no copy)."""
@@ -122,25 +122,29 @@ class _RowStore:
         for name, _ in self._COLUMNS:
             setattr(self, name, getattr(self, name)[: self.size][keep])
         self.size = int(keep.sum())
-        self._row_of, self._repeated = {}, {}
-        self._index_ids(self.transaction_id[: self.size], 0)
+        self._row_of, self._repeated, self._ids_indexed = {}, {}, 0  # row ids changed: indexed again when needed
         return np.where(keep, new_ids, -1)
 
-    def rows_of(self, transaction_id: object) -> list[int]:
-        """The rows holding this transaction id (none, one, or several when the id was repeated)."""
-        row = self._row_of.get(transaction_id)
-        if row is not None:
-            return [row]
-        return list(self._repeated.get(transaction_id, ()))
+    def rows_of(self, transaction_ids: Sequence[object]) -> list[list[int]]:
+        """For each transaction id, the rows holding it (none, one, or several when the id was repeated)."""
+        if self._ids_indexed < self.size:
+            self._index_ids(self.transaction_id[self._ids_indexed : self.size], self._ids_indexed)
+            self._ids_indexed = self.size
+        row_of, repeated = self._row_of, self._repeated
+        found: list[list[int]] = []
+        for transaction_id in transaction_ids:
+            row = row_of.get(transaction_id)
+            found.append([row] if row is not None else list(repeated.get(transaction_id, ())))
+        return found
 
     def _index_ids(self, ids: np.ndarray, start: int) -> None:
-        """Add rows [start, start + len(ids)) to the id lookup; O(len(ids)) whatever is retained."""
+        """Add rows [start, start + len(ids)) to the id lookup; O(len(ids)) whatever is already indexed."""
         present = pd.notna(ids)
         keys = ids[present].tolist() if not present.all() else ids.tolist()
         rows = (np.flatnonzero(present) + start).tolist()
         row_of, repeated = self._row_of, self._repeated
-        known = any(map(row_of.__contains__, keys)) or any(map(repeated.__contains__, keys))
-        if not known and len(set(keys)) == len(keys):
+        new = row_of.keys().isdisjoint(keys) and repeated.keys().isdisjoint(keys)
+        if new and len(set(keys)) == len(keys):
             row_of.update(zip(keys, rows, strict=True))  # the usual case: every id new, at C speed
             return
         for key, row in zip(keys, rows, strict=True):  # some id met before, or twice here
@@ -328,8 +332,8 @@ class FeatureState:
         values = np.asarray(labels, dtype=np.float64)
         rows = self._rows
         labelled: dict[int, float] = {}  # row -> label; a later label for the same id wins
-        for transaction_id, value in zip(ids, values.tolist(), strict=True):
-            for row in rows.rows_of(transaction_id):
+        for held, value in zip(rows.rows_of(ids), values.tolist(), strict=True):
+            for row in held:
                 labelled[row] = value
         if labelled:
             rows.label[list(labelled)] = list(labelled.values())
