@@ -140,6 +140,9 @@ def test_incident_list_shows_every_incident_with_status_and_severity(site: Site)
     assert listed["INC-1"][7] == "waiting_approval" and listed["INC-2"][7] == "done (mitigated)"
     assert page.locator("#pending-approvals li a").all_inner_texts() == ["INC-3", "INC-1"]
     assert page.locator("#unreached-pages li a").all_inner_texts() == ["INC-4"]
+    serving = site.api.get("/v1/status").json()["serving"]  # what serves, said above the list
+    scorer = "the fallback rules" if serving["fallback"] else f"model v{serving['champion_version']}"
+    expect(page.locator("#serving")).to_contain_text(f"Serving {scorer}: review at {serving['review_threshold']:g}")
     assert HOSTILE_TITLE in page.locator("#unreached-pages li").inner_text()
     shot(page, "incident-list")
     page.close()

@@ -16,10 +16,15 @@ from selfheal.service.web.layout import when as _when
 # -- the incident list ------------------------------------------------------------------------------
 
 
-def incident_list(incidents: Sequence[Mapping[str, Any]], runs: Mapping[str, Mapping[str, Any]]) -> str:
+def incident_list(
+    incidents: Sequence[Mapping[str, Any]],
+    runs: Mapping[str, Mapping[str, Any]],
+    status: Mapping[str, Any] | None = None,
+) -> str:
     """Every incident, newest first, with its status, severity and where its investigation stands.
 
-    ``runs`` maps an incident id to its latest investigation (a row of ``agent_runs``).
+    ``runs`` maps an incident id to its latest investigation (a row of ``agent_runs``); ``status`` is
+    `views.status` (what serves and what needs a person), shown above the list when given.
     """
     newest_first = sorted(incidents, key=lambda i: i["number"], reverse=True)
     waiting = [
@@ -70,6 +75,7 @@ def incident_list(incidents: Sequence[Mapping[str, Any]], runs: Mapping[str, Map
         )
     body = join(
         h("h1", None, "Incidents"),
+        None if status is None else _serving_summary(status),
         _unreached_notice(newest_first),
         notice,
         table(
@@ -91,6 +97,26 @@ def incident_list(incidents: Sequence[Mapping[str, Any]], runs: Mapping[str, Map
         else h("p", {"class": "muted"}, "No incidents yet."),
     )
     return layout("Incidents", body, section="incidents")
+
+
+def _serving_summary(status: Mapping[str, Any]) -> Raw:
+    """What serves now, in one line, and (highlighted) the fallback rules when they serve."""
+    serving = status["serving"]
+    scorer = "the fallback rules" if serving["fallback"] else f"model v{serving['champion_version']}"
+    line = (
+        f"Serving {scorer}: review at {serving['review_threshold']:g}, decline at {serving['threshold']:g}"
+        f" (serving state v{serving['version']}, changed {serving['changed_at'][:16].replace('T', ' ')}"
+        f" by {serving['changed_by']})."
+    )
+    if serving["quarantined_features"]:
+        line += f" Quarantined: {', '.join(serving['quarantined_features'])}."
+    day = status["last_day"]
+    traffic = f"Last 24 h: {day['scored']:,} scored, {day['dead_letters']:,} dead-lettered."
+    return h(
+        "section",
+        {"id": "serving", "class": "pending" if serving["fallback"] else None},
+        h("p", None, line, " ", traffic),
+    )
 
 
 def _unreached_notice(incidents: Sequence[Mapping[str, Any]]) -> Raw | None:
