@@ -753,3 +753,27 @@ def test_only_triggers_of_the_current_episode_count_as_unreached(receiver: Recei
     closed.close()  # writing to it raises: the console failed
     dispatch(make_page(page_id="third", timestamp=clock.now), [outbox, ConsolePager(closed)])
     assert outbox.unreached_pages() == {"INC-7": 2}
+
+
+def test_a_reopened_incident_keeps_its_new_alert(receiver: Receiver, store: Store) -> None:
+    """Episode 1 paged and its resolve failed; the incident reopened and the new trigger failed too. The
+    hourly loop resends the new trigger but not the old resolve (same dedup key: it would close the new
+    alert), and retrying the old resolve never hides the new trigger from `unreached_pages`."""
+    _incident(store, "INC-7")
+    clock = _Clock(T0)
+    outbox = OutboxPager(store, clock=clock)
+    hook = WebhookPager(f"{receiver.url}/hook", policy=FAST.model_copy(update={"max_attempts": 1}))
+    receiver.script = [Reply(200, "ok"), Reply(503, "down"), Reply(503, "down")]
+    dispatch(make_page(page_id="first"), [outbox, hook])
+    clock.now = T0 + timedelta(hours=2)
+    dispatch(make_page(page_id="over", action="resolve", timestamp=clock.now), [outbox, hook])
+    clock.now = T0 + timedelta(hours=3)
+    dispatch(make_page(page_id="second", timestamp=clock.now), [outbox, hook])
+    assert outbox.unreached_pages() == {"INC-7": 1}
+
+    receiver.script = [Reply(503, "still down")]  # only the new trigger is sent again
+    clock.now = T0 + timedelta(hours=4, minutes=1)
+    looked_at = {r.page_id: r.skipped or "sent" for r in redeliver(outbox, [outbox, hook], now=clock.now)}
+    assert looked_at == {"over": "the incident was paged again since", "second": "sent"}
+    assert len(receiver.requests) == 4
+    assert outbox.unreached_pages() == {"INC-7": 1}

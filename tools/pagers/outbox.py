@@ -104,7 +104,10 @@ class OutboxPager:
         local = (self.name, ConsolePager.name)
         frame = self.store.query(
             "WITH resolved AS ("
-            "  SELECT incident_id, max(recorded_at) AS at FROM pages WHERE action = 'resolve' GROUP BY incident_id"
+            # When each resolve page was recorded (its outbox row), as redelivery reads it: later delivery
+            # attempts of an old resolve must not hide a newer episode's trigger.
+            "  SELECT incident_id, max(recorded_at) AS at FROM pages WHERE action = 'resolve' AND channel = ?"
+            "  GROUP BY incident_id"
             "), triggers AS ("
             "  SELECT p.page_id, any_value(p.incident_id) AS incident_id, min(p.recorded_at) AS first_at,"
             "    bool_or(p.channel NOT IN (?, ?)) AS remote_tried,"
@@ -117,7 +120,7 @@ class OutboxPager:
             " WHERE NOT (CASE WHEN remote_tried THEN remote_delivered ELSE delivered END)"
             "   AND (r.at IS NULL OR t.first_at > r.at)"
             " GROUP BY t.incident_id ORDER BY t.incident_id",
-            [*local, *local, self.name, *ACTIVE_STATUSES],
+            [self.name, *local, *local, self.name, *ACTIVE_STATUSES],
         )
         return {str(row.incident_id): int(row.pages) for row in frame.itertuples()}
 

@@ -15,6 +15,8 @@ like any delivery. What it does **not** resend, and why:
 - a trigger whose incident has a later ``resolve`` page: re-sending it would page someone about an incident
   that is over;
 - a ``resolve`` whose trigger never reached that channel: there is nothing there to resolve;
+- a ``resolve`` followed by a new trigger (the incident reopened): it would close the new alert, which
+  shares its dedup key;
 - a channel that is no longer configured.
 """
 
@@ -97,4 +99,12 @@ def _why_not(failed: OutboxRow, outbox: OutboxPager, pagers: dict[str, Pager], n
         )  # fmt: skip
         if not reached:
             return f"its trigger never reached {failed.channel}"
+        resolved_at = min(r.recorded_at for r in rows if r.page_id == failed.page_id)
+        reopened = any(
+            r.dedup_key == page.dedup_key and r.action == "trigger" and r.channel == "outbox"
+            and r.recorded_at > resolved_at
+            for r in rows
+        )  # fmt: skip
+        if reopened:  # the same dedup key: resolving now would close the new episode's live alert
+            return "the incident was paged again since"
     return None
