@@ -75,7 +75,7 @@ class SplitChoice(StrEnum):
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(Text.assemble(("error:", "red"), " ", message))  # the message may quote data: never markup
     return typer.Exit(code)
 
 
@@ -342,7 +342,7 @@ def load_spills(
             table.add_column(column)
         for load in loads:
             rows = ", ".join(f"{name} {count:,}" for name, count in load["rows"].items())
-            table.add_row(load["file"], load["status"], rows, load["error"] or "")
+            table.add_row(load["file"], load["status"], rows, Text(load["error"] or ""))
         out.print(table)
     if any(load["status"] == "failed" for load in loads):
         raise typer.Exit(1)
@@ -504,7 +504,7 @@ def monitor_run(
     )
     for change in report.changes:
         if change.change != "updated":
-            out.print(f"  {change.incident_id} {change.change}: {change.kind} on {change.subject}")
+            out.print(Text(f"  {change.incident_id} {change.change}: {change.kind} on {change.subject}"))
 
 
 def _read_workspace(
@@ -540,7 +540,13 @@ def status_command(
     from selfheal.service import views
 
     def from_service(client: ServiceClient) -> dict[str, Any]:
-        return {**client.get("/v1/status"), "service": {"url": client.base_url, **client.health()}}
+        payload: dict[str, Any] = client.get("/v1/status")
+        health = client.health()
+        payload["service"] = {"url": client.base_url, **health}
+        if health.get("status") == "degraded":  # the service's own state, which the store does not hold
+            chunks = health.get("log", {}).get("unwritten_chunks")
+            payload["attention"].append(f"the service's scoring log cannot be written: {chunks} chunk(s) wait in memory")
+        return payload
 
     payload = _read_workspace(home, from_service=from_service, from_file=views.status)
     if as_json:
@@ -552,56 +558,55 @@ def status_command(
 
 
 def _print_status(payload: dict[str, Any]) -> None:
-    """The status in a few lines. Reasons, feature names and ids are data, so never read as Rich markup."""
-    from rich.markup import escape
-
+    """The status in a few lines. Reasons, feature names and ids are data: printed as `Text`, so neither
+    Rich markup nor emoji codes in them are interpreted."""
     service = payload.get("service")
     where = (
         f"served by {service['url']} (pid {service['pid']}, {service['status']})"
         if service
         else "no service running: read from the workspace file"
     )
-    out.print(f"[bold]{escape(payload['workspace'])}[/]  {escape(where)}")
+    out.print(Text.assemble((payload["workspace"], "bold"), "  ", where))
     serving = payload["serving"]
     models = payload["models"]
-    scorer = (
-        "[bold red]the fallback rules[/]"
-        if serving["fallback"]
-        else f"model v{serving['champion_version']}"
-    )
+    scorer = ("the fallback rules", "bold red") if serving["fallback"] else (f"model v{serving['champion_version']}", "")
+    out.print(
+        Text.assemble(
+            "serving    ", scorer,
+            f"; review >= {serving['review_threshold']:g}, decline >= {serving['threshold']:g}"
+            f" (serving state v{serving['version']})",
+        )
+    )  # fmt: skip
     reason = serving["reason"] if len(serving["reason"]) <= 90 else serving["reason"][:89] + "…"
-    out.print(
-        f"serving    {scorer}; review >= {serving['review_threshold']:g}, decline >= {serving['threshold']:g}"
-        f" (serving state v{serving['version']})"
-    )
-    out.print(
-        f"           changed {serving['changed_at'][:16].replace('T', ' ')} by {escape(serving['changed_by'])}: "
-        f"{escape(reason)}",
-        highlight=False,
-    )
+    changed = serving["changed_at"][:16].replace("T", " ")
+    out.print(Text(f"           changed {changed} by {serving['changed_by']}: {reason}"))
     if serving["quarantined_features"]:
-        out.print(f"           quarantined: {escape(', '.join(serving['quarantined_features']))}")
+        out.print(Text(f"           quarantined: {', '.join(serving['quarantined_features'])}"))
     aliases = ", ".join(f"{alias} v{models[alias]}" for alias in ("champion", "previous", "challenger") if models.get(alias))
-    out.print(f"models     {models['registered']} registered" + (f"; {aliases}" if aliases else ""))
+    out.print(Text(f"models     {models['registered']} registered" + (f"; {aliases}" if aliases else "")))
     day = payload["last_day"]
     last = payload["last_scored_at"]
     out.print(
-        f"last 24 h  {day['scored']:,} scored ({day['scored_by_fallback']:,} by the fallback rules), "
-        f"{day['dead_letters']:,} dead-lettered; last scored {str(last)[:16] if last else 'never'}"
+        Text(
+            f"last 24 h  {day['scored']:,} scored ({day['scored_by_fallback']:,} by the fallback rules), "
+            f"{day['dead_letters']:,} dead-lettered; last scored {str(last)[:16] if last else 'never'}"
+        )
     )
     incidents = payload["incidents"]
     counts = ", ".join(f"{n} {status}" for status, n in sorted(incidents["by_status"].items()))
     waiting_data = incidents["waiting_data"]
     out.print(
-        f"incidents  {incidents['active']} active" + (f" ({counts})" if counts else "")
-        + (f"; waiting for labels: {escape(', '.join(waiting_data))}" if waiting_data else "")
-    )
+        Text(
+            f"incidents  {incidents['active']} active" + (f" ({counts})" if counts else "")
+            + (f"; waiting for labels: {', '.join(waiting_data)}" if waiting_data else "")
+        )
+    )  # fmt: skip
     if payload["attention"]:
-        out.print("[bold]needs a person:[/]")
+        out.print(Text("needs a person:", "bold"))
         for line in payload["attention"]:
-            out.print(f"  - {escape(line)}")
+            out.print(Text(f"  - {line}"))
     else:
-        out.print("nothing needs a person")
+        out.print(Text("nothing needs a person"))
 
 
 @incidents_app.command("list")
@@ -686,11 +691,11 @@ def incidents_show(
     if as_json:
         out.print_json(json.dumps(payload, default=str))
         return
-    out.print(f"[bold]{payload['incident_id']}[/bold] {payload['title']}")
-    out.print(f"status {payload['status']}, severity {payload['severity']}, opened {payload['opened_at']}")
+    out.print(Text.assemble((payload["incident_id"], "bold"), " ", payload["title"]))  # data: never markup
+    out.print(Text(f"status {payload['status']}, severity {payload['severity']}, opened {payload['opened_at']}"))
     out.print_json(json.dumps(payload["evidence"], default=str))
     for item in payload["timeline"]:
-        out.print(f"  {item['at']}  {item['event']}")
+        out.print(Text(f"  {item['at']}  {item['event']}"))
 
 
 @app.command()
@@ -759,7 +764,7 @@ def pages_list(
     for r in rows:
         detail = r["error"] if r["status"] == "failed" else r["summary"]
         table.add_row(str(r["recorded_at"]).replace("T", " ")[:19], r["page_id"], r["incident_id"], r["action"],
-                      r["channel"], r["status"], str(r["attempts"]), str(detail or "")[:100])  # fmt: skip
+                      r["channel"], r["status"], str(r["attempts"]), Text(str(detail or "")[:100]))  # fmt: skip
     out.print(table)
     if failed and rows:
         out.print(f"{len(rows)} deliveries never got through; the hourly loop retries them for a day after the page.")

@@ -796,6 +796,27 @@ def test_cli_lists_pages_and_the_deliveries_that_never_got_through(small_world: 
     assert "503" in table.output and "2 deliveries never got through" in table.output  # cells wrap at 80 columns
 
 
+def test_cli_prints_record_text_as_text(small_world: SmallWorld, tmp_path: Path, wide_cli: None) -> None:
+    """Titles and a remote server's error text are data: Rich markup in them (a closing tag that closes
+    nothing raised MarkupError) and emoji codes are printed as they are."""
+    home = tmp_path / "workspace"
+    shutil.copytree(small_world.template, home)
+    with Platform(Workspace(home)) as platform:
+        open_incident(platform, 3)
+        platform.store.execute("UPDATE incidents SET title = 'amount [/] :skull: [link=http://x]y' WHERE incident_id = 'INC-3'")
+        outbox = OutboxPager(platform.store)
+        page = Page(page_id="p-3", incident_id="INC-3", dedup_key="k-3", summary="s", severity="high")
+        outbox.send(page)
+        outbox.record(page, Delivery(channel="webhook", ok=False, status=404, error="HTTP 404: no route [/hooks/abc]"))
+    runner = CliRunner()
+    shown = runner.invoke(cli_app, ["incidents", "show", "INC-3", "--home", str(home)])
+    assert shown.exit_code == 0, shown.output
+    assert "INC-3 amount [/] :skull: [link=http://x]y" in shown.output
+    pages = runner.invoke(cli_app, ["pages", "list", "--failed", "--home", str(home)])
+    assert pages.exit_code == 0, pages.output
+    assert "no route [/hooks/abc]" in pages.output
+
+
 def test_client_speaks_the_api(service: tuple[TestClient, Platform], small_world: SmallWorld) -> None:
     client, platform = service
     open_incident(platform, 5)
@@ -988,8 +1009,10 @@ def test_status_says_what_serves_and_what_needs_a_person(
     assert "model v1" in calm.output and "nothing needs a person" in calm.output
 
     with Platform(Workspace(home)) as platform:
+        records = live_records(small_world, 4)
+        platform.scorer.score_batch([*records, {**records[0], "transaction_id": "bad", "amount": -1}])
         platform.serving.quarantine_feature("terminal_risk_7d", 0.1, actor="agent", reason="INC-4")
-        platform.serving.update(actor="agent", reason="[bold]feature job broke[/] (INC-4)", fallback=True,
+        platform.serving.update(actor="agent", reason="[bold]feature job broke[/] :skull: (INC-4)\\", fallback=True,
                                 fallback_reason="features [x] broken")
         open_incident(platform, 4)
         record_failed_page(platform, "INC-4")
@@ -1008,6 +1031,8 @@ def test_status_says_what_serves_and_what_needs_a_person(
     assert expected["serving"]["fallback"] is True and expected["serving"]["quarantined_features"] == ["terminal_risk_7d"]
     assert expected["incidents"]["waiting_approval"] == ["INC-4"] and expected["incidents"]["unreached_pages"] == ["INC-4"]
     assert expected["log_spill_files"] == 1 and expected["models"]["champion"] == 1
+    assert expected["last_day"] == {"scored": 4, "scored_by_fallback": 0, "dead_letters": 1}  # scored just now
+    assert expected["last_scored_at"] is not None
     assert [line.split(":")[0] for line in expected["attention"]] == [
         "the fallback rules score instead of model v1",
         "quarantined features",
@@ -1020,7 +1045,7 @@ def test_status_says_what_serves_and_what_needs_a_person(
     told = runner.invoke(cli_app, ["status", "--check", "--home", str(home)])
     assert told.exit_code == 2, told.output  # something needs a person
     said = " ".join(told.output.split())
-    assert "the fallback rules;" in said and "[bold]feature job broke[/] (INC-4)" in said  # data, not markup
+    assert "the fallback rules;" in said and "[bold]feature job broke[/] :skull: (INC-4)\\ " in said  # data, as is
     assert "needs a person: - the fallback rules score instead of model v1: features [x] broken" in said
 
     with Platform(Workspace(home)) as platform:

@@ -127,6 +127,7 @@ def get_serving(runtime: Runtime) -> dict[str, Any]:
 
 @router.get("/status", summary="One look: what serves, the models, the last day's traffic, what needs a person")
 def get_status(runtime: Runtime) -> dict[str, Any]:
+    runtime.engine.flush()  # the scorer buffers its log rows: count what has been received so far
     return views.status(runtime.platform)
 
 

@@ -296,7 +296,8 @@ def status(platform: Platform) -> dict[str, Any]:
     """One look at a workspace: what serves, the models, the last day's traffic, what needs a person.
 
     "The last day" is the 24 hours before the platform's clock (a demo's or an eval's simulated clock).
-    ``attention`` lists, in words, what someone should look at; empty when nothing needs anyone.
+    ``attention`` lists, in words, what someone should look at; empty when nothing needs anyone. Waiting
+    for approval: an investigation paused for a person, or an action asked for in chat that waits for one.
     """
     state = platform.serving.current()
     aliases = platform.registry.aliases()
@@ -312,6 +313,11 @@ def status(platform: Platform) -> dict[str, Any]:
         kind: [i["incident_id"] for i in incidents if (latest.get(i["incident_id"]) or {}).get("status") == kind]
         for kind in ("waiting_approval", "waiting_data")
     }
+    # An action asked for in chat that its runbook puts behind a person waits for approval too.
+    paused = set(waiting["waiting_approval"])
+    waiting["waiting_approval"] = [
+        i["incident_id"] for i in incidents if i["incident_id"] in paused or chat_requests(platform, i["incident_id"])
+    ]
     unreached = [i["incident_id"] for i in incidents if i["unreached_pages"]]
     spilled = len(spill_files(platform.store))
     attention = []
