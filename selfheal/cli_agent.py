@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from selfheal.errors import error_text
 
 if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a command needs it
     from agent.responder import Responder, RunResult
+    from selfheal.app import Platform
     from selfheal.client import ServiceClient
 
 console = Console(stderr=True)
@@ -37,24 +39,34 @@ RequestOption = Annotated[
 ]
 
 
-@contextmanager
-def _responder(home: Path | None, runbooks: Path | None, planner: str | None = None) -> Iterator[Responder]:
-    """The workspace's responder for one command; a missing incident or a refused request exits with 1."""
-    from agent.responder import ResponderError
+def _fail(error: BaseException | str) -> typer.Exit:
+    """Print an error (its text may quote the record: printed as text, never as markup); exit with 1."""
+    console.print(Text.assemble(("error:", "red"), " ", error if isinstance(error, str) else error_text(error)))
+    return typer.Exit(1)
+
+
+def _open_platform(home: Path | None) -> Platform:
+    """The workspace's platform; a workspace that cannot be opened (busy, damaged) exits with 1."""
     from selfheal.app import Platform
     from store import StoreError
 
     try:
-        platform = Platform.open(home)
+        return Platform.open(home)
     except StoreError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(1) from error
+        raise _fail(error) from error
+
+
+@contextmanager
+def _responder(home: Path | None, runbooks: Path | None, planner: str | None = None) -> Iterator[Responder]:
+    """The workspace's responder for one command; a missing incident or a refused request exits with 1."""
+    from agent.responder import ResponderError
+
+    platform = _open_platform(home)
     responder = platform.responder(planner=planner, runbooks_dir=runbooks)
     try:
         yield responder
     except (KeyError, ResponderError) as error:
-        console.print(f"[red]error:[/red] {error_text(error)}")
-        raise typer.Exit(1) from error
+        raise _fail(error) from error
     finally:
         responder.close()
         platform.close()
@@ -192,20 +204,13 @@ def _decide_request(
     else:
         from agent.chat import ChatParts
         from agent.chat.requests import decide_request
-        from selfheal.app import Platform
-        from store import StoreError
 
-        try:
-            platform = Platform.open(home)
-        except StoreError as error:
-            console.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(1) from error
+        platform = _open_platform(home)
         try:
             parts = ChatParts.for_platform(platform, runbooks_dir=runbooks)
             outcome = decide_request(parts, incident_id, decision, request, by=by, note=note)
         except (KeyError, ValueError) as error:
-            console.print(f"[red]error:[/red] {error_text(error)}")
-            raise typer.Exit(1) from error
+            raise _fail(error) from error
         finally:
             platform.close()
     show_request_outcome(outcome)
@@ -247,8 +252,7 @@ def _refused_exits(call: Callable[[], Any], client: ServiceClient) -> Any:
         try:
             return call()
         except ServiceError as error:
-            console.print(f"[red]error:[/red] {error.detail}")
-            raise typer.Exit(1) from error
+            raise _fail(str(error.detail)) from error
 
 
 def _run_from_answer(answer: dict[str, Any]) -> RunResult:
@@ -288,20 +292,13 @@ def _runs(home: Path | None, incident_id: str | None) -> list[dict[str, Any]]:
 
     client = discover_service(home)
     if client is None:  # the table alone: no responder, so neither LangGraph nor the monitor is loaded
-        from selfheal.app import Platform
         from selfheal.service import views
-        from store import StoreError
 
-        try:
-            platform = Platform.open(home)
-        except StoreError as error:
-            console.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(1) from error
+        platform = _open_platform(home)
         try:
             return views.runs(platform, incident_id)
         except views.NotFound as error:
-            console.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(1) from error
+            raise _fail(error) from error
         finally:
             platform.close()
     rows: list[dict[str, Any]] = _refused_exits(lambda: client.get("/v1/runs", incident_id=incident_id), client)
