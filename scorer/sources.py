@@ -144,8 +144,9 @@ def csv_header(path: Path) -> list[str] | None:
         return _header(csv.reader(_Lines(handle)))
 
 
-# A file Arrow must read in one block (see `_arrow_reading`) is held in memory whole, as text and then as
-# a table of strings; above this size the Python reader (constant memory, ~6x slower) reads it instead.
+# A file Arrow must read in one block (one with quotes, see `_arrow_reading`) is held in memory whole, as
+# text and then as a table of strings; above this size the Python reader (constant memory, ~6x slower)
+# reads it instead.
 ONE_BLOCK_MAX_BYTES = 256 << 20
 
 ArrowReading = Literal["blocks", "one block"]
@@ -157,26 +158,28 @@ def _arrow_reading(path: Path, chunk_bytes: int = 1 << 22) -> ArrowReading | Non
 
     - Bytes that are not UTF-8: None. Arrow cannot hand them to the invalid-row handler (it prints an
       ignored exception and stops).
-    - Both carriage returns and quotes: ``"one block"`` (None above `ONE_BLOCK_MAX_BYTES`). Arrow
-      mis-splits a quoted CR that straddles two of its blocks (apache/arrow#51368, open in pyarrow 26;
-      `tests/test_sources.py` has a case); in a single block nothing straddles. Excel's CSV export
-      (CRLF line ends, quotes around text with commas) is such a file.
-    - Otherwise ``"blocks"`` (1 MiB each, streamed).
+    - Quotes: ``"one block"`` (None above `ONE_BLOCK_MAX_BYTES`). A quoted field can hold a line break,
+      and Arrow gets such records wrong where they cross its block boundaries: a quoted CR that straddles
+      two blocks is mis-split (apache/arrow#51368, open in pyarrow 26), and a record longer than a block
+      with a quoted line break is cut in two instead of refused (hypothesis found both;
+      `tests/test_sources.py`). In a single block nothing straddles. Excel's CSV export (quotes around
+      text with commas) is such a file.
+    - No quotes: ``"blocks"`` (1 MiB each, streamed). Every line break ends a record there, and a record
+      longer than a block makes Arrow refuse, after which Python's reader takes over.
 
     The caller checks that the header is on the first line: Arrow's ``skip_rows`` counts lines.
     """
     decoder = codecs.getincrementaldecoder("utf-8")()
-    carriage_return = quote = False
+    quote = False
     with path.open("rb") as handle:
         try:
             while chunk := handle.read(chunk_bytes):
                 decoder.decode(chunk)
-                carriage_return = carriage_return or b"\r" in chunk
                 quote = quote or b'"' in chunk
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return None
-    if not (carriage_return and quote):
+    if not quote:
         return "blocks"
     return "one block" if path.stat().st_size <= ONE_BLOCK_MAX_BYTES else None
 

@@ -70,7 +70,7 @@ def _assert_same(path: Path) -> tuple[pd.DataFrame, list]:
     return fast_good, fast_bad
 
 
-# A cell with a CR (or an LF) is quoted; a file with CRs and quotes is read by Arrow in one block
+# A cell with a CR, an LF, a comma or a quote is quoted; a file with quotes is read by Arrow in one block
 # (`test_quoted_carriage_returns_are_read_exactly_at_every_block_offset`), the others in 256-byte blocks.
 # A long cell (> a 256-byte block) makes Arrow refuse the rest of the file: the Python reader resumes.
 cell = st.text(alphabet=st.sampled_from(list('ab,"\n\r é\0\t€1')), max_size=6) | st.just("x" * 300)
@@ -132,7 +132,7 @@ def test_arrow_and_python_readers_deliver_the_same_records_in_file_order(
     small_blocks: None,
     resumed_from: list[int],
 ) -> None:
-    if crlf and unquoted:  # CRLF without quotes: Arrow's blocks; with quotes: Arrow reads it in one block
+    if unquoted:  # without quotes Arrow reads 256-byte blocks; with quotes, the whole file in one block
         records = [[_unquoted(value) for value in fields] for fields in records]
     if not crlf:  # csv.writer quotes a CR only when its line end has one: make it a CRLF, which it quotes
         records = [[value.replace("\r", "\r\n") for value in fields] for fields in records]
@@ -161,7 +161,7 @@ def test_quoted_carriage_returns_are_read_exactly_at_every_block_offset(
     tmp_path: Path, small_blocks: None, resumed_from: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Arrow mis-splits a quoted CR that straddles two of its blocks (apache/arrow#51368; hypothesis
-    found it; read in 256-byte blocks, the padding of 196 below breaks): a file with CRs and quotes is
+    found it; read in 256-byte blocks, the padding of 196 below breaks): a file with quotes is
     read by Arrow in one block, or by the Python reader when it is too large for that. The first row's
     padding walks the quoted CRs across the 256-byte boundary."""
     paths = []
@@ -194,6 +194,21 @@ def test_quoted_carriage_returns_are_read_exactly_at_every_block_offset(
         if good["merchant_name"].tolist() != ["x" * pad, "\r", "a\r\nb", "c"]:
             wrong.append(pad)
     assert wrong in ([196], []), wrong
+
+
+def test_a_quoted_line_break_in_a_record_longer_than_a_block_is_read_exactly(
+    tmp_path: Path, small_blocks: None, resumed_from: list[int]
+) -> None:
+    """Hypothesis found it: read in 256-byte blocks, Arrow cut this record in two at its quoted line break
+    (a wrong third cell and a bad record) instead of refusing a record longer than a block. A file with
+    quotes is read in one block, so it is read exactly."""
+    path = _write_csv(tmp_path / "long-quoted.csv", [[",\0", "x" * 300, "\n1"]])
+    assert sources._arrow_reading(path) == "one block"
+
+    good, bad = _split(read_records(path, batch_size=7))
+    assert resumed_from == []  # Arrow read it all: no refusal
+    assert good.iloc[0].tolist() == [",\ufffd", "x" * 300, "\n1"] and not bad
+    _assert_same(path)
 
 
 def test_the_python_reader_resumes_where_arrow_stopped(
