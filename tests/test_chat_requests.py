@@ -159,3 +159,17 @@ def test_the_cli_approves_a_chat_request_and_refuses_an_unknown_one(demo_home: P
         (row,) = [r for r in ActionLog(platform.store, platform.clock).rows(incident_id="INC-3") if r.approval == "human:bob"
                   and r.result.get("status") == "applied"]
         assert row.actor == "bob"
+
+
+def test_status_lists_a_chat_request_until_it_is_decided(opened: Platform, runbooks: Path) -> None:
+    """`selfheal status` counts an action asked for in chat that waits for a person as waiting for approval."""
+    from selfheal.service import views
+
+    parts = ChatParts.for_platform(opened, runbooks_dir=runbooks)
+    assert "INC-3" not in views.status(opened)["incidents"]["waiting_approval"]
+    request = ask_to_serve_v2(parts)
+    waiting = views.status(opened)
+    assert "INC-3" in waiting["incidents"]["waiting_approval"]
+    assert any(line.startswith("waiting for approval:") and "INC-3" in line for line in waiting["attention"])
+    decide_request(parts, "3", "deny", request, by=APPROVER, note="not now")
+    assert "INC-3" not in views.status(opened)["incidents"]["waiting_approval"]
