@@ -642,10 +642,10 @@ def incidents_list(
         opened = str(i["opened_at"]).replace("T", " ")[:16]
         table.add_row(  # titles and subjects can carry field names from the data: text, never markup
             i["incident_id"], i["status"], i["severity"], i["kind"], Text(i["subject"]), opened,
-            _investigation(latest.get(i["incident_id"])), Text(i["title"]),
+            views.investigation_text(latest.get(i["incident_id"])), Text(i["title"]),
         )
     out.print(table)
-    waiting = [i["incident_id"] for i in incidents if (latest.get(i["incident_id"]) or {}).get("status") == "waiting_approval"]
+    waiting = views.incidents_whose_run(incidents, latest, "waiting_approval")
     if waiting:  # what the web list shows first, said here too
         out.print(
             f"[bold]Waiting for your approval:[/] {', '.join(waiting)}. "
@@ -657,13 +657,6 @@ def incidents_list(
             f"[bold red]A page reached no one[/] for {', '.join(unpaged)}: no paging channel delivered it. "
             "See `selfheal pages list --failed`."
         )
-
-
-def _investigation(run: dict[str, Any] | None) -> str:
-    """Where an incident's latest investigation stands, as the web list says it."""
-    if not run:
-        return "not investigated"
-    return str(run.get("status")) + (f" ({run['outcome']})" if run.get("outcome") else "")
 
 
 @incidents_app.command("show")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -145,6 +146,20 @@ def _run_view(run: dict[str, Any]) -> dict[str, Any]:
 def latest_investigations(platform: Platform) -> dict[str, dict[str, Any]]:
     """Each investigated incident's latest run (without its state), by incident id."""
     return {str(run["incident_id"]): run for run in runs(platform)}  # oldest first: the latest one wins
+
+
+def investigation_text(run: Mapping[str, Any] | None) -> str:
+    """Where an incident's latest investigation stands, in the words every list uses."""
+    if not run:
+        return "not investigated"
+    return str(run.get("status")) + (f" ({run['outcome']})" if run.get("outcome") else "")
+
+
+def incidents_whose_run(
+    incidents: Sequence[Mapping[str, Any]], latest: Mapping[str, Mapping[str, Any]], status: str
+) -> list[str]:
+    """The ids of the incidents (in the order given) whose latest investigation has this status."""
+    return [i["incident_id"] for i in incidents if (latest.get(i["incident_id"]) or {}).get("status") == status]
 
 
 def pending_approval(platform: Platform, incident_id: str) -> dict[str, Any] | None:
@@ -309,10 +324,7 @@ def status(platform: Platform) -> dict[str, Any]:
     last = platform.store.scalar("SELECT max(scored_at) FROM predictions")
     incidents = incident_list(platform, active_only=True)
     latest = latest_investigations(platform)
-    waiting = {
-        kind: [i["incident_id"] for i in incidents if (latest.get(i["incident_id"]) or {}).get("status") == kind]
-        for kind in ("waiting_approval", "waiting_data")
-    }
+    waiting = {kind: incidents_whose_run(incidents, latest, kind) for kind in ("waiting_approval", "waiting_data")}
     # An action asked for in chat that its runbook puts behind a person waits for approval too.
     paused = set(waiting["waiting_approval"])
     waiting["waiting_approval"] = [

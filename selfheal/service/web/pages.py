@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from selfheal.service.views import incidents_whose_run, investigation_text
 from selfheal.service.web.html import Raw, h, join, json_text, markdown, table
 from selfheal.service.web.layout import badge, layout
 from selfheal.service.web.layout import when as _when
@@ -27,18 +28,13 @@ def incident_list(
     `views.status` (what serves and what needs a person), shown above the list when given.
     """
     newest_first = sorted(incidents, key=lambda i: i["number"], reverse=True)
-    waiting = [
-        i for i in newest_first if (runs.get(i["incident_id"]) or {}).get("status") == "waiting_approval"
-    ]
+    waiting_ids = set(incidents_whose_run(newest_first, runs, "waiting_approval"))
+    waiting = [i for i in newest_first if i["incident_id"] in waiting_ids]
     rows = []
     for incident in newest_first:
         run = runs.get(incident["incident_id"]) or {}
         link = h("a", {"href": f"/ui/incidents/{incident['incident_id']}"}, incident["incident_id"])
-        investigation = (
-            "not investigated"
-            if not run
-            else f"{run.get('status')}" + (f" ({run['outcome']})" if run.get("outcome") else "")
-        )
+        investigation = investigation_text(run)
         rows.append(
             [
                 link,
