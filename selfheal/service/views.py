@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from monitor.incidents import IncidentManager
+from monitor.incidents import ACTIVE_STATUSES, IncidentManager
 from scorer.errors import ScorerError, UnknownModelVersionError
 from selfheal.app import Platform
 from store.spill import spill_files
@@ -307,30 +307,41 @@ def runbook_detail(folder: Path | None, runbook_id: str) -> dict[str, Any]:
 STATUS_WINDOW: Final = timedelta(hours=24)
 
 
-def status(platform: Platform) -> dict[str, Any]:
+def status(
+    platform: Platform,
+    *,
+    incidents: Sequence[Mapping[str, Any]] | None = None,
+    latest: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One look at a workspace: what serves, the models, the last day's traffic, what needs a person.
 
     "The last day" is the 24 hours before the platform's clock (a demo's or an eval's simulated clock).
     ``attention`` lists, in words, what someone should look at; empty when nothing needs anyone. Waiting
     for approval: an investigation paused for a person, or an action asked for in chat that waits for one.
+
+    Args:
+        incidents, latest: `incident_list` and `latest_investigations`, when the caller has read them
+            already (the web list): read here otherwise.
     """
     state = platform.serving.current()
     aliases = platform.registry.aliases()
-    since = platform.clock() - STATUS_WINDOW
+    now = platform.clock()
+    since = now - STATUS_WINDOW
     scored = platform.store.execute(
         "SELECT count(*), count(*) FILTER (WHERE used_fallback) FROM predictions WHERE scored_at > ?", [since]
     )[0]
     dead = int(platform.store.scalar("SELECT count(*) FROM dead_letters WHERE received_at > ?", [since]) or 0)
     last = platform.store.scalar("SELECT max(scored_at) FROM predictions")
-    incidents = incident_list(platform, active_only=True)
-    latest = latest_investigations(platform)
-    waiting = {kind: incidents_whose_run(incidents, latest, kind) for kind in ("waiting_approval", "waiting_data")}
+    listed = incident_list(platform) if incidents is None else incidents
+    active = [i for i in listed if i["status"] in ACTIVE_STATUSES]
+    latest = latest_investigations(platform) if latest is None else latest
+    waiting = {kind: incidents_whose_run(active, latest, kind) for kind in ("waiting_approval", "waiting_data")}
     # An action asked for in chat that its runbook puts behind a person waits for approval too.
     paused = set(waiting["waiting_approval"])
     waiting["waiting_approval"] = [
-        i["incident_id"] for i in incidents if i["incident_id"] in paused or chat_requests(platform, i["incident_id"])
+        i["incident_id"] for i in active if i["incident_id"] in paused or chat_requests(platform, i["incident_id"])
     ]
-    unreached = [i["incident_id"] for i in incidents if i["unreached_pages"]]
+    unreached = [i["incident_id"] for i in active if i["unreached_pages"]]
     spilled = len(spill_files(platform.store))
     attention = []
     if state.champion_version is None:
@@ -348,7 +359,7 @@ def status(platform: Platform) -> dict[str, Any]:
     return finite(
         {
             "workspace": str(platform.workspace.home),
-            "now": platform.clock().isoformat(),
+            "now": now.isoformat(),
             "serving": {
                 "version": state.version,
                 "champion_version": state.champion_version,
@@ -369,8 +380,8 @@ def status(platform: Platform) -> dict[str, Any]:
             },
             "last_scored_at": None if last is None else str(last),
             "incidents": {
-                "active": len(incidents),
-                "by_status": dict(Counter(i["status"] for i in incidents)),
+                "active": len(active),
+                "by_status": dict(Counter(i["status"] for i in active)),
                 **waiting,
                 "unreached_pages": unreached,
             },

@@ -66,9 +66,8 @@ def favicon() -> Response:
 @router.get("/ui/")
 def incident_list(runtime: Runtime) -> HTMLResponse:
     platform = runtime.platform
-    return _html(
-        pages.incident_list(views.incident_list(platform), views.latest_investigations(platform), views.status(platform))
-    )
+    incidents, latest = views.incident_list(platform), views.latest_investigations(platform)
+    return _html(pages.incident_list(incidents, latest, views.status(platform, incidents=incidents, latest=latest)))
 
 
 @router.get("/ui/incidents/{incident_id}")
