@@ -49,5 +49,5 @@ eval: venv  ## the offline eval suite: every scenario, 3 seeds, default size, 2 
 bench: venv  ## performance benchmarks (ratios against baselines measured in the same run)
 	$(BIN)/python -m benchmarks
 
-clean:  ## remove the virtualenv and the default workspace
-	rm -rf $(VENV) .selfheal
+clean:  ## remove the virtualenv, the default workspace and the demo's
+	rm -rf $(VENV) .selfheal .selfheal-demo

@@ -7,6 +7,7 @@ never checkpointed (state holds plain data only, DESIGN 4).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,14 @@ if TYPE_CHECKING:
 
 PlannerChoice = Literal["deterministic", "llm", "auto"]
 
+PUBLIC_URL_ENV = "SELFHEAL_PUBLIC_URL"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8765"  # `selfheal serve`'s default address (selfheal.service.config)
+
+
+def incident_review_url(public_url: str, incident_id: str) -> str:
+    """The incident's page in the web review (it links the report in every format)."""
+    return f"{public_url.rstrip('/')}/ui/incidents/{incident_id}"
+
 
 class AgentConfig(BaseModel):
     """How the responder investigates."""
@@ -50,7 +59,9 @@ class AgentConfig(BaseModel):
         description="hours of data after the action before an hourly / daily check can verify it",
     )
     public_url: str = Field(
-        "http://127.0.0.1:8000", description="where the service shows reports (links in pages)"
+        default_factory=lambda: os.environ.get(PUBLIC_URL_ENV) or DEFAULT_PUBLIC_URL,
+        description="the incident review's address, linked from pages and summaries: $SELFHEAL_PUBLIC_URL, "
+        "else `selfheal serve`'s default address (a running service sets the variable to its own address)",
     )
 
 

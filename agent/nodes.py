@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agent import paging
-from agent.context import AgentRuntime
+from agent.context import AgentRuntime, incident_review_url
 from agent.label_evidence import awaits_labels
 from agent.planners import deterministic, llm_planner
 from agent.runbook_steps import incident_scope, page_arguments, plan_from_runbook, step_record
@@ -279,7 +279,7 @@ def decide_page(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[s
 
 def summarize(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
     rt = runtime.context
-    url = f"{rt.config.public_url.rstrip('/')}/incidents/{state['incident_id']}/report"
+    url = incident_review_url(rt.config.public_url, state["incident_id"])
     text = paging.summary_markdown(state, _runbook(rt, state), state["page_decision"], url)
     return {"summary": text}
 

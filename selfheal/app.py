@@ -62,8 +62,15 @@ class Platform:
         self.scorer = Scorer(self.store, self.serving, self.registry, config=scorer_config, clock=self.clock)
 
     @classmethod
-    def open(cls, home: str | Path | None = None, **kwargs: object) -> Platform:
-        return cls(Workspace.from_env(home), **kwargs)  # type: ignore[arg-type]
+    def open(cls, home: str | Path | None = None, *, create: bool = True, **kwargs: object) -> Platform:
+        """The platform of the workspace at ``home`` (else $SELFHEAL_HOME, else ./.selfheal).
+
+        Args:
+            create: Make the workspace when there is none. Commands that only read or change an existing one
+                pass False and get `WorkspaceNotFound` instead of an empty workspace where a path was mistyped.
+        """
+        workspace = Workspace.from_env(home)
+        return cls(workspace if create else workspace.require(), **kwargs)  # type: ignore[arg-type]
 
     def responder(
         self,

@@ -79,11 +79,13 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _platform(home: Path | None) -> Any:
+def _platform(home: Path | None, *, create: bool = False) -> Any:
+    """The workspace's platform. Only commands that make a workspace (train, score) pass ``create``: the
+    others refuse a path where there is none rather than leave an empty workspace there."""
     from selfheal.app import Platform
 
     try:
-        return Platform.open(home)
+        return Platform.open(home, create=create)
     except StoreError as error:
         raise _fail(str(error)) from error
 
@@ -162,7 +164,7 @@ def train(
     try:
         with console.status("training"):
             if register:
-                platform = _platform(home)
+                platform = _platform(home, create=True)
                 try:
                     run, _ = train_register_and_profile(
                         platform.registry, transactions, split=split.value, params=preset, promote=promote
@@ -208,7 +210,9 @@ def score(
 ) -> None:
     """Score transactions with the champion model (or the fallback rules) and log them to the workspace.
 
-    Every row is either scored or dead-lettered with a reason.
+    Every row is either scored or dead-lettered with a reason; the most common reasons are printed, and
+    `selfheal export dead_letters` has every row with its raw payload. Exits with 1 when rows came in and
+    none could be scored.
 
     Example: selfheal score live.parquet --out decisions.parquet
     """
@@ -223,9 +227,10 @@ def score(
         batches = read_records(source, batch_size=batch_size, stdin=sys.stdin)
     except (DataFormatError, OSError) as error:
         raise _fail(error_text(error)) from error
-    platform = _platform(home)
+    platform = _platform(home, create=True)
     totals = {"rows_in": 0, "scored": 0, "dead_lettered": 0}
     decisions: dict[str, int] = {}
+    reasons: dict[str, int] = {}
     written: list[pd.DataFrame] = []
     failure: str | None = None
     log_failure: str | None = None
@@ -240,6 +245,8 @@ def score(
                 totals["dead_lettered"] += result.dead_lettered
                 for decision, count in result.predictions["decision"].value_counts().items():
                     decisions[str(decision)] = decisions.get(str(decision), 0) + int(count)
+                for reason, count in result.dead_letters["reason"].value_counts().items():
+                    reasons[str(reason)] = reasons.get(str(reason), 0) + int(count)
                 if out_path is not None:
                     written.append(result.predictions)
                 status.update(f"scoring: {totals['rows_in']:,} rows")
@@ -257,16 +264,31 @@ def score(
     served = "" if status_info is None else (
         " with fallback rules" if status_info["fallback"] else f" with model v{status_info['model_version']}"
     )
+    decided = ", ".join(f"{decision} {count:,}" for decision, count in sorted(decisions.items()))
     out.print(
-        f"{totals['rows_in']:,} rows in: {totals['scored']:,} scored{served}, "
-        f"{totals['dead_lettered']:,} dead-lettered; decisions {decisions}"
+        f"{totals['rows_in']:,} rows in: {totals['scored']:,} scored{served}"
+        + (f" ({decided})" if decided else "")
+        + f", {totals['dead_lettered']:,} dead-lettered"
     )
+    _print_reasons(reasons)
     if failure is not None:
         kept = f" (their decisions are in {out_path})" if out_path is not None and written else ""
         logged = f"; the scoring log could not be written either: {log_failure}" if log_failure else ""
         raise _fail(f"{failure}; stopped after the {totals['rows_in']:,} rows above{kept}{logged}")
     if log_failure is not None:
         raise _fail(f"every row was scored, but the scoring log could not be written: {log_failure}")
+    if totals["rows_in"] and not totals["scored"]:
+        raise _fail("no row could be scored: every one was dead-lettered, for the reasons above")
+
+
+def _print_reasons(reasons: dict[str, int], shown: int = 5) -> None:
+    """The commonest dead-letter reasons (their text may quote the input: printed as text)."""
+    ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    for reason, count in ranked[:shown]:
+        out.print(Text(f"  {count:,} dead-lettered: {reason}"))
+    if len(ranked) > shown:
+        others = sum(count for _, count in ranked[shown:])
+        out.print(f"  {others:,} more, for {len(ranked) - shown} other reasons (selfheal export dead_letters)")
 
 
 @app.command()
@@ -765,7 +787,9 @@ def pages_list(
 
 @app.command()
 def demo(
-    home: Annotated[Path, typer.Option("--home", help="Demo workspace (wiped first).")] = Path(".selfheal-demo"),
+    home: Annotated[
+        Path, typer.Option("--home", help="Demo workspace: wiped first, so only a new, empty or earlier demo folder.")
+    ] = Path(".selfheal-demo"),
     history_days: Annotated[int, typer.Option(min=22, help="Simulated history before going live.")] = 60,
     live_days: Annotated[int, typer.Option(min=1, help="Live days scored hour by hour.")] = 7,
     customers: Annotated[int, typer.Option(min=10)] = 5000,
@@ -776,19 +800,22 @@ def demo(
 
     No network and no API key. Example: selfheal demo --live-days 3
     """
-    from selfheal.demo import DemoConfig, run_demo
+    from selfheal.demo import DemoConfig, DemoHomeError, run_demo
 
-    run_demo(
-        DemoConfig(
-            home=home,
-            history_days=history_days,
-            live_days=live_days,
-            customers=customers,
-            terminals=terminals,
-            seed=seed,
-        ),
-        console=out,
-    )
+    try:
+        run_demo(
+            DemoConfig(
+                home=home,
+                history_days=history_days,
+                live_days=live_days,
+                customers=customers,
+                terminals=terminals,
+                seed=seed,
+            ),
+            console=out,
+        )
+    except DemoHomeError as error:
+        raise _fail(str(error)) from error
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ def _open_platform(home: Path | None) -> Platform:
     from store import StoreError
 
     try:
-        return Platform.open(home)
+        return Platform.open(home, create=False)
     except StoreError as error:
         raise _fail(error) from error
 

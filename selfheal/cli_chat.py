@@ -137,7 +137,7 @@ def _session(
     from store import StoreError
 
     try:
-        platform = Platform.open(home)
+        platform = Platform.open(home, create=False)
     except StoreError as error:
         raise ChatError(str(error)) from error
     config = LLMConfig.from_env()

@@ -117,7 +117,14 @@ def new_runbook(
     runbook_id: Annotated[
         str, typer.Argument(help="The new runbook's id (lower_snake_case); also its file name.")
     ],
-    folder: DirOption = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Folder to write it to (default: the current folder, not the library the responder loads: "
+            "a half-written runbook there would stop every investigation until it lints clean).",
+        ),
+    ] = None,
     kind: Annotated[
         str, typer.Option(help=f"Incident kind it triggers on: {', '.join(INCIDENT_KINDS)}.")
     ] = "data_quality",
@@ -128,11 +135,14 @@ def new_runbook(
 ) -> None:
     """Write a runbook template to fill in; it lints clean once every <FILL IN ...> is replaced.
 
+    It is written to the current folder unless --dir says where: the responder loads every runbook of its
+    library, and one that does not lint stops them all.
+
     Example: selfheal runbooks new card_testing_burst --kind data_drift --root-cause new_fraud_pattern
     """
     from tools.runbooks import default_runbooks_dir, runbook_template
 
-    target_dir = folder or default_runbooks_dir()
+    target_dir = folder or Path(".")
     path = target_dir / f"{runbook_id}.md"
     if root_cause not in ROOT_CAUSES:
         err.print(f"[red]error:[/red] unknown root cause {root_cause!r}; known: {', '.join(ROOT_CAUSES)}")
@@ -148,6 +158,9 @@ def new_runbook(
     target_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {path}: fill in every <FILL IN ...>, then run `selfheal runbooks lint {path}`")
+    library = default_runbooks_dir().resolve()
+    if target_dir.resolve() != library:
+        typer.echo(f"once it lints clean, move it into {library} (or the folder $SELFHEAL_RUNBOOKS names) to use it")
 
 
 @runbooks_app.command("lint")

@@ -74,6 +74,7 @@ def serve(
     """
     import uvicorn
 
+    from agent.context import PUBLIC_URL_ENV
     from scorer.score import ScorerConfig
     from selfheal.app import Platform
     from selfheal.service.app import create_app
@@ -109,10 +110,13 @@ def serve(
         # The loop shares the GIL with the log writer thread; hand it over within 1 ms, not 5, so requests
         # are read promptly while a chunk is converted for DuckDB.
         sys.setswitchinterval(0.001)
-        hooks = build_hooks(platform, runbooks_dir=runbooks, planner=planner, autopilot=autopilot)
-        app = create_app(platform, config, hooks=hooks, runbooks_dir=runbooks)
         bound_port = listener.getsockname()[1]
         url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
+        # Pages and summaries link the incident review: this service's, unless the operator named the address
+        # people reach it by (a proxy, a DNS name) in SELFHEAL_PUBLIC_URL.
+        os.environ.setdefault(PUBLIC_URL_ENV, url)
+        hooks = build_hooks(platform, runbooks_dir=runbooks, planner=planner, autopilot=autopilot)
+        app = create_app(platform, config, hooks=hooks, runbooks_dir=runbooks)
         server = _server(
             uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=10),
             on_started=lambda: write_record(workspace, url, config.token_source),
@@ -120,6 +124,7 @@ def serve(
         err.print(f"serving {workspace.home} at {url} (pid {os.getpid()}); OpenAPI at {url}/openapi.json")
         err.print(f"feature state warmed with {warmed:,} logged transactions")
         err.print(f"mutating endpoints need the token in {config.token_source}")
+        err.print(f"incident review: {url}/ui/")
         if not config.is_loopback:
             err.print(f"[yellow]warning:[/yellow] bound to {host}: scoring and reads are open to the network")
         # uvicorn shuts down gracefully on SIGTERM and then raises the signal again; with the default

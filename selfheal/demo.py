@@ -11,6 +11,7 @@ run ends with a table: incident, root cause, action, verified, paged, time to mi
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from agent.autopilot import Autopilot
 from evals.faults import Fault, make_fault
@@ -35,6 +37,13 @@ from selfheal.cli_run import show_event
 from store import Workspace
 
 HOUR = timedelta(hours=1)
+# Written into a folder the demo created. The demo starts by wiping its workspace, and only a folder holding
+# this file (or an empty one) may be wiped: `--home .selfheal` or `--home .` must not delete real work.
+DEMO_MARKER = ".selfheal-demo-workspace"
+
+
+class DemoHomeError(ValueError):
+    """The demo's --home names a folder the demo did not create."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,7 @@ def demo_faults(live_start: datetime, live_days: int) -> list[Fault]:
 def run_demo(config: DemoConfig, console: Console) -> dict[str, float]:
     """Run the demo and print its story; returns the summary numbers (for tests)."""
     started = time.perf_counter()
-    if config.home.exists():
-        shutil.rmtree(config.home)
+    _fresh_home(config.home)
     simulator = Simulator(WorldConfig(seed=config.seed, customers=config.customers, terminals=config.terminals))
     live_start = (pd.Timestamp(simulator.config.start_date) + pd.Timedelta(days=config.history_days)).to_pydatetime()
     clock = SimClock(live_start)
@@ -118,7 +126,24 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, float]:
         _print_summary(summary, config, console)
         outcomes = _print_incidents(incidents, runs, faults, console)
         summary.update(outcomes)
+    _print_next_steps(config.home, [incident.incident_id for incident in incidents], console)
     return summary
+
+
+def _fresh_home(home: Path) -> None:
+    """Empty the demo's workspace, refusing any folder the demo did not create (see `DEMO_MARKER`)."""
+    if home.is_symlink() or (home.exists() and not home.is_dir()):
+        raise DemoHomeError(f"{home} is not a folder: give the demo a new or empty folder with --home")
+    if home.exists() and any(home.iterdir()):
+        if not (home / DEMO_MARKER).is_file():
+            raise DemoHomeError(
+                f"{home} is not empty and was not made by the demo (it has no {DEMO_MARKER} file). The demo "
+                "wipes its workspace before it starts: give it a new or empty folder with --home, or remove "
+                f"{home} yourself if it holds nothing you need"
+            )
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / DEMO_MARKER).write_text("made by `selfheal demo`, which wipes this folder when it runs again\n")
 
 
 def _play(
@@ -222,7 +247,7 @@ def _print_incidents(
         )
     # A log or a pipe reports 80 columns and Rich would cut "feature_pipeline_break" to "featur…": the story's
     # last table is what people read, so off a terminal it gets the width it needs (print(width=) can only
-    # narrow, so the console itself is widened; the demo prints nothing after this).
+    # narrow, so the console itself is widened; only plain lines follow).
     if not console.is_terminal and console.width < 150:
         console.width = 150
     console.print(table)
@@ -234,6 +259,24 @@ def _print_incidents(
         if state.get("report"):
             console.print(f"      report {state['report'].get('markdown')}  {state['report'].get('html')}")
     return counts
+
+
+def _print_next_steps(home: Path, incident_ids: list[str], console: Console) -> None:
+    """Where to look next. The demo has a workspace of its own and every command defaults to ./.selfheal,
+    so without this a newcomer's first `selfheal incidents list` shows an empty workspace."""
+    example = incident_ids[0] if incident_ids else "INC-1"
+    console.print()
+    console.print(f"The demo's workspace is {home}. Every command reads ./.selfheal unless told, so first:")
+    lines = [
+        f"export SELFHEAL_HOME={shlex.quote(str(home))}",
+        "selfheal status                    # what serves, what needs a person",
+        "selfheal incidents list",
+        f"selfheal report {example}           # the incident report",
+        f"selfheal ask {example} 'why did you page?'",
+        "selfheal serve                     # then open the incident review it prints",
+    ]
+    for line in lines:
+        console.print(Text("  " + line))
 
 
 def _hours(delta: timedelta) -> str:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the real names for type checkers ("X as X": re-exported)
     from store.errors import StoreError as StoreError
     from store.errors import UnknownTableError as UnknownTableError
     from store.errors import WorkspaceBusyError as WorkspaceBusyError
+    from store.errors import WorkspaceNotFound as WorkspaceNotFound
     from store.log_writer import LogWriter as LogWriter
     from store.schema import TIME_COLUMNS as TIME_COLUMNS
     from store.workspace import Workspace as Workspace
@@ -34,6 +35,7 @@ _HOMES = {
     "UnknownTableError": "store.errors",
     "Workspace": "store.workspace",
     "WorkspaceBusyError": "store.errors",
+    "WorkspaceNotFound": "store.errors",
     "where_equal": "store.db",
 }
 

@@ -3,6 +3,7 @@
     StoreError
     ├── UnknownTableError      a table name that the schema does not have
     ├── WorkspaceBusyError     another process owns the database file (DESIGN 4: one owner)
+    ├── WorkspaceNotFound      a command that only reads or changes a workspace was pointed where there is none
     ├── LogWriteError          logged rows could not be written yet; they are kept, not lost
     └── LogWriterFull          too many rows wait for a write and cannot be set aside: refuse new work
 """
@@ -20,6 +21,14 @@ class UnknownTableError(StoreError, ValueError):
 
 class WorkspaceBusyError(StoreError):
     """The database file is held by another process."""
+
+
+class WorkspaceNotFound(StoreError):
+    """No workspace database where a command expected one (a mistyped --home, an unset SELFHEAL_HOME).
+
+    Commands that read or change an existing workspace raise it instead of creating an empty one there,
+    which would look like a healthy workspace with nothing in it.
+    """
 
 
 class LogWriteError(StoreError):

@@ -224,9 +224,14 @@ def test_how_long_to_detect_and_mitigate(parts: ChatParts, opened: Platform) -> 
 
 def test_where_is_the_report(demo_copy: Path, opened: Platform) -> None:
     answer = ask_cli(demo_copy, "INC-2", "where is the report?")
-    paths = run_state(opened, "INC-2")["report"]
+    recorded = run_state(opened, "INC-2")["report"]
+    # The run recorded the paths of the workspace it ran in (the demo's, which this one copies): the answer
+    # names this workspace's own files, so it holds for a copied or moved workspace and from any folder.
+    reports = Workspace(demo_copy).reports_dir
+    assert Path(recorded["markdown"]).parent != reports
     assert answer.intent == "report" and answer.facts["exists"] == {"markdown": True, "html": True}
-    assert paths["markdown"] in answer.answer and Path(paths["html"]).read_text().startswith("<!")
+    assert answer.facts["paths"] == {"markdown": str(reports / "INC-2.md"), "html": str(reports / "INC-2.html")}
+    assert str(reports / "INC-2.md") in answer.answer and (reports / "INC-2.html").read_text().startswith("<!")
 
 
 # -- what it cannot answer, commands, safety ------------------------------------------------------

@@ -63,6 +63,8 @@ def test_simulate_train_score_models_and_export(tmp_path: Path) -> None:
     result = runner.invoke(app, ["score", str(live), "--out", str(decisions), *home])
     assert result.exit_code == 0, result.output
     assert f"{rows_in:,} rows in" in result.stdout and "2 dead-lettered" in result.stdout
+    said = " ".join(result.stdout.split())  # the reasons are named
+    assert "1 dead-lettered: missing field timestamp" in said and "is not JSON" in said
     assert len(pd.read_parquet(decisions)) == rows_in - 2
 
     assert runner.invoke(app, ["train", "--data", str(history), "--json", *home]).exit_code == 0

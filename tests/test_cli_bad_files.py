@@ -108,8 +108,15 @@ def test_unusable_input_files_are_refused_with_a_message(tmp_path: Path) -> None
     garbage_csv.write_bytes(bytes(range(256)) * 20)
     assert "0 rows in" in runner.invoke(app, ["score", str(empty_csv), "--home", str(home)]).stdout
     result = runner.invoke(app, ["score", str(garbage_csv), "--home", str(home)])
-    assert result.exit_code == 0, result.output  # every line dead-lettered, none lost
+    # Every line dead-lettered, none lost; nothing scored is a failure (it exited 0 and named no reason).
+    assert result.exit_code == 1, result.output
+    assert "no row could be scored" in _said(result)
     assert _logged(home, "predictions") == 0 and _logged(home, "dead_letters") > 0
+    with duckdb.connect(str(home / "selfheal.duckdb"), read_only=True) as con:
+        (commonest,) = con.execute(
+            "SELECT reason FROM dead_letters GROUP BY reason ORDER BY count(*) DESC, reason LIMIT 1"
+        ).fetchone()  # type: ignore[misc]
+    assert f"dead-lettered: {commonest}" in _said(result)
 
 
 def test_train_and_export_refuse_what_they_cannot_use(tmp_path: Path) -> None:
@@ -199,3 +206,62 @@ def test_score_on_a_failing_disk_sets_every_row_aside_and_says_where(
     assert _logged(home, "predictions") == 12 == _logged(home, "transactions")
     nothing_left = runner.invoke(app, ["load-spills", "--home", str(home)])
     assert nothing_left.exit_code == 0 and "no set-aside log rows" in nothing_left.output
+
+
+READ_COMMANDS = [
+    ["status"],
+    ["incidents", "list"],
+    ["incidents", "show", "INC-1"],
+    ["runs"],
+    ["pages", "list"],
+    ["models", "list"],
+    ["models", "rollback", "--reason", "test"],
+    ["export", "transactions", "--out", "{tmp}/out.parquet"],
+    ["monitor", "run", "--since", "2018-05-01", "--until", "2018-05-02"],
+    ["load-spills"],
+    ["ask", "INC-1", "what happened?"],
+    ["investigate", "INC-1"],
+]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_commands_on_a_mistyped_workspace_say_so_and_create_nothing(tmp_path: Path, command: list[str]) -> None:
+    # They used to create an empty workspace there and print empty tables with exit 0: a typo in --home
+    # looked like a healthy workspace with nothing in it.
+    home = tmp_path / "no-such-workspace"
+
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in command]
+    result = runner.invoke(app, [*args, "--home", str(home)])
+
+    assert result.exit_code == 1, result.output
+    _no_traceback(result.output)
+    unwrapped = "".join(str(result.output).split())  # Rich may wrap a long path mid-word
+    assert f"noworkspaceat{home}" in unwrapped, result.output
+    assert not home.exists()
+
+
+def test_the_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    # It used to delete whatever --home named before starting: `--home .selfheal` or `--home .` lost real work.
+    precious = tmp_path / "work" / "important.txt"
+    precious.parent.mkdir()
+    precious.write_text("precious")
+
+    result = runner.invoke(app, ["demo", "--home", str(precious.parent), "--live-days", "1"])
+
+    assert result.exit_code == 1, result.output
+    _no_traceback(result.output)
+    assert "not made by the demo" in _said(result) and precious.read_text() == "precious"
+
+
+def test_the_demo_wipes_only_its_own_workspace(tmp_path: Path) -> None:
+    from selfheal.demo import DEMO_MARKER, _fresh_home
+
+    fresh, empty, earlier = tmp_path / "new" / "demo", tmp_path / "empty", tmp_path / "earlier"
+    empty.mkdir()
+    for home in (fresh, empty):
+        _fresh_home(home)
+        assert [p.name for p in home.iterdir()] == [DEMO_MARKER]
+    _fresh_home(earlier)
+    (earlier / "selfheal.duckdb").write_text("an earlier demo's database")
+    _fresh_home(earlier)
+    assert [p.name for p in earlier.iterdir()] == [DEMO_MARKER]

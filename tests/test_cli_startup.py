@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+from store import Store, Workspace
 
 # What a command loads only when it needs it (the scorer, the store, the responder, the LLM client).
 HEAVY = ("langgraph", "langchain_core", "openai", "xgboost", "sklearn", "scipy", "duckdb", "pandas", "pyarrow")
@@ -28,17 +31,19 @@ def test_importing_the_cli_loads_none_of_the_heavy_libraries() -> None:
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
-def test_help_runs_without_them_and_a_command_still_gets_what_it_needs() -> None:
+def test_help_runs_without_them_and_a_command_still_gets_what_it_needs(tmp_path: Path) -> None:
     help_run = _loaded_after(
         "from typer.testing import CliRunner\nfrom selfheal.cli import app\n"
         "result = CliRunner().invoke(app, ['--help'])\nassert result.exit_code == 0, result.output"
     )
     assert not help_run & set(HEAVY), sorted(help_run & set(HEAVY))
 
-    # A real command imports its libraries when it runs (here the store and the scorer's validation).
+    # A real command imports its libraries when it runs (here the store and the scorer's validation). The
+    # workspace is made here, not in the probe, which would then have imported them itself.
+    Store.open(Workspace(tmp_path).ensure()).close()
     listed = _loaded_after(
-        "import tempfile\nfrom typer.testing import CliRunner\nfrom selfheal.cli import app\n"
-        "result = CliRunner().invoke(app, ['models', 'list', '--home', tempfile.mkdtemp()])\n"
+        "from typer.testing import CliRunner\nfrom selfheal.cli import app\n"
+        f"result = CliRunner().invoke(app, ['models', 'list', '--home', {str(tmp_path)!r}])\n"
         "assert result.exit_code == 0, result.output"
     )
     assert {"duckdb", "pandas"} <= listed

@@ -802,6 +802,22 @@ def test_cli_new_then_lint(runbook_dir: Path) -> None:
     assert runner.invoke(runbooks_app, ["new", "Bad-Id", "--dir", str(runbook_dir)]).exit_code == 2
 
 
+def test_cli_new_writes_to_the_current_folder_not_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It used to write into the library the responder loads (the shipped runbooks/ of an install), where
+    # the unfilled template stopped `runbooks lint` and every investigation until it was filled in.
+    monkeypatch.delenv("SELFHEAL_RUNBOOKS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    shipped = sorted(SHIPPED_RUNBOOKS.glob("*.md"))
+
+    result = runner.invoke(runbooks_app, ["new", "card_testing", "--kind", "data_drift"])
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "card_testing.md").is_file() and sorted(SHIPPED_RUNBOOKS.glob("*.md")) == shipped
+    assert "move it into" in " ".join(result.output.split())
+
+
 def test_cli_lint_reports_file_line_message_and_fails() -> None:
     result = runner.invoke(runbooks_app, ["lint", str(BAD)])
     assert result.exit_code == 1

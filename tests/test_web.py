@@ -273,6 +273,18 @@ def test_selfheal_deny_goes_through_the_running_service(site: Site) -> None:
     page.close()
 
 
+def test_the_page_sent_by_the_service_links_its_incident_review_page(site: Site) -> None:
+    # The deny above made the service's responder page for INC-3: the link in that page's summary must open
+    # this service's review of INC-3 (it used to name a route and a port nothing served).
+    pages = site.api.get("/v1/incidents/INC-3/pages").json()
+    bodies = [p["payload"]["body"] for p in pages if "**Report.**" in p["payload"].get("body", "")]
+    assert bodies, json.dumps(pages)[-2000:]
+    link = bodies[-1].split("**Report.**", 1)[1].split()[0]
+    assert link == f"{site.url}/ui/incidents/INC-3"
+    page = site.api.get(link)
+    assert page.status_code == 200 and "INC-3" in page.text
+
+
 def test_an_action_asked_for_in_chat_is_approved_from_the_page(site: Site) -> None:
     page = site.open("/ui/incidents/INC-3")
     requests = page.locator("#chat-requests li.chat-request")

@@ -142,10 +142,15 @@ class IncidentRecord:
         return changes
 
     def report_paths(self) -> dict[str, str]:
-        """The report files: the ones the run recorded, else the usual names in the reports folder."""
+        """The report files: the ones the run recorded, else the usual names in the reports folder.
+
+        Reports are always written into the workspace's reports folder, so a recorded path is read there by
+        its file name: a run recorded before workspace paths were absolute holds a path relative to the
+        folder it ran in, and a copied workspace holds the original's.
+        """
         recorded = dict(self.state.get("report") or {})
         if recorded:
-            return {k: str(v) for k, v in recorded.items()}
+            return {k: str(self.reports_dir / Path(str(v)).name) for k, v in recorded.items()}
         return {
             "markdown": str(self.reports_dir / f"{self.incident_id}.md"),
             "html": str(self.reports_dir / f"{self.incident_id}.html"),

@@ -201,8 +201,7 @@ def report(record: IncidentRecord, question: str) -> Answer:
     if any(exists.values()):
         text = "The report: " + ", ".join(f"`{p}`" for k, p in paths.items() if exists[k])
         text += (
-            f" (`selfheal serve` shows it at /incidents/{record.incident_id}/report; `/report` here shows its "
-            "summary)."
+            f" (`selfheal serve` shows it at /ui/incidents/{record.incident_id}; `/report` here shows its summary)."
         )
     else:
         text = f"No report has been written for {record.incident_id} yet (it is written when the investigation ends)."
