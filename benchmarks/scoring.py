@@ -292,6 +292,8 @@ def _fresh_platform(setup: Setup, writer: Writer) -> Iterator[Platform]:
     shutil.copytree(setup.template, home)
     try:
         with Platform(Workspace(home), scorer_config=writer.config()) as platform:
+            # In memory only (not `observe_history`): the benchmark never restarts, and a store write of
+            # the history is not what it measures.
             platform.scorer.features.observe(setup.history)
             yield platform
     finally:

@@ -114,6 +114,8 @@ def play_case(
     faults = [spec.build(world.live_start) for spec in scenario.faults]
     platform = open_platform(home, clock)
     try:
+        # In memory only (not `observe_history`): a case never restarts its scorer, and storing the
+        # history would cost every case a write of ~a month of rows.
         platform.scorer.features.observe(history)
         monitor = Monitor(
             platform.store,
@@ -227,6 +229,7 @@ def baseline_flags(
         clock = SimClock(world.live_start)
         platform = open_platform(home, clock)
         try:
+            # In memory only, as in `play_case`: the baseline never restarts.
             platform.scorer.features.observe(history)
             live = LiveWorld(
                 platform, world.simulator, clock=clock, start_day=world.spec.history_days, days=live_days,

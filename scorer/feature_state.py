@@ -326,6 +326,37 @@ class FeatureState:
         self._merge()
         self._after_append(int(new.ts_ms.max()))
 
+    def history_frame(self, history: pd.DataFrame) -> pd.DataFrame:
+        """The columns `observe` keeps of ``history``, as it keeps them: ids as text (transaction ids None
+        when the frame has none), times to the millisecond, labels 1, 0 or NaN. Observing this frame
+        equals observing ``history``; a workspace persists it to rebuild the state (`scorer.history`)."""
+        rows = _History.from_frame(history, ids_as_text=True)
+        no_ids = C.TRANSACTION_ID not in history
+        return pd.DataFrame(
+            {
+                C.TRANSACTION_ID: np.full(len(rows), None, dtype=object) if no_ids else rows.transaction_id,
+                C.TIMESTAMP: rows.ts_ms.astype("datetime64[ms]"),
+                C.CUSTOMER_ID: rows.customer_id,
+                C.TERMINAL_ID: rows.terminal_id,
+                C.AMOUNT: rows.amount,
+                C.LABEL: rows.label,
+            }
+        )
+
+    def holds(self, transaction_ids: Sequence[object] | np.ndarray) -> np.ndarray:
+        """Which of these (text) transaction ids a retained row already has; a missing id never matches."""
+        if self._rows.size == 0:  # the usual first observation: nothing to look up
+            return np.zeros(len(transaction_ids), dtype=bool)
+        found = self._rows.rows_of(list(transaction_ids))
+        return np.fromiter(map(bool, found), dtype=bool, count=len(found))
+
+    @property
+    def history_days(self) -> float:
+        """Days from the oldest retained transaction to the newest (0 when none is retained)."""
+        if self._rows.size == 0 or self._latest_ms is None:
+            return 0.0
+        return (self._latest_ms - int(self._rows.ts_ms[: self._rows.size].min())) / MS_PER_DAY
+
     def add_labels(self, transaction_ids: Sequence[object] | np.ndarray, labels: Sequence[float] | np.ndarray) -> int:
         """Record labels that arrived; returns how many retained transactions were labelled."""
         ids = _as_text(pd.Series(np.asarray(transaction_ids))).tolist()

@@ -166,7 +166,8 @@ def _as_text(ids: pd.Series) -> pd.Series:
         return ids
     if pd.api.types.is_integer_dtype(ids.dtype):
         return ids.astype(str)
-    return ids.map(lambda v: v if isinstance(v, str) else str(v))
+    # A missing id (None: a NULL read back from the store) stays missing, never the id "None".
+    return ids.map(lambda v: v if isinstance(v, str) or v is None else str(v))
 
 
 def _to_epoch_ms(timestamps: pd.Series) -> np.ndarray:

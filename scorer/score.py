@@ -49,6 +49,7 @@ from scorer import columns as C
 from scorer.errors import ModelIntegrityError, ModelRegistryError
 from scorer.feature_state import FeatureState
 from scorer.features import FeatureConfig
+from scorer.history import HistoryCoverage, WarmUp, keep_history, warm_up_rows
 from scorer.imputation import Surrogate, impute_column, impute_value, usable_surrogates
 from scorer.one_row import OneRowPredictor
 from scorer.outcomes import (
@@ -75,7 +76,16 @@ from scorer.validate_record import DeadRecord, validate_record
 from store import LogWriteError, LogWriter, Store
 
 # The public face: what the platform, the service, the fault library and the evals import from here.
-__all__ = ["DECISIONS", "LOGGED_FEATURES", "ScoreResult", "Scorer", "ScorerConfig", "ScorerHooks"]
+__all__ = [
+    "DECISIONS",
+    "LOGGED_FEATURES",
+    "HistoryCoverage",
+    "ScoreResult",
+    "Scorer",
+    "ScorerConfig",
+    "ScorerHooks",
+    "WarmUp",
+]
 
 logger = logging.getLogger(__name__)
 WRITE_WARNING_INTERVAL_S = 60.0
@@ -203,22 +213,38 @@ class Scorer:
         self.features.add_labels(frame[C.TRANSACTION_ID].to_numpy(), frame[C.LABEL].to_numpy())
         return len(frame)
 
-    def warm_up(self) -> int:
-        """Rebuild the streaming feature state from the store (after a restart); returns rows loaded."""
+    def observe_history(self, history: pd.DataFrame) -> int:
+        """Learn earlier transactions (with labels) without scoring them, and keep them in the workspace so
+        a restarted scorer (`warm_up`) rebuilds the same feature state; returns the rows taken.
+
+        Rows whose transaction id the state already holds (logged and warmed up, or observed before) are
+        taken once. Only rows the windows can still reach are stored (`scorer.history.keep_history`).
+        """
+        rows = self.features.history_frame(history)
+        rows = rows[~self.features.holds(rows[C.TRANSACTION_ID].to_numpy())]
+        self.features.observe(rows)
+        keep_history(self.store, rows, retention_days=self.features.config.retention_days, observed_at=self._now())
+        return len(rows)
+
+    def warm_up(self) -> WarmUp:
+        """Rebuild the streaming feature state from the store (after a restart): the logged transactions and
+        the observed history the windows can still reach; the logged ids join the duplicate check."""
         self.flush()
-        latest = self.store.scalar("SELECT max(timestamp) FROM transactions")
-        if latest is None:
-            return 0
-        since = pd.Timestamp(latest) - pd.Timedelta(days=self.features.config.retention_days + 1)
-        history = self.store.query(
-            "SELECT t.transaction_id, t.timestamp, t.customer_id, t.terminal_id, t.amount, t.channel, t.mcc, "
-            "l.is_fraud FROM transactions t LEFT JOIN labels l USING (transaction_id) "
-            "WHERE t.timestamp > ? ORDER BY t.timestamp",
-            [since.to_pydatetime()],
+        rows = warm_up_rows(self.store, retention_days=self.features.config.retention_days)
+        if rows.empty:
+            return WarmUp(logged=0, observed=0)
+        logged = rows.pop("logged").to_numpy(dtype=bool)
+        self.features.observe(rows)
+        self._remember_ids(rows[C.TRANSACTION_ID].to_numpy(dtype=object)[logged])
+        return WarmUp(logged=int(logged.sum()), observed=int((~logged).sum()))
+
+    def history_coverage(self) -> HistoryCoverage:
+        """How far back the feature state's history reaches, against the days its longest window needs."""
+        return HistoryCoverage(
+            rows=self.features.rows,
+            held_days=self.features.history_days,
+            needed_days=self.features.config.retention_days,
         )
-        self.features.observe(history)
-        self._remember_ids(history[C.TRANSACTION_ID].to_numpy(dtype=object))
-        return len(history)
 
     def log_health(self) -> dict[str, Any]:
         """The log writer's failed writes, chunks waiting for a retry, spill files and last error."""

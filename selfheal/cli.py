@@ -23,6 +23,7 @@ from selfheal.cli_files import FRAME_FORMATS, OutputPathError, check_output_path
 from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
+from selfheal.cli_warm import warn_if_short
 from selfheal.errors import error_text
 from store import TIME_COLUMNS, LogWriteError, LogWriterFull, StoreError
 
@@ -237,6 +238,7 @@ def score(
     status_info: dict[str, Any] | None = None
     try:
         platform.scorer.warm_up()
+        warn_if_short(platform.scorer.history_coverage(), console)
         with console.status("scoring") as status:
             for batch in batches:
                 result = platform.scorer.score_batch(batch, source=f"file:{source}")

@@ -80,8 +80,9 @@ def run(
         Path | None,
         typer.Option(
             "--warm-from",
-            help="Transactions (with labels) that came before the source, to warm the 30-day feature windows; "
-            "not needed when the workspace already logged them.",
+            help="Transactions (with labels) that came before the source, to warm the feature windows (they "
+            "reach 37 days back). Kept in the workspace, so later runs and `selfheal serve` start warm; not "
+            "needed when the workspace already holds them.",
         ),
     ] = None,
     label_delay_days: Annotated[
@@ -108,8 +109,8 @@ def run(
     did are printed as they happen; a summary table ends the run.
 
     `simulator` plays days of the same simulated world `selfheal simulate` writes (train on its first 60
-    days, then run from day 60); when the workspace has logged no traffic, the 31 days before the first
-    one warm the feature windows.
+    days, then run from day 60); when the workspace holds no traffic or history yet, the 38 days before
+    the first one warm the feature windows.
 
     Example: selfheal simulate --days 3 --start-day 60 --out live.parquet && selfheal run live.parquet
     """
@@ -169,12 +170,15 @@ def run(
 def _simulated(
     days: int, start_day: int, seed: int, customers: int, terminals: int
 ) -> tuple[Iterator[Batch], Callable[[], pd.DataFrame]]:
-    """Day frames of the simulated world (with labels), and the month before them (built only if asked)."""
+    """Day frames of the simulated world (with labels), and the weeks before them the feature windows reach
+    (built only if asked)."""
+    from scorer.features import FeatureConfig
     from scorer.simulate import Simulator, WorldConfig
 
     simulator = Simulator(WorldConfig(seed=seed, customers=customers, terminals=terminals))
     live = (simulator.day(day) for day in range(start_day, start_day + days))
-    return live, lambda: simulator.generate(max(0, start_day - 31), min(31, start_day))
+    before = FeatureConfig().retention_days + 1  # the scorer's windows and its day of slack
+    return live, lambda: simulator.generate(max(0, start_day - before), min(before, start_day))
 
 
 def _run(
@@ -194,6 +198,7 @@ def _run(
     from evals.live import SimClock
     from monitor.runner import Monitor
     from selfheal.app import Platform, save_simulated_now, simulated_now
+    from selfheal.cli_warm import warn_if_short
     from selfheal.live_loop import LiveLoop
     from store import StoreError, Workspace
 
@@ -209,16 +214,19 @@ def _run(
             raise ValueError(
                 f"{workspace.home} has no champion model: run `selfheal train --data FILE` first"
             )
-        if warm_batches is None and platform.scorer.warm_up() == 0 and warm_if_cold is not None:
-            warm_batches = [
-                warm_if_cold()
-            ]  # nothing logged yet: the simulated month before warms the windows
+        # What earlier runs logged and kept comes back first; --warm-from adds to it (rows already held
+        # are taken once) and is kept in the workspace for the next start.
+        warmed = platform.scorer.warm_up()
+        if warm_batches is None and warmed.rows == 0 and warm_if_cold is not None:
+            warm_batches = [warm_if_cold()]  # nothing held yet: the simulated weeks before warm the windows
         if warm_batches is not None:
-            observed = 0
+            read = taken = 0
             for batch in warm_batches:
-                platform.scorer.features.observe(batch)
-                observed += len(batch)
-            err.print(f"feature windows warmed with {observed:,} earlier transactions")
+                read += len(batch)
+                taken += platform.scorer.observe_history(batch)
+            held = f" ({read - taken:,} already held)" if read > taken else ""
+            err.print(f"feature windows warmed with {taken:,} earlier transactions{held}")
+        warn_if_short(platform.scorer.history_coverage(), err)
         monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
         autopilot = None
         if planner != "none":

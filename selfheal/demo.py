@@ -109,7 +109,8 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, float]:
         for fault in faults:
             ends = "until fixed" if fault.end is None else f"until {fault.end:%a %H:%M}"
             console.print(f"scheduled fault: {fault.kind} at {fault.start:%a %Y-%m-%d %H:%M} {ends}")
-        platform.scorer.features.observe(history)
+        # Kept in the workspace too: `selfheal serve` on it afterwards starts with full windows.
+        platform.scorer.observe_history(history)
         monitor = Monitor(platform.store, platform.registry, platform.serving, clock=clock)
         # Pages go to the outbox (and on to PagerDuty/Slack only if configured); the demo prints them itself.
         responder = platform.responder(monitor, planner="deterministic", extras={"history": history}, pagers=[])

@@ -33,6 +33,7 @@ TIME_COLUMNS: dict[str, str] = {
     "pages": "recorded_at",
     "agent_runs": "started_at",
     "chat_messages": "asked_at",
+    "feature_history": "timestamp",
 }
 
 MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -286,6 +287,23 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             file VARCHAR NOT NULL,
             rows BIGINT NOT NULL,
             loaded_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        9,
+        "feature_history: transactions observed (never scored) that feature windows still reach (scorer.history)",
+        # The columns `FeatureState.observe` keeps. transaction_id may be NULL: history without ids is still
+        # counted in windows, it just cannot be labelled later. is_fraud NULL: the label was not known.
+        """
+        CREATE TABLE feature_history (
+            transaction_id VARCHAR,
+            timestamp TIMESTAMP NOT NULL,
+            customer_id VARCHAR NOT NULL,
+            terminal_id VARCHAR NOT NULL,
+            amount DOUBLE NOT NULL,
+            is_fraud INTEGER,
+            observed_at TIMESTAMP NOT NULL
         );
         """,
     ),

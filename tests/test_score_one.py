@@ -231,5 +231,5 @@ def test_a_fresh_scorer_warmed_from_the_store_refuses_ids_scored_by_the_fast_pat
     assert "decision" in platform.scorer.score_one(record)
     platform.scorer.flush()
     fresh = Scorer(platform.store, platform.serving, platform.registry)
-    assert fresh.warm_up() == 1
+    assert fresh.warm_up().logged == 1
     assert fresh.score_one(record)["error"] == "transaction_id already scored"
