@@ -23,6 +23,7 @@ from selfheal.cli_files import FRAME_FORMATS, OutputPathError, check_output_path
 from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
+from selfheal.cli_serving import serving_app
 from selfheal.cli_warm import warn_if_short
 from selfheal.errors import error_text
 from store import TIME_COLUMNS, LogWriteError, LogWriterFull, StoreError
@@ -51,6 +52,7 @@ pages_app = typer.Typer(help="The pager outbox: pages sent to people, and which 
 app.add_typer(pages_app, name="pages")
 app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(eval_app, name="eval")
+app.add_typer(serving_app, name="serving")
 register_serve_command(app)
 register_agent_commands(app)
 register_chat_commands(app)
@@ -467,18 +469,31 @@ def models_promote(
     reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "manual promotion",
     home: HomeOption = None,
 ) -> None:
-    """Make a model the champion (the current champion becomes `previous`).
+    """Make a model the champion (the current champion becomes `previous`). Promoting the champion again
+    changes nothing: it says so (and whether the fallback rules serve instead of it) and exits with 0.
 
     Example: selfheal models promote 2 --reason "beats v1 on last week"
     """
     platform = _platform(home)
     try:
+        before = platform.serving.current()
+        if before.champion_version == version and platform.registry.alias("champion") == version:
+            _say_already_champion(before)
+            return
         state = platform.registry.promote(version, actor="cli", reason=reason)
     except ScorerError as error:
         raise _fail(str(error)) from error
     finally:
         platform.close()
     out.print(f"champion is now v{state.champion_version} (serving state v{state.version})")
+
+
+def _say_already_champion(state: Any) -> None:
+    """Promoting the champion writes nothing; if the fallback rules serve, promoting will not change that."""
+    out.print(f"v{state.champion_version} is already the champion; nothing changed")
+    if state.fallback:
+        out.print(Text(f"the fallback rules serve instead of it (serving state v{state.version}): {state.fallback_reason}"))
+        out.print("when the cause is fixed: selfheal serving fallback off --by NAME --reason TEXT")
 
 
 @models_app.command("rollback")

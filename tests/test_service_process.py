@@ -187,6 +187,30 @@ def test_cli_reads_go_through_the_running_service(served: Served) -> None:
     assert shown.exit_code == 1 and "no incident 'INC-3'" in shown.output
 
 
+def test_cli_serving_changes_go_through_the_running_service(served: Served) -> None:
+    """The service holds the DuckDB file: `selfheal serving` changes it through the admin API, and the
+    running scorer serves the change at once."""
+    runner = CliRunner()
+    home = ["--home", str(served.home)]
+    on = runner.invoke(cli_app, ["serving", "fallback", "on", "--by", "alice", "--reason", "v1 suspect", *home])
+    assert on.exit_code == 0, on.output
+    serving = served.http.get("/v1/serving").json()
+    assert serving["fallback"] is True and serving["fallback_reason"] == "v1 suspect"
+    assert serving["state"]["changed_by"] == "person:alice"
+    off = runner.invoke(cli_app, ["serving", "fallback", "off", "--by", "bob", "--reason", "fixed", "--json", *home])
+    assert off.exit_code == 0, off.output
+    assert json.loads(off.stdout)["state"]["fallback"] is False
+    serving = served.http.get("/v1/serving").json()
+    assert serving["fallback"] is False and serving["model_version"] == 1
+    noop = runner.invoke(cli_app, ["serving", "fallback", "off", "--by", "bob", "--reason", "again", *home])
+    assert noop.exit_code == 0 and "already off" in noop.stdout
+    actions = served.http.get("/v1/actions").json()
+    assert [(a["actor"], a["action"]) for a in actions][-2:] == [
+        ("person:alice", "enable_fallback_rules"), ("person:bob", "disable_fallback_rules")]
+    shown = runner.invoke(cli_app, ["serving", "show", *home])
+    assert shown.exit_code == 0 and "model v1" in shown.stdout
+
+
 def test_shutdown_removes_discovery_and_every_posted_row_is_on_disk(served: Served) -> None:
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=60) == 0, "".join(served.stderr)

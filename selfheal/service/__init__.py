@@ -7,6 +7,7 @@
 | ``GET /v1/actions``, ``/v1/pages``, ``/v1/dead-letters``, ``/v1/runs`` | open | audit log, pager outbox, rejects, the responder's runs |
 | ``GET /v1/models[/{v}]``, ``/v1/serving[/history]``, ``/v1/runbooks[/{id}]`` | open | registry, serving state, runbooks |
 | ``POST /v1/models/{v}/promote``, ``POST /v1/models/rollback`` | token | through the agent's action tools |
+| ``POST /v1/serving/fallback``, ``/quarantine``, ``/release``, ``/thresholds`` | token | a person's serving changes (`selfheal.serving_changes`) |
 | ``POST /v1/incidents/{id}/approve``, ``/deny``, ``/chat``, ``/chat/stream`` | token | responder hooks (503 when not wired) |
 | ``POST /v1/log-spills/load`` | token | load scoring-log rows set aside in ``log-spill/`` (`store.spill`) |
 | ``GET /ui/``, ``/ui/incidents/{id}``, ``/ui/runbooks[/{id}]`` | open | the incident review in a browser (`web`) |

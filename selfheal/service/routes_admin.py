@@ -1,4 +1,4 @@
-"""Mutating endpoints: promote, roll back, investigate, approve, deny, chat. Every one needs the token.
+"""Mutating endpoints: promote, roll back, serving changes, investigate, approve, deny, chat. Every one needs the token.
 
 `TokenGuard` (the middleware) refuses a request without the token before its body is read; the
 ``Security(bearer_scheme)`` dependency here checks again (so these routes stay protected even if someone
@@ -8,6 +8,14 @@ Model changes go through the same door as the agent's: ``tools.registry.call_too
 whose actor is ``api:<who>`` (``<who>`` from the ``X-Selfheal-Actor`` header, default ``token``) and whose
 approval is ``human`` (a person made the call). So they are validated, idempotent, rate-limited and in the
 audit log exactly like the responder's actions.
+
+A person's serving changes (``/v1/serving/fallback``, ``/quarantine``, ``/release``, ``/thresholds``) go
+through the same action tools via `selfheal.serving_changes`, the functions ``selfheal serving`` calls on
+the workspace file, so both doors record the same rows. Their actor is ``person:<by>`` from the body, not
+the header: the audit log then names the person alike whichever door the change came through. Bad input
+is a 400 (nothing audited), a refusal by the action a 409 (audited), and a change that changes nothing a
+200 with ``changed: false``. The scorer reads the serving state (a shared cache the write invalidates)
+before every batch, so the next scored row is served the new way.
 
 Investigate, approve, deny and chat call the responder's hooks (`ServiceHooks`); until the responder is wired they
 answer **503 "responder not available"** (the app turns `ResponderUnavailable` into 503 and
@@ -23,6 +31,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
 from monitor.incidents import IncidentManager
+from selfheal import serving_changes
 from selfheal.service import views
 from selfheal.service.auth import bearer_scheme, token_matches
 from selfheal.service.hooks import ChatMessage, Decision, InvestigateRequest, hook_error
@@ -31,10 +40,15 @@ from selfheal.service.schemas import (
     ActionOut,
     ChatIn,
     DecisionIn,
+    FallbackIn,
+    FeatureIn,
     InvestigateIn,
     Problem,
     PromoteIn,
+    QuarantineIn,
     RollbackIn,
+    ServingChangeOut,
+    ThresholdsIn,
 )
 from store.spill import load_spilled, spill_load_json
 from tools import ToolContext, ToolRefused, ToolRetry, call_tool
@@ -123,6 +137,62 @@ def rollback(runtime: Runtime, actor: Actor, body: RollbackIn) -> dict[str, Any]
     if target is None:
         raise HTTPException(status_code=409, detail="no previous model to roll back to: pass to_version")
     return _run("rollback_model", ctx, {"to_version": views.existing_model(runtime.platform, target)})
+
+
+SERVING_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a change that can never be made as asked (nothing audited)"},
+    401: ERRORS[401],
+    409: ERRORS[409],
+}
+
+
+def _serving_change(change: Any) -> dict[str, Any]:
+    """Run a `serving_changes` function; its refusals become 400 (bad input) and 409 (the action said no)."""
+    try:
+        outcome: serving_changes.ServingChange = change()
+    except serving_changes.InvalidChange as error:
+        raise HTTPException(status_code=400, detail=str(error)) from error
+    except serving_changes.ChangeRefused as error:
+        raise HTTPException(status_code=409, detail=str(error)) from error
+    return outcome.to_json()
+
+
+@router.post("/serving/fallback", summary="Turn the fallback rules on or off (a person's change)",
+             response_model=ServingChangeOut, responses=SERVING_ERRORS)
+def serving_fallback(runtime: Runtime, body: FallbackIn) -> dict[str, Any]:
+    """``on``: the deterministic rules score instead of the champion; off: the champion again (verified)."""
+    platform = runtime.platform
+    return _serving_change(lambda: serving_changes.set_fallback(platform, body.on, by=body.by, reason=body.reason))
+
+
+@router.post("/serving/quarantine", summary="Quarantine a feature of the champion (a person's change)",
+             response_model=ServingChangeOut, responses=SERVING_ERRORS)
+def serving_quarantine(runtime: Runtime, body: QuarantineIn) -> dict[str, Any]:
+    """Impute the feature as the agent's `quarantine_feature` does (reference surrogates, then its mean)."""
+    platform = runtime.platform
+    return _serving_change(
+        lambda: serving_changes.quarantine(platform, body.feature, by=body.by, reason=body.reason, value=body.value)
+    )
+
+
+@router.post("/serving/release", summary="Release a quarantined feature (a person's change)",
+             response_model=ServingChangeOut, responses=SERVING_ERRORS)
+def serving_release(runtime: Runtime, body: FeatureIn) -> dict[str, Any]:
+    """Use the feature's live values again."""
+    platform = runtime.platform
+    return _serving_change(lambda: serving_changes.release(platform, body.feature, by=body.by, reason=body.reason))
+
+
+@router.post("/serving/thresholds", summary="Set both decision thresholds (a person's change)",
+             response_model=ServingChangeOut, responses=SERVING_ERRORS)
+def serving_thresholds(runtime: Runtime, body: ThresholdsIn) -> dict[str, Any]:
+    """Decline at or above ``decline``, review from ``review`` up to it (review <= decline, both in [0, 1])."""
+    platform = runtime.platform
+    return _serving_change(
+        lambda: serving_changes.set_thresholds(
+            platform, decline=body.decline, review=body.review, by=body.by, reason=body.reason
+        )
+    )
 
 
 def _decide(runtime: ServiceRuntime, actor: str, incident_id: str, body: DecisionIn, decision: str) -> dict[str, Any]:

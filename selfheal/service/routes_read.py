@@ -19,7 +19,6 @@ from selfheal.errors import error_text
 from selfheal.service import views
 from selfheal.service.runtime import ServiceRuntime, runtime_of
 from selfheal.service.schemas import Problem
-from tools.audit import finite
 from tools.runbooks import RunbookError
 
 router = APIRouter(prefix="/v1", tags=["read"])
@@ -120,9 +119,10 @@ def get_model(runtime: Runtime, version: int) -> dict[str, Any]:
     return views.model_detail(runtime.platform, version)
 
 
-@router.get("/serving", summary="What serves now: champion or fallback, thresholds, quarantined features")
+@router.get("/serving", summary="What serves now: champion or fallback, thresholds, quarantined features; "
+            "the serving-state version it read (who, when, why)")
 def get_serving(runtime: Runtime) -> dict[str, Any]:
-    return finite(runtime.engine.status())  # type: ignore[no-any-return]
+    return views.serving(runtime.platform, runtime.engine.status())
 
 
 @router.get("/status", summary="One look: what serves, the models, the last day's traffic, what needs a person")

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfheal.serving_changes import PERSON_NAME
+
 MAX_TEXT = 2_000  # notes, reasons and chat messages: stored and shown to people and LLMs, so bounded
 
 
@@ -148,6 +150,49 @@ class ActionOut(BaseModel):
     status: str
     audit_id: str
     repeat: bool
+
+
+class ServingChangeIn(BaseModel):
+    """Who changes the serving state by hand, and why (the audit log records ``person:<by>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(pattern=PERSON_NAME, description="the person acting: 1-64 letters, digits or _.@-")
+    reason: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class FallbackIn(ServingChangeIn):
+    """Turn the deterministic fallback rules on (they score instead of the champion) or off."""
+
+    on: bool
+
+
+class FeatureIn(ServingChangeIn):
+    """A feature of the champion model to quarantine or release."""
+
+    feature: str = Field(min_length=1, max_length=200)
+
+
+class QuarantineIn(FeatureIn):
+    """Quarantine a feature; ``value`` imputes a constant instead of the champion's reference."""
+
+    value: float | None = Field(None, description="omit to impute as the agent does: surrogates, then the mean")
+
+
+class ThresholdsIn(ServingChangeIn):
+    """Both decision thresholds: decline at or above ``decline``, review from ``review`` up to it."""
+
+    decline: float = Field(ge=0, le=1)
+    review: float = Field(ge=0, le=1)
+
+
+class ServingChangeOut(BaseModel):
+    """What a serving change did: ``changed`` false means nothing needed changing and nothing was written."""
+
+    changed: bool
+    message: str
+    audit_id: str | None = Field(description="the audit-log row of the change (None when nothing changed)")
+    state: dict[str, Any] = Field(description="the serving state now (the new version when changed)")
 
 
 class Problem(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 from monitor.incidents import ACTIVE_STATUSES, IncidentManager
 from scorer.errors import ScorerError, UnknownModelVersionError
+from scorer.serving import ServingState
 from selfheal.app import Platform
 from store.spill import spill_files
 from tools.audit import ActionLog, finite
@@ -278,7 +279,23 @@ def model_detail(platform: Platform, version: int) -> dict[str, Any]:
 
 def serving_history(platform: Platform, limit: int = 50) -> list[dict[str, Any]]:
     """Serving-state versions, newest first: who changed what, when and why."""
-    return [finite(s.model_dump(mode="json")) for s in platform.serving.history(limit=limit)]
+    return [serving_state(s) for s in platform.serving.history(limit=limit)]
+
+
+def serving_state(state: ServingState) -> dict[str, Any]:
+    """One serving-state version as JSON (what the history lists and every serving change returns)."""
+    return finite(state.model_dump(mode="json"))  # type: ignore[no-any-return]
+
+
+def serving(platform: Platform, scorer_status: Mapping[str, Any]) -> dict[str, Any]:
+    """What serves now (`Scorer.status`: the champion, or the fallback rules and why, thresholds,
+    quarantined features) with the serving-state version it read: who made it, when and why.
+
+    The scorer's word on what serves is the one that counts: a champion whose artifact fails its check
+    is not served even while the state names it.
+    """
+    state = platform.serving.get(int(scorer_status["serving_state_version"]))
+    return finite({**scorer_status, "state": serving_state(state)})  # type: ignore[no-any-return]
 
 
 # -- runbooks -----------------------------------------------------------------------------------------
@@ -347,9 +364,15 @@ def status(
     if state.champion_version is None:
         attention.append("no champion model: the fallback rules score (train one: selfheal train)")
     elif state.fallback:
-        attention.append(f"the fallback rules score instead of model v{state.champion_version}: {state.fallback_reason}")
+        attention.append(
+            f"the fallback rules score instead of model v{state.champion_version}: {state.fallback_reason} "
+            "(when the cause is fixed: selfheal serving fallback off)"
+        )
     if state.quarantined_features:
-        attention.append(f"quarantined features: {', '.join(sorted(state.quarantined_features))}")
+        attention.append(
+            f"quarantined features: {', '.join(sorted(state.quarantined_features))} "
+            "(when a feature's pipeline is fixed: selfheal serving release FEATURE)"
+        )
     if waiting["waiting_approval"]:
         attention.append(f"waiting for approval: {', '.join(waiting['waiting_approval'])}")
     if unreached:
