@@ -226,6 +226,15 @@ class Scorer:
         keep_history(self.store, rows, retention_days=self.features.config.retention_days, observed_at=self._now())
         return len(rows)
 
+    def keep_history(self, history: pd.DataFrame) -> int:
+        """Store earlier transactions (with labels) for the next `warm_up`, without learning them now (a
+        command that ends without scoring, such as `selfheal train` keeping its training data); returns the
+        rows kept."""
+        rows = self.features.history_frame(history)
+        return keep_history(
+            self.store, rows, retention_days=self.features.config.retention_days, observed_at=self._now()
+        )
+
     def warm_up(self) -> WarmUp:
         """Rebuild the streaming feature state from the store (after a restart): the logged transactions and
         the observed history the windows can still reach; the logged ids join the duplicate check."""

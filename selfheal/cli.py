@@ -143,6 +143,9 @@ def train(
 ) -> None:
     """Train an XGBoost model with a time-based train / delay / test split and report its metrics.
 
+    With --register (the default) the data's last 38 days are also kept in the workspace as the history the
+    feature windows of the next scoring start from.
+
     Example: selfheal train --data ../shared/data/handbook/transactions.parquet --split handbook --json
     """
     from monitor.reference import train_register_and_profile
@@ -172,6 +175,9 @@ def train(
                     run, _ = train_register_and_profile(
                         platform.registry, transactions, split=split.value, params=preset, promote=promote
                     )
+                    # The training data is the history live traffic follows: kept, so the first `score`,
+                    # `run` or `serve` starts with full feature windows instead of empty ones.
+                    platform.scorer.keep_history(transactions)
                 finally:
                     platform.close()
                 report, version = run.report, run.model.version

@@ -205,7 +205,7 @@ def _run(
     workspace = Workspace.from_env(home)
     clock = SimClock(simulated_now(workspace) or EPOCH)
     try:
-        platform = Platform(workspace, clock=clock)
+        platform = Platform(workspace.require(), clock=clock)  # it needs a champion: never a new workspace
     except StoreError as error:
         raise ValueError(str(error)) from error
     responder = None

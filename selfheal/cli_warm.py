@@ -21,7 +21,8 @@ def short_history_warning(coverage: HistoryCoverage) -> str | None:
         f"feature windows need {coverage.needed_days} days of history; the workspace holds {holds}: "
         "the first days' features (transactions per customer and terminal, terminal fraud rates) will be "
         "low, and the monitor may read them as broken. Give the workspace the transactions before these, "
-        "with labels, once: `selfheal run FILE --warm-from HISTORY` keeps them for every later start."
+        "with labels, once: `selfheal run FILE --warm-from HISTORY` keeps them for every later start "
+        "(`selfheal train --data HISTORY` keeps its training data too)."
     )
 
 

@@ -221,6 +221,7 @@ READ_COMMANDS = [
     ["load-spills"],
     ["ask", "INC-1", "what happened?"],
     ["investigate", "INC-1"],
+    ["run", "simulator", "--days", "1"],
 ]
 
 

@@ -161,3 +161,21 @@ def test_serve_warns_at_start_when_the_history_is_short(home: Path, small_world:
         f"feature windows need {RETENTION_DAYS} days of history; the workspace holds less than a day" in said
     )
     assert "feature state warmed with" in said
+
+
+def test_train_keeps_its_data_so_the_first_score_starts_warm(small_world: SmallWorld, tmp_path: Path) -> None:
+    # `selfheal train --data history; selfheal score live` (the README's path) used to score its first
+    # weeks with empty windows: the training data, the history live traffic follows, was not kept.
+    history, live = tmp_path / "history.parquet", tmp_path / "live.parquet"
+    small_world.history.to_parquet(history)
+    _hours(small_world, 0, 2).to_parquet(live)
+    home = tmp_path / "trained"
+
+    assert runner.invoke(app, ["train", "--data", str(history), "--json", "--home", str(home)]).exit_code == 0
+    result = runner.invoke(app, ["score", str(live), "--home", str(home)])
+
+    assert result.exit_code == 0, result.output
+    assert "feature windows need" not in _said(result.output)
+    with Platform(Workspace(home)) as platform:
+        scored = platform.store.query("SELECT terminal_tx_count_30d, customer_tx_count_30d FROM predictions")
+    assert len(scored) and scored["terminal_tx_count_30d"].mean() > 5 and scored["customer_tx_count_30d"].mean() > 5
