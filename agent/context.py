@@ -61,7 +61,7 @@ class AgentConfig(BaseModel):
     public_url: str = Field(
         default_factory=lambda: os.environ.get(PUBLIC_URL_ENV) or DEFAULT_PUBLIC_URL,
         description="the incident review's address, linked from pages and summaries: $SELFHEAL_PUBLIC_URL, "
-        "else `selfheal serve`'s default address (a running service sets the variable to its own address)",
+        "else `selfheal serve`'s default address (a running service passes its own address)",
     )
 
 

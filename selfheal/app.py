@@ -81,6 +81,7 @@ class Platform:
         extras: dict[str, Any] | None = None,
         pagers: list[Any] | None = None,
         after_side_effect: Callable[[str, str], None] | None = None,
+        public_url: str | None = None,
     ) -> Responder:
         """The incident responder for this workspace (close it before the platform).
 
@@ -96,6 +97,8 @@ class Platform:
         watched = monitor or Monitor(self.store, self.registry, self.serving, clock=self.clock)
         llm_config = LLMConfig.from_env()
         config = AgentConfig(planner=planner or "auto")  # type: ignore[arg-type]  # checked by Responder
+        if public_url is not None:  # else $SELFHEAL_PUBLIC_URL or the service's default address
+            config = config.model_copy(update={"public_url": public_url})
         runtime = AgentRuntime.for_platform(
             self,
             watched,

@@ -115,8 +115,10 @@ def serve(
         url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
         # Pages and summaries link the incident review: this service's, unless the operator named the address
         # people reach it by (a proxy, a DNS name) in SELFHEAL_PUBLIC_URL.
-        os.environ.setdefault(PUBLIC_URL_ENV, url)
-        hooks = build_hooks(platform, runbooks_dir=runbooks, planner=planner, autopilot=autopilot)
+        public_url = os.environ.get(PUBLIC_URL_ENV) or url
+        hooks = build_hooks(
+            platform, runbooks_dir=runbooks, planner=planner, autopilot=autopilot, public_url=public_url
+        )
         app = create_app(platform, config, hooks=hooks, runbooks_dir=runbooks)
         server = _server(
             uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=10),
@@ -150,12 +152,19 @@ def _exit_quietly(signum: int, _frame: object) -> None:
 
 
 def build_hooks(
-    platform: Any, *, runbooks_dir: Path | None = None, planner: str = "auto", autopilot: bool = True
+    platform: Any,
+    *,
+    runbooks_dir: Path | None = None,
+    planner: str = "auto",
+    autopilot: bool = True,
+    public_url: str | None = None,
 ) -> ServiceHooks:
     """The responder's seams for this service (`selfheal.service.responder_hooks`)."""
     from selfheal.service.responder_hooks import responder_hooks
 
-    return responder_hooks(platform, planner=planner, runbooks_dir=runbooks_dir, autopilot=autopilot)
+    return responder_hooks(
+        platform, planner=planner, runbooks_dir=runbooks_dir, autopilot=autopilot, public_url=public_url
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -63,6 +63,11 @@ class SmallWorld:
         return make_fault(kind, params, start, None if hours is None else start + timedelta(hours=hours))
 
 
+# The tests' pages and summaries link the default incident-review address (the page snapshot holds it):
+# an operator's SELFHEAL_PUBLIC_URL in the shell running the tests must not change them.
+os.environ.pop("SELFHEAL_PUBLIC_URL", None)
+
+
 def build_world(config: WorldConfig, template: Path, *, simulated_time: bool = False) -> SmallWorld:
     """Simulate HISTORY_DAYS of ``config``'s world and train, register and profile v1 into ``template``.
 

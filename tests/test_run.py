@@ -15,7 +15,7 @@ from agent.run_records import agent_runs
 from monitor.incidents import IncidentManager
 from selfheal.app import Platform, simulated_now
 from selfheal.cli import app
-from store import Workspace
+from store import Store, Workspace
 from tests.conftest import HISTORY_DAYS, SmallWorld
 
 runner = CliRunner()
@@ -126,6 +126,9 @@ def test_bad_sources_fail_clearly(tmp_path: Path) -> None:
     source.write_text(
         json.dumps({"transaction_id": "a", "timestamp": datetime(2018, 5, 1).isoformat()}) + "\n"
     )
+    result = runner.invoke(app, ["run", str(source), "--home", str(tmp_path / "ws")])
+    assert result.exit_code == 1 and "no workspace at" in " ".join(result.output.split())
+    Store.open(Workspace(tmp_path / "ws").ensure()).close()
     result = runner.invoke(app, ["run", str(source), "--home", str(tmp_path / "ws")])
     assert result.exit_code == 1 and "no champion model" in " ".join(result.output.split())
     result = runner.invoke(app, ["run", str(source), "--planner", "guess"])

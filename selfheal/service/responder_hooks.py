@@ -108,10 +108,14 @@ class ResponderHooks:
         planner: str = "auto",
         runbooks_dir: Path | None = None,
         pagers: list[Any] | None = None,
+        public_url: str | None = None,
     ) -> ResponderHooks:
-        """The responder for the service's platform (pagers from the environment unless given)."""
+        """The responder for the service's platform (pagers from the environment unless given; pages link the
+        incident review at ``public_url``, see `agent.context.AgentConfig.public_url`)."""
         monitor = Monitor(platform.store, platform.registry, platform.serving, clock=platform.clock)
-        responder = platform.responder(monitor, planner=planner, runbooks_dir=runbooks_dir, pagers=pagers)
+        responder = platform.responder(
+            monitor, planner=planner, runbooks_dir=runbooks_dir, pagers=pagers, public_url=public_url
+        )
         return cls(platform, monitor, responder, runbooks_dir=runbooks_dir)
 
     def hooks(self, *, autopilot: bool = True) -> ServiceHooks:
@@ -327,8 +331,9 @@ def responder_hooks(
     runbooks_dir: Path | None = None,
     autopilot: bool = True,
     pagers: list[Any] | None = None,
+    public_url: str | None = None,
 ) -> ServiceHooks:
     """`ServiceHooks` with the responder wired in (what `selfheal serve` passes to `create_app`)."""
     return ResponderHooks.for_platform(
-        platform, planner=planner, runbooks_dir=runbooks_dir, pagers=pagers
+        platform, planner=planner, runbooks_dir=runbooks_dir, pagers=pagers, public_url=public_url
     ).hooks(autopilot=autopilot)
