@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -381,52 +382,70 @@ def load_spills(
 
 
 @models_app.command("list")
-def models_list(home: HomeOption = None) -> None:
-    """List registered models with their aliases and metrics.
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (models newest first, and the aliases).")] = False,
+    home: HomeOption = None,
+) -> None:
+    """List registered models with their aliases and metrics (via the service when one runs).
 
     Example: selfheal models list
     """
-    platform = _platform(home)
-    try:
-        models, aliases = platform.registry.list(), platform.registry.aliases()
-    finally:
-        platform.close()
-    by_version: dict[int, list[str]] = {}
-    for name, version in aliases.items():
-        if version is not None:
-            by_version.setdefault(version, []).append(name)
+    from selfheal.service import views
+
+    listing: dict[str, Any] = _read_service_or_file(
+        home, lambda client: client.get("/v1/models"), views.models
+    )
+    if as_json:
+        out.print_json(json.dumps(listing))
+        return
     table = Table(title="models")
     for column in ("version", "aliases", "created", "auc", "ap", "cp100", "features"):
         table.add_column(column)
-    for model in models:
-        metrics = model.metadata.metrics
+    for model in sorted(listing["models"], key=lambda m: m["version"]):
+        metrics = model["metrics"]
         table.add_row(
-            str(model.version),
-            ", ".join(by_version.get(model.version, [])),
-            f"{model.created_at:%Y-%m-%d %H:%M}",
-            *(f"{metrics.get(k, float('nan')):.3f}" for k in ("auc", "ap", "cp100")),
-            str(len(model.metadata.feature_columns)),
+            str(model["version"]),
+            ", ".join(model["aliases"]),
+            model["created_at"][:16].replace("T", " "),
+            *(_metric(metrics.get(k)) for k in ("auc", "ap", "cp100")),
+            str(model["features"]),
         )
     out.print(table)
 
 
+def _metric(value: Any) -> str:
+    """A model metric, or "-" where it was not measured (a NaN, which JSON carries as null)."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
 @models_app.command("show")
 def models_show(version: Annotated[int, typer.Argument(help="Model version.")], home: HomeOption = None) -> None:
-    """Show one model's metadata and whether its artifact verifies.
+    """Show one model's metadata and whether its artifact verifies (via the service when one runs).
 
     Example: selfheal models show 1
     """
-    platform = _platform(home)
-    try:
-        model = platform.registry.get(version)
-        check = platform.registry.verify(version)
-    except ScorerError as error:
-        raise _fail(str(error)) from error
-    finally:
-        platform.close()
-    payload = model.model_dump(mode="json")
-    payload["integrity"] = check.model_dump(mode="json")
+    from selfheal.service import views
+
+    payload = _read_service_or_file(
+        home, lambda client: client.get(f"/v1/models/{version}"), lambda platform: views.model_detail(platform, version)
+    )
     out.print_json(json.dumps(payload, default=str))
+
+
+def _read_service_or_file(
+    home: Path | None, from_service: Callable[[ServiceClient], T], from_file: Callable[[Any], T]
+) -> T:
+    """`_read_workspace`, with what either side refuses (an unknown version: the service's 404, the views'
+    NotFound) printed as an error."""
+    from selfheal.client import ServiceError
+    from selfheal.service.views import NotFound
+
+    try:
+        return _read_workspace(home, from_service=from_service, from_file=from_file)
+    except ServiceError as error:
+        raise _fail(str(error.detail)) from error
+    except NotFound as error:
+        raise _fail(error_text(error)) from error
 
 
 @models_app.command("profile")
@@ -478,8 +497,18 @@ def models_promote(
     """Make a model the champion (the current champion becomes `previous`). Promoting the champion again
     changes nothing: it says so (and whether the fallback rules serve instead of it) and exits with 0.
 
+    While a service owns the workspace, the promotion goes through its API (it needs the token, as every
+    change does) and is audited there.
+
     Example: selfheal models promote 2 --reason "beats v1 on last week"
     """
+    from selfheal.client import discover_service
+
+    client = discover_service(home)
+    if client is not None:
+        with client:
+            _promote_through(client, version, reason)
+        return
     platform = _platform(home)
     try:
         before = platform.serving.current()
@@ -492,6 +521,23 @@ def models_promote(
     finally:
         platform.close()
     out.print(f"champion is now v{state.champion_version} (serving state v{state.version})")
+
+
+def _promote_through(client: ServiceClient, version: int, reason: str) -> None:
+    """`models promote` through a running service: the same no-op check, then its promote route."""
+    from scorer.serving import ServingState
+    from selfheal.client import ServiceError
+
+    try:
+        state = ServingState.model_validate(client.get("/v1/serving")["state"])
+        if state.champion_version == version and client.get("/v1/models")["aliases"].get("champion") == version:
+            _say_already_champion(state)
+            return
+        done = client.promote(version, reason)
+    except ServiceError as error:
+        raise _fail(str(error.detail)) from error
+    out.print(f"champion is now v{done['to_version']} (serving state v{done['serving_state_version']}, "
+              f"through the service; audit {done['audit_id']})")  # fmt: skip
 
 
 def _say_already_champion(state: Any) -> None:
@@ -510,8 +556,23 @@ def models_rollback(
 ) -> None:
     """Roll the champion back to the previous model (or to --to VERSION).
 
+    While a service owns the workspace, the rollback goes through its API (it needs the token) and is
+    audited there.
+
     Example: selfheal models rollback --reason "v3 declines too much"
     """
+    from selfheal.client import ServiceError, discover_service
+
+    client = discover_service(home)
+    if client is not None:
+        with client:
+            try:
+                done = client.rollback(reason, to_version=to)
+            except ServiceError as error:
+                raise _fail(str(error.detail)) from error
+        out.print(f"champion is now v{done['to_version']} (serving state v{done['serving_state_version']}, "
+                  f"through the service; audit {done['audit_id']})")  # fmt: skip
+        return
     platform = _platform(home)
     try:
         state = platform.registry.rollback(to_version=to, actor="cli", reason=reason)

@@ -187,6 +187,28 @@ def test_cli_reads_go_through_the_running_service(served: Served) -> None:
     assert shown.exit_code == 1 and "no incident 'INC-3'" in shown.output
 
 
+def test_cli_models_commands_go_through_the_running_service(served: Served) -> None:
+    """They opened the DuckDB file themselves, which the service holds: every one failed with "held by
+    another process" while the API could answer."""
+    runner = CliRunner()
+    home = ["--home", str(served.home)]
+    listed = runner.invoke(cli_app, ["models", "list", "--json", *home])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == served.http.get("/v1/models").json()
+    assert [m["version"] for m in json.loads(listed.stdout)["models"]] == [1]
+    table = runner.invoke(cli_app, ["models", "list", *home])
+    assert table.exit_code == 0 and "champion" in table.stdout
+    shown = runner.invoke(cli_app, ["models", "show", "1", *home])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["integrity"]["ok"] is True
+    missing = runner.invoke(cli_app, ["models", "show", "9", *home])
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    again = runner.invoke(cli_app, ["models", "promote", "1", *home])
+    assert again.exit_code == 0 and "v1 is already the champion" in again.stdout, again.output
+    refused = runner.invoke(cli_app, ["models", "rollback", *home])  # one model: nothing to roll back to
+    assert refused.exit_code == 1 and "no previous model" in " ".join(refused.output.split()), refused.output
+
+
 def test_cli_serving_changes_go_through_the_running_service(served: Served) -> None:
     """The service holds the DuckDB file: `selfheal serving` changes it through the admin API, and the
     running scorer serves the change at once."""
