@@ -56,6 +56,48 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(serving_app, name="serving")
 register_serve_command(app)
 register_agent_commands(app)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"selfheal {version('selfheal')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            out.print("selfheal (not installed: no version recorded)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _everywhere(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="Workspace folder for the command that follows (as its own --home; default: "
+                     "$SELFHEAL_HOME or ./.selfheal).", show_default=False),
+    ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_show_version)
+    ] = False,
+) -> None:
+    """A self-healing MLOps platform for card-fraud detection.
+
+    Example: selfheal demo
+    """
+    if home is not None:
+        # The command's own --home default, through Click's default map: nothing global is set, so an
+        # in-process caller (a test's CliRunner) never leaks a workspace into the next command.
+        ctx.default_map = _defaults_for_every_command(ctx.command, {"home": str(home)})
+
+
+def _defaults_for_every_command(command: Any, defaults: dict[str, str]) -> dict[str, Any]:
+    """Click's default map giving every (nested) command ``defaults``; options a command lacks are ignored.
+    (A group is told by its ``commands``: Typer carries its own copy of Click, so no isinstance check.)"""
+    commands = getattr(command, "commands", None)
+    if isinstance(commands, dict):
+        return {name: _defaults_for_every_command(sub, defaults) for name, sub in commands.items()}
+    return dict(defaults)
 register_chat_commands(app)
 app.command(name="run")(run_command)
 

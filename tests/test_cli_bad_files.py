@@ -266,3 +266,25 @@ def test_the_demo_wipes_only_its_own_workspace(tmp_path: Path) -> None:
     (earlier / "selfheal.duckdb").write_text("an earlier demo's database")
     _fresh_home(earlier)
     assert [p.name for p in earlier.iterdir()] == [DEMO_MARKER]
+
+
+def test_home_given_before_the_command_names_its_workspace(tmp_path: Path) -> None:
+    # The README says "--home or SELFHEAL_HOME"; `selfheal --home X status` failed with "No such option".
+    home = tmp_path / "typo"
+
+    before = runner.invoke(app, ["--home", str(home), "status"])
+    after = runner.invoke(app, ["--home", str(home), "incidents", "list"])
+
+    for result in (before, after):
+        assert result.exit_code == 1, result.output
+        assert f"noworkspaceat{home}" in "".join(result.output.split())
+    # The command's own --home wins; nothing global is left behind for the next command.
+    own = runner.invoke(app, ["--home", str(home), "status", "--home", str(tmp_path / "other")])
+    assert f"noworkspaceat{tmp_path / 'other'}" in "".join(own.output.split())
+    later = runner.invoke(app, ["status", "--home", str(tmp_path / "third")])
+    assert f"noworkspaceat{tmp_path / 'third'}" in "".join(later.output.split())
+
+
+def test_version_is_printed() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("selfheal "), result.output
