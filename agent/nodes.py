@@ -43,9 +43,17 @@ def _scope(runtime: AgentRuntime, state: ResponderState) -> dict[str, Any]:
 
 
 def _set_status(runtime: AgentRuntime, incident_id: str, status: str, note: str) -> None:
-    """Change the incident's status once (a re-run node finds it already changed and does nothing)."""
-    if runtime.incidents.get(incident_id).status != status:
-        runtime.incidents.set_status(incident_id, status, actor="agent", note=note)  # type: ignore[arg-type]
+    """Change the incident's status once (a re-run node finds it already changed and does nothing).
+
+    An incident the monitor resolved while the run waited (its condition stayed clear for the check's
+    clear-after windows) stays resolved: "mitigated" or "investigating" would put it back among the
+    active ones, and the monitor would resolve it a second time an hour later (the demo printed INC-2
+    "resolved by the monitor" twice). The run's own outcome still says what it did.
+    """
+    current = runtime.incidents.get(incident_id).status
+    if current == status or (current == "resolved" and status in ("mitigated", "investigating")):
+        return
+    runtime.incidents.set_status(incident_id, status, actor="agent", note=note)  # type: ignore[arg-type]
 
 
 # -- nodes -------------------------------------------------------------------------------------------

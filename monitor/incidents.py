@@ -152,6 +152,10 @@ class IncidentManager:
                 changes.append(change)
                 if change.change in ("opened", "reopened"):
                     active[key] = self.get(change.incident_id)
+                elif change.change == "resolved":
+                    # Resolved once: a second calm check of the same subject must not resolve it again
+                    # (two "cleared" events, and the resolve work after them done twice).
+                    active.pop(key, None)
         return changes
 
     def set_status(self, incident_id: str, status: Status, *, actor: str, note: str, at: datetime | None = None) -> Incident:

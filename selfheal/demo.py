@@ -269,15 +269,16 @@ def _print_next_steps(home: Path, incident_ids: list[str], console: Console) -> 
     console.print()
     console.print(f"The demo's workspace is {home}. Every command reads ./.selfheal unless told, so first:")
     lines = [
-        f"export SELFHEAL_HOME={shlex.quote(str(home))}",
-        "selfheal status                    # what serves, what needs a person",
-        "selfheal incidents list",
-        f"selfheal report {example}           # the incident report",
-        f"selfheal ask {example} 'why did you page?'",
-        "selfheal serve                     # then open the incident review it prints",
+        (f"export SELFHEAL_HOME={shlex.quote(str(home))}", ""),
+        ("selfheal status", "what serves, what needs a person"),
+        ("selfheal incidents list", ""),
+        (f"selfheal report {example}", "the incident report"),
+        (f"selfheal ask {example} 'why did you page?'", ""),
+        ("selfheal serve", "then open the incident review it prints"),
     ]
-    for line in lines:
-        console.print(Text("  " + line))
+    width = max(len(command) for command, _ in lines) + 2
+    for command, comment in lines:
+        console.print(Text(f"  {command.ljust(width)}# {comment}" if comment else f"  {command}"))
 
 
 def _hours(delta: timedelta) -> str:

@@ -108,3 +108,18 @@ def test_selfheal_report_prints_and_copies_a_demo_incident_report(demo_run: Demo
     assert missing.exit_code == 1 and "no md report for INC-9 yet" in missing.output
     not_an_id = runner.invoke(app, ["report", "../../etc/passwd", *home])
     assert not_an_id.exit_code == 1 and "ids look like INC-7" in not_an_id.output
+
+
+def test_an_incident_the_monitor_resolved_stays_resolved(demo_run: DemoRun) -> None:
+    # The responder's verified outcome used to set a cleared incident back to "mitigated" in the same
+    # hour, so the monitor resolved it again an hour later (the demo printed it twice).
+    with Platform.open(demo_run.home) as platform:
+        events = platform.store.query(
+            "SELECT incident_id, event FROM incident_events WHERE event IN ('cleared', 'status:mitigated') "
+            "ORDER BY recorded_at, event"
+        )
+    cleared = events[events["event"] == "cleared"]
+    assert len(cleared), "the demo's monitor resolves incidents: this test needs one"
+    assert cleared["incident_id"].is_unique, events
+    for incident_id in cleared["incident_id"]:
+        assert demo_run.output.count(f"{incident_id} resolved by the monitor") == 1
