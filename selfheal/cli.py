@@ -247,10 +247,16 @@ def train(
         out.print_json(json.dumps(summary))
         return
     table = Table(title="training report")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
     for key in ("auc", "ap", "cp100", "train_rows", "test_rows", "best_iteration", "model_version"):
         value = summary[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     out.print(table)
+    if version is None:
+        out.print("not registered (--no-register)")
+    else:
+        out.print(f"registered as v{version}" + (" and promoted to champion" if promote else " (not promoted)"))
 
 
 @app.command()
@@ -867,6 +873,7 @@ def report(
         sys.stdout.write(path.read_text(encoding="utf-8"))  # as written: Rich would read [brackets] as markup
         return
     try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)  # as `score --out` and `export --out` do
         out_path.write_bytes(path.read_bytes())
     except OSError as error:
         raise _fail(f"cannot write {out_path}: {error_text(error)}") from error

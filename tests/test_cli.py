@@ -67,7 +67,9 @@ def test_simulate_train_score_models_and_export(tmp_path: Path) -> None:
     assert "1 dead-lettered: missing field timestamp" in said and "is not JSON" in said
     assert len(pd.read_parquet(decisions)) == rows_in - 2
 
-    assert runner.invoke(app, ["train", "--data", str(history), "--json", *home]).exit_code == 0
+    table = runner.invoke(app, ["train", "--data", str(history), *home])
+    assert table.exit_code == 0, table.output
+    assert "metric" in table.stdout and "registered as v2 and promoted to champion" in table.stdout
     listing = runner.invoke(app, ["models", "list", *home])
     assert "champion" in listing.stdout and "previous" in listing.stdout
     shown = runner.invoke(app, ["models", "show", "2", *home])

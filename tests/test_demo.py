@@ -101,9 +101,9 @@ def test_selfheal_report_prints_and_copies_a_demo_incident_report(demo_run: Demo
     assert printed.exit_code == 0, printed.output
     assert printed.output == (demo_run.home / "reports" / "INC-3.md").read_text(encoding="utf-8")
     assert "rollback_model" in printed.output
-    copied = runner.invoke(app, ["report", "INC-3", "--html", "--out", str(tmp_path / "inc-3.html"), *home])
+    copied = runner.invoke(app, ["report", "INC-3", "--html", "--out", str(tmp_path / "new" / "inc-3.html"), *home])
     assert copied.exit_code == 0, copied.output
-    assert (tmp_path / "inc-3.html").read_bytes() == (demo_run.home / "reports" / "INC-3.html").read_bytes()
+    assert (tmp_path / "new" / "inc-3.html").read_bytes() == (demo_run.home / "reports" / "INC-3.html").read_bytes()
     missing = runner.invoke(app, ["report", "INC-9", *home])
     assert missing.exit_code == 1 and "no md report for INC-9 yet" in missing.output
     not_an_id = runner.invoke(app, ["report", "../../etc/passwd", *home])

@@ -8,6 +8,7 @@ evidence fits two stories and a human should choose.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agent.context import AgentRuntime
@@ -74,5 +75,44 @@ def evidence_lines(incident: dict[str, Any], steps: list[StepRecord]) -> list[st
             lines.append(f"incident.evidence.{key} = {text[:160]}")
     for step in steps:
         if step.get("kind") == "tool" and step.get("ok") and step.get("output"):
-            lines.append(f"step {step.get('n')}: {step.get('name')} -> {step['output'][:160]}")
+            lines.append(f"step {step.get('n')}: {step.get('name')} -> {output_gist(step['output'])}")
     return lines[:12]
+
+
+def output_gist(output: str, limit: int = 160) -> str:
+    """A tool's JSON output as whole ``key=value`` facts within ``limit`` characters, for a summary a person
+    reads: the first 160 characters of the JSON cut mid-token (``"valid_days": {``). Nested objects of plain
+    values read as ``key.sub=value``; larger ones, and lists, by their size. The report has the output whole."""
+    try:
+        data = json.loads(output)
+    except ValueError:  # not JSON (or already cut): cut at a word
+        return output if len(output) <= limit else output[:limit].rsplit(" ", 1)[0] + " …"
+    if not data:
+        return json.dumps(data)
+    if not isinstance(data, dict):
+        return f"{len(data)} item{'s' if len(data) != 1 else ''}" if isinstance(data, list) else _fact_value(data)
+    facts: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value and all(not isinstance(v, dict | list) for v in value.values()):
+            facts += [f"{key}.{sub}={_fact_value(v)}" for sub, v in value.items()]
+        elif isinstance(value, dict):  # name what it holds (diff_models: the parameters that differ)
+            names = [str(name) for name in value]
+            facts.append(f"{key}: " + "/".join(names[:4]) + ("/…" if len(names) > 4 else ""))
+        elif isinstance(value, list):
+            facts.append(f"{key}: {len(value)} item{'s' if len(value) != 1 else ''}")
+        else:
+            facts.append(f"{key}={_fact_value(value)}")
+    text = ""
+    for fact in facts:
+        candidate = f"{text}, {fact}" if text else fact
+        if len(candidate) > limit:
+            return f"{text}, …" if text else fact[:limit] + " …"
+        text = candidate
+    return text
+
+
+def _fact_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
