@@ -241,8 +241,12 @@ def alert_rate_check(ctx: CheckContext) -> list[Finding]:
     # card's transactions, all rightly flagged, is fraud, not a drift of the alert policy (one such hour
     # raised incidents in no-fault worlds). A wrong threshold spreads its extra alerts over many sources.
     sources = ctx.window.scalars.get("alert_sources", float("nan"))
+    evidence: dict[str, Any] = {}
     if rate > expected and not math.isnan(sources):
         low, high = wilson_interval(min(alerts, int(sources)), n, ALERT_Z)
+        # Say what the interval counts: it can lie below the alert rate itself, which reads as an error
+        # unless the evidence says it is the rate of distinct alerting sources.
+        evidence = {"alert_sources": int(sources), "wilson_of": "distinct alerting cards or terminals"}
     outside = expected < low or expected > high
     breached = outside and relative > ALERT_RATE_FLOOR and abs(alerts - expected * n) >= 5
     return [
@@ -250,7 +254,7 @@ def alert_rate_check(ctx: CheckContext) -> list[Finding]:
             check="alert_rate", kind="prediction_drift", subject="predictions", breached=breached,
             metric="alert_rate_relative_change", value=relative, threshold=ALERT_RATE_FLOOR, severity="high",
             evidence={"alert_rate": rate, "reference_alert_rate": expected, "wilson_low": low, "wilson_high": high,
-                      "rows": n, "alerts": alerts, "declines": ctx.window.scalars.get("declines", 0.0)},
+                      **evidence, "rows": n, "alerts": alerts, "declines": ctx.window.scalars.get("declines", 0.0)},
         )
     ]
 

@@ -25,6 +25,10 @@ REFERENCE_RATE = 0.02
 
 
 def _breached(rows: int, alerts: int, sources: float | None) -> bool:
+    return bool(_finding(rows, alerts, sources).breached)
+
+
+def _finding(rows: int, alerts: int, sources: float | None) -> Any:
     scalars = {"rows": float(rows), "alerts": float(alerts)}
     if sources is not None:
         scalars["alert_sources"] = sources
@@ -34,7 +38,7 @@ def _breached(rows: int, alerts: int, sources: float | None) -> bool:
     (finding,) = alert_rate_check(
         CheckContext(profile=profile, window=window, cadence="hour", now=NOON, store=store)
     )
-    return finding.breached
+    return finding
 
 
 @pytest.mark.parametrize(
@@ -62,3 +66,12 @@ def test_alert_sources_are_the_fewer_of_distinct_cards_and_terminals_among_flagg
     })  # fmt: skip
     assert _alert_sources(rows) == 2.0
     assert math.isnan(_alert_sources(rows.drop(columns=["customer_id"])))
+
+
+def test_the_evidence_says_when_its_interval_counts_sources_not_rows() -> None:
+    # Ten alerts from three cards: the interval is around 3/152, below the alert rate 10/152, which read
+    # as a wrong interval in an incident's evidence until the evidence said what it counts.
+    evidence = _finding(152, 10, 3).evidence
+    assert evidence["alert_sources"] == 3 and "distinct" in evidence["wilson_of"]
+    assert evidence["wilson_low"] <= 3 / 152 <= evidence["wilson_high"]  # the sources' rate, not 10 / 152
+    assert "wilson_of" not in _finding(152, 10, None).evidence  # judged on rows: nothing to explain
