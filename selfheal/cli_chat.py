@@ -188,6 +188,9 @@ def ask(
 ) -> None:
     """Ask one question about an incident and print the answer (from the record, or with an LLM).
 
+    A slash command that is unknown or refused (a /sql that is not one read-only SELECT, say) prints why
+    and exits with 1, so a script notices.
+
     Example: selfheal ask INC-7 "why did you roll back?"
     """
     try:
@@ -197,6 +200,8 @@ def ask(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
     _show(reply, as_json)
+    if message.lstrip().startswith("/") and (reply.mode == "unknown" or reply.facts.get("refused")):
+        raise typer.Exit(1)
 
 
 def chat(

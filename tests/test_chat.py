@@ -57,6 +57,17 @@ def ask_cli(home: Path, incident_id: str, message: str) -> ChatReply:
     return ChatReply.model_validate_json(result.stdout)
 
 
+def test_ask_exits_1_for_a_refused_or_unknown_command(demo_copy: Path) -> None:
+    # Both exited 0, so a script could not tell a refusal from an answer.
+    home = ["--no-llm", "--home", str(demo_copy)]
+    for message in ("/sql DELETE FROM incidents", "/bogus"):
+        result = runner.invoke(app, ["ask", "INC-3", message, *home])
+        assert result.exit_code == 1, (message, result.output)
+        assert "refused" in result.output or "Unknown command" in result.output
+    assert runner.invoke(app, ["ask", "INC-3", "/timeline", *home]).exit_code == 0
+    assert runner.invoke(app, ["ask", "INC-3", "what will the weather be?", *home]).exit_code == 0
+
+
 def audit(platform: Platform, incident_id: str, action: str) -> list[dict[str, Any]]:
     rows = platform.store.query(
         "SELECT audit_id, args, result FROM audit_log WHERE incident_id = ? AND action = ? ORDER BY rowid",
