@@ -36,6 +36,25 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
+def _flags_show_no_value_type() -> None:
+    """Typer 0.29 labels every flag ``<bool>`` in help, so ``--json <bool>`` reads as if it took a value (a
+    user tried ``status --json true``). Flags take none: show no type for them. A no-op if Typer changes."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "flags_untyped", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)  # type: ignore[no-any-return]
+
+    display_type_rich.flags_untyped = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_value_type()
+
 app = typer.Typer(
     name="selfheal",
     help="A self-healing MLOps platform for card-fraud detection.\n\nExample: selfheal demo",

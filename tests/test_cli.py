@@ -123,3 +123,12 @@ def test_models_profile_gives_a_model_profiled_by_an_older_version_its_calibrati
     assert again["calibration"] == profile["calibration"] and again["performance"] == profile["performance"]
     missing = runner.invoke(app, ["models", "profile", "7", "--data", str(history), "--home", str(home)])
     assert missing.exit_code == 1 and "7" in missing.output
+
+
+def test_flags_show_no_value_type_in_help() -> None:
+    # Typer 0.29 printed `--json <bool>`, which reads as if the flag took a value.
+    result = runner.invoke(app, ["status", "--help"], env={"COLUMNS": "120"})
+
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.strip().startswith("│ --")}
+    assert "<bool>" not in lines["--json"] and "<bool>" not in lines["--check"]
+    assert "<path>" in lines["--home"]
