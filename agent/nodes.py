@@ -42,17 +42,25 @@ def _scope(runtime: AgentRuntime, state: ResponderState) -> dict[str, Any]:
     return incident_scope(runtime, state["incident_id"], state.get("results"))
 
 
-def _set_status(runtime: AgentRuntime, incident_id: str, status: str, note: str) -> None:
+def _set_status(
+    runtime: AgentRuntime, incident_id: str, status: str, note: str, *, acted_at: str | None = None
+) -> None:
     """Change the incident's status once (a re-run node finds it already changed and does nothing).
 
-    An incident the monitor resolved while the run waited (its condition stayed clear for the check's
-    clear-after windows) stays resolved: "mitigated" or "investigating" would put it back among the
-    active ones, and the monitor would resolve it a second time an hour later (the demo printed INC-2
-    "resolved by the monitor" twice). The run's own outcome still says what it did.
+    An incident the monitor resolved after the run's changes were in force (its condition stayed clear
+    for the check's clear-after windows) stays resolved: "mitigated" or "investigating" would put it back
+    among the active ones, and the monitor would resolve it a second time an hour later (the demo printed
+    INC-2 "resolved by the monitor" twice). The run's own outcome still says what it did. A run that
+    acted only after the monitor resolved it (it waited for labels or for a person) does set the status:
+    its change (a quarantine, say) must be watched, and undone when the monitor resolves it again.
     """
-    current = runtime.incidents.get(incident_id).status
-    if current == status or (current == "resolved" and status in ("mitigated", "investigating")):
+    incident = runtime.incidents.get(incident_id)
+    if incident.status == status:
         return
+    if incident.status == "resolved" and status in ("mitigated", "investigating"):
+        acted = datetime.fromisoformat(acted_at) if acted_at else None
+        if acted is None or incident.closed_at is None or acted <= incident.closed_at:
+            return
     runtime.incidents.set_status(incident_id, status, actor="agent", note=note)  # type: ignore[arg-type]
 
 
@@ -321,7 +329,7 @@ def notify(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, A
         outcome, status = "no_action", "resolved"
     else:
         outcome, status = "unverified", "investigating"
-    _set_status(rt, incident_id, status, decision["reason"])  # type: ignore[arg-type]
+    _set_status(rt, incident_id, status, str(decision["reason"]), acted_at=state.get("acted_at"))
     rt.side_effect("notify", f"status:{status}")
     return {"page_decision": decision, "outcome": outcome}
 

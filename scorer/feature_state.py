@@ -351,6 +351,11 @@ class FeatureState:
         return np.fromiter(map(bool, found), dtype=bool, count=len(found))
 
     @property
+    def newest_ms(self) -> int | None:
+        """The newest retained transaction's time (ms since the epoch; None before any)."""
+        return self._latest_ms
+
+    @property
     def history_days(self) -> float:
         """Days from the oldest retained transaction to the newest (0 when none is retained)."""
         if self._rows.size == 0 or self._latest_ms is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, get_args
@@ -125,7 +126,7 @@ def run(
         err.print(f"[red]error:[/red] --planner must be one of {', '.join(choices)}, not {planner!r}")
         raise typer.Exit(2)
     batches: Iterable[Batch]
-    warm_if_cold: Callable[[], pd.DataFrame] | None = None
+    warm_if_cold: WarmIfCold | None = None
     try:
         warm_batches = read_records(warm_from, batch_size=100_000) if warm_from is not None else None
         if source == "simulator":
@@ -169,23 +170,43 @@ def run(
 
 def _simulated(
     days: int, start_day: int, seed: int, customers: int, terminals: int
-) -> tuple[Iterator[Batch], Callable[[], pd.DataFrame]]:
+) -> tuple[Iterator[Batch], WarmIfCold]:
     """Day frames of the simulated world (with labels), and the weeks before them the feature windows reach
-    (built only if asked)."""
+    (built only if asked) with the time the first day starts."""
+    import pandas as pd
+
     from scorer.features import FeatureConfig
     from scorer.simulate import Simulator, WorldConfig
 
     simulator = Simulator(WorldConfig(seed=seed, customers=customers, terminals=terminals))
     live = (simulator.day(day) for day in range(start_day, start_day + days))
     before = FeatureConfig().retention_days + 1  # the scorer's windows and its day of slack
-    return live, lambda: simulator.generate(max(0, start_day - before), min(before, start_day))
+    first_live = pd.Timestamp(simulator.config.start_date) + pd.Timedelta(days=start_day)
+    return live, WarmIfCold(lambda: simulator.generate(max(0, start_day - before), min(before, start_day)), first_live)
+
+
+@dataclass(frozen=True)
+class WarmIfCold:
+    """The transactions before a simulated run, to observe when the workspace holds none that lead up to it."""
+
+    build: Callable[[], pd.DataFrame]
+    first_live: pd.Timestamp
+
+    def needed(self, newest_held_ms: int | None) -> bool:
+        """Nothing held, or what is held ends more than a day before the first live transaction (history
+        `selfheal train` kept from other days, say): the windows would start starved."""
+        import pandas as pd
+
+        if newest_held_ms is None:
+            return True
+        return pd.Timestamp(newest_held_ms, unit="ms") < self.first_live - pd.Timedelta(days=1)
 
 
 def _run(
     source: str,
     batches: Iterable[Batch],
     warm_batches: Iterable[Batch] | None,
-    warm_if_cold: Callable[[], pd.DataFrame] | None,
+    warm_if_cold: WarmIfCold | None,
     home: Path | None,
     planner: str,
     runbooks: Path | None,
@@ -216,9 +237,9 @@ def _run(
             )
         # What earlier runs logged and kept comes back first; --warm-from adds to it (rows already held
         # are taken once) and is kept in the workspace for the next start.
-        warmed = platform.scorer.warm_up()
-        if warm_batches is None and warmed.rows == 0 and warm_if_cold is not None:
-            warm_batches = [warm_if_cold()]  # nothing held yet: the simulated weeks before warm the windows
+        platform.scorer.warm_up()
+        if warm_batches is None and warm_if_cold is not None and warm_if_cold.needed(platform.scorer.features.newest_ms):
+            warm_batches = [warm_if_cold.build()]  # the simulated weeks before warm the windows (held rows: once)
         if warm_batches is not None:
             read = taken = 0
             for batch in warm_batches:

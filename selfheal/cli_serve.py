@@ -115,7 +115,7 @@ def serve(
         url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
         # Pages and summaries link the incident review: this service's, unless the operator named the address
         # people reach it by (a proxy, a DNS name) in SELFHEAL_PUBLIC_URL.
-        public_url = os.environ.get(PUBLIC_URL_ENV) or url
+        public_url = os.environ.get(PUBLIC_URL_ENV) or _reachable(url, host, bound_port)
         hooks = build_hooks(
             platform, runbooks_dir=runbooks, planner=planner, autopilot=autopilot, public_url=public_url
         )
@@ -149,6 +149,17 @@ def serve(
 
 def _exit_quietly(signum: int, _frame: object) -> None:
     raise SystemExit(0)  # a requested, graceful stop: the rows accepted are written, the file closed
+
+
+def _reachable(url: str, host: str, port: int) -> str:
+    """The address pages link to: ``url``, unless it names every interface (0.0.0.0, ::), which nobody can
+    open; then this machine's name (warned: SELFHEAL_PUBLIC_URL says it for sure)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return url
+    name = socket.getfqdn()
+    err.print(f"[yellow]warning:[/yellow] pages will link http://{name}:{port}/ui/: set SELFHEAL_PUBLIC_URL to the "
+              "address people open")  # fmt: skip
+    return f"http://{name}:{port}"
 
 
 def build_hooks(

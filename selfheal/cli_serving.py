@@ -99,7 +99,7 @@ def show(as_json: JsonOption = False, home: HomeOption = None) -> None:
         out.print(Text(f"quarantined {feature}: {source}{value:g}"))
     changed = str(state["changed_at"])[:16].replace("T", " ")
     out.print(Text(f"state       v{state['version']}, {changed} by {state['changed_by']}: {state['reason']}"))
-    if payload["fallback"]:
+    if payload["fallback"] and state.get("champion_version") is not None:  # with no champion, off is refused
         out.print("when the cause is fixed: selfheal serving fallback off --by NAME --reason TEXT")
 
 
@@ -320,6 +320,6 @@ def _open(home: Path | None) -> Platform:
     from store import StoreError
 
     try:
-        return Platform.open(home)
+        return Platform.open(home, create=False)  # a mistyped --home must not get a serving state of its own
     except StoreError as error:
         raise _fail(error) from error

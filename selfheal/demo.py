@@ -139,8 +139,8 @@ def _fresh_home(home: Path) -> None:
         if not (home / DEMO_MARKER).is_file():
             raise DemoHomeError(
                 f"{home} is not empty and was not made by the demo (it has no {DEMO_MARKER} file). The demo "
-                "wipes its workspace before it starts: give it a new or empty folder with --home, or remove "
-                f"{home} yourself if it holds nothing you need"
+                "wipes its workspace before it starts: give it a new or empty folder with --home, or, if it holds "
+                f"nothing you need (a demo folder made before the marker existed, say), `rm -rf {home}` first"
             )
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)

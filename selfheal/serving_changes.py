@@ -85,7 +85,7 @@ def person_actor(by: str) -> str:
     Raises:
         InvalidChange: A name outside 1-64 letters, digits or ``_.@-``.
     """
-    if not _PERSON_NAME.match(by):
+    if not _PERSON_NAME.fullmatch(by):  # not match: "$" also matches before a final newline
         raise InvalidChange(
             f"--by {by!r}: a name of 1-64 letters, digits or _.@- (it is recorded in the audit log)"
         )

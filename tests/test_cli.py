@@ -132,3 +132,12 @@ def test_flags_show_no_value_type_in_help() -> None:
     lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.strip().startswith("│ --")}
     assert "<bool>" not in lines["--json"] and "<bool>" not in lines["--check"]
     assert "<path>" in lines["--home"]
+
+
+def test_pages_never_link_a_wildcard_address() -> None:
+    from selfheal.cli_serve import _reachable
+
+    assert _reachable("http://127.0.0.1:8765", "127.0.0.1", 8765) == "http://127.0.0.1:8765"
+    for wildcard in ("0.0.0.0", "::"):
+        linked = _reachable(f"http://{wildcard}:8765", wildcard, 8765)
+        assert "0.0.0.0" not in linked and "[::]" not in linked and linked.endswith(":8765")

@@ -208,6 +208,17 @@ def test_who_and_why_are_required(home: Path) -> None:
     assert blank.exit_code == 1 and "the reason must say why" in blank.output
     missing = cli(home, "fallback", "on", "--reason", "x")
     assert missing.exit_code == 2  # typer: a required option
+    newline = cli(home, "fallback", "on", "--by", "alice\n", "--reason", "x")  # "$" matched before it
+    assert newline.exit_code == 1 and "a name of 1-64 letters" in newline.output
+
+
+def test_serving_commands_refuse_a_missing_workspace(tmp_path: Path) -> None:
+    # They created one there: `serving show` printed a "v0, no champion" state and left a database behind.
+    typo = tmp_path / "typo"
+    for args in (["show"], ["history"], ["fallback", "on", "--by", "alice", "--reason", "x"]):
+        result = cli(typo, *args)
+        assert result.exit_code == 1 and "no workspace at" in " ".join(result.output.split()), result.output
+    assert not typo.exists()
 
 
 def test_fallback_off_is_refused_when_the_champion_does_not_verify(home: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,25 @@ def test_a_daily_drift_over_the_day_of_the_outage_is_still_the_causes(manager: I
     )
 
     assert _changes(changes) == [("INC-1", "folded", "prediction_drift")]
+
+
+def test_the_responder_leaves_resolved_what_the_monitor_resolved_after_its_fix(manager: IncidentManager) -> None:
+    from types import SimpleNamespace
+
+    from agent.nodes import _set_status
+
+    (opened,) = _hour(manager, 0, _feature_break())
+    incident_id = opened.incident_id
+    resolved_at = START + timedelta(hours=5)
+    manager.set_status(incident_id, "resolved", actor="monitor", note="cleared", at=resolved_at)
+    runtime: Any = SimpleNamespace(incidents=manager)
+
+    # The fix was in force before the monitor resolved it: the verified run does not reopen it.
+    _set_status(runtime, incident_id, "mitigated", "verified", acted_at=(resolved_at - timedelta(hours=2)).isoformat())
+    assert manager.get(incident_id).status == "resolved"
+    # A run that acted only after that (it waited for a person): its change must be watched again.
+    _set_status(runtime, incident_id, "mitigated", "verified", acted_at=(resolved_at + timedelta(hours=1)).isoformat())
+    assert manager.get(incident_id).status == "mitigated"
+    # Escalation always goes through.
+    _set_status(runtime, incident_id, "escalated", "paged")
+    assert manager.get(incident_id).status == "escalated"

@@ -171,3 +171,26 @@ def test_the_simulator_is_a_source_warmed_with_the_month_before(
     assert logged["customer_tx_count_30d"].mean() > 5
     stamps = pd.to_datetime(live["timestamp"])
     assert labels == int((stamps + timedelta(hours=6) < stamps.max().ceil("h")).sum())  # the day's own labels
+
+
+def test_a_simulated_run_warms_when_the_held_history_ends_long_before_it(
+    played: tuple[Path, Path, pd.DataFrame], small_world: SmallWorld
+) -> None:
+    # History kept earlier (by `selfheal train`, say) that ends weeks before the first simulated day used to
+    # count as warm: the run skipped the weeks before it and scored with starved windows.
+    home, _, _ = played
+    world = small_world.simulator.config
+    early = small_world.history[small_world.history["timestamp"] < small_world.history["timestamp"].min() + timedelta(days=3)]
+    with Platform(Workspace(home)) as platform:
+        assert platform.scorer.keep_history(early) > 0
+    result = runner.invoke(
+        app,
+        ["run", "simulator", "--days", "1", "--start-day", str(HISTORY_DAYS), "--seed", str(world.seed),
+         "--customers", str(world.customers), "--terminals", str(world.terminals), "--home", str(home),
+         "--planner", "none"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "warmed with" in result.output
+    with Platform(Workspace(home)) as platform:
+        logged = platform.store.query("SELECT customer_tx_count_30d FROM predictions")
+    assert logged["customer_tx_count_30d"].mean() > 5

@@ -84,7 +84,7 @@ def actor_of(x_selfheal_actor: Annotated[str | None, Header(description="who is 
     """``api:<who>``: the name the caller gives in ``X-Selfheal-Actor`` (checked), else ``api:token``."""
     if x_selfheal_actor is None:
         return "api:token"
-    if not _ACTOR.match(x_selfheal_actor):
+    if not _ACTOR.fullmatch(x_selfheal_actor):  # not match: "$" also matches before a final newline
         raise HTTPException(status_code=400, detail="X-Selfheal-Actor: 1-64 letters, digits or _.@:-")
     return f"api:{x_selfheal_actor}"
 
