@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from selfheal.cli_warm import warn_if_short
 from selfheal.service.config import DEFAULT_HOST, DEFAULT_PORT, ServiceConfig
@@ -129,6 +130,7 @@ def serve(
             f"feature state warmed with {warmed.logged:,} logged transactions and {warmed.observed:,} earlier ones"
         )
         warn_if_short(platform.scorer.history_coverage(), err)
+        _warn_if_clock_stopped(workspace, err)
         err.print(f"mutating endpoints need the token in {config.token_source}")
         err.print(f"incident review: {url}/ui/")
         if not config.is_loopback:
@@ -149,6 +151,23 @@ def serve(
 
 def _exit_quietly(signum: int, _frame: object) -> None:
     raise SystemExit(0)  # a requested, graceful stop: the rows accepted are written, the file closed
+
+
+def _warn_if_clock_stopped(workspace: Workspace, console: Console) -> None:
+    """A workspace last played in data time (`selfheal run`, the demo) keeps that instant as its clock: the
+    service then stamps rows with it and its hourly monitor never sees an hour close. Fine for looking at
+    a demo; not for live traffic, and nothing else would tell."""
+    from selfheal.app import SIMULATED_NOW_FILE, simulated_now
+
+    stopped = simulated_now(workspace)
+    if stopped is None:
+        return
+    message = (
+        f"this workspace's clock stands at {stopped:%Y-%m-%d %H:%M} (it was last played in data time by "
+        "`selfheal run` or the demo): rows are stamped with that instant and the hourly monitor closes no new "
+        f"hour. For live traffic, stop the service, delete {workspace.home / SIMULATED_NOW_FILE} and start it again."
+    )
+    console.print(Text.assemble(("warning:", "yellow"), " ", message))  # the path is text, never markup
 
 
 def _reachable(url: str, host: str, port: int) -> str:

@@ -30,12 +30,25 @@ DISCOVERY_TIMEOUT_S = 2.0
 
 
 class ServiceError(Exception):
-    """The service answered with an error status; ``detail`` is its message."""
+    """The service answered with an error status; ``detail`` is its message, as a person reads it."""
 
     def __init__(self, status_code: int, detail: Any) -> None:
-        super().__init__(f"{status_code}: {detail}")
+        readable = validation_text(detail)
+        super().__init__(f"{status_code}: {readable}")
         self.status_code = status_code
-        self.detail = detail
+        self.detail = readable
+
+
+def validation_text(detail: Any) -> Any:
+    """A 422's list of validation errors as one line ("reason: String should have at least 1 character"),
+    as the CLI says it without a service; any other detail as it came."""
+    if not isinstance(detail, list) or not all(isinstance(e, dict) and "msg" in e for e in detail):
+        return detail
+    parts = []
+    for item in detail:
+        where = ".".join(str(part) for part in item.get("loc", []) if part != "body")
+        parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
+    return "; ".join(parts)
 
 
 class ServiceClient:

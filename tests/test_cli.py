@@ -141,3 +141,25 @@ def test_pages_never_link_a_wildcard_address() -> None:
     for wildcard in ("0.0.0.0", "::"):
         linked = _reachable(f"http://{wildcard}:8765", wildcard, 8765)
         assert "0.0.0.0" not in linked and "[::]" not in linked and linked.endswith(":8765")
+
+
+def test_serve_warns_when_the_workspace_clock_is_stopped(tmp_path: Path) -> None:
+    # After `selfheal run`, a later `serve` stamped rows with the run's last instant and its hourly monitor
+    # never closed an hour, silently (second exploratory pass).
+    from datetime import datetime
+
+    from rich.console import Console
+
+    from selfheal.app import save_simulated_now
+    from selfheal.cli_serve import _warn_if_clock_stopped
+    from store import Workspace
+
+    workspace = Workspace(tmp_path / "ws").ensure()
+    quiet = Console(record=True, width=300)
+    _warn_if_clock_stopped(workspace, quiet)
+    assert quiet.export_text() == ""
+    save_simulated_now(workspace, datetime(2018, 6, 2))
+    warned = Console(record=True, width=300)
+    _warn_if_clock_stopped(workspace, warned)
+    text = warned.export_text()
+    assert "clock stands at 2018-06-02 00:00" in text and "simulated-now.json" in text

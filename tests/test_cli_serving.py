@@ -275,6 +275,24 @@ ROUTES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "path,raw",
+    [
+        ("/v1/serving/thresholds", '{"by": "z", "reason": "r", "decline": NaN, "review": 0.1}'),
+        ("/v1/serving/fallback", '{"by": "z", "reason": "r", "on": Infinity}'),
+        ("/v1/incidents/INC-1/chat", '{"message": NaN}'),
+    ],
+)
+def test_nan_or_infinity_in_a_body_is_a_422_not_a_500(
+    service: tuple[TestClient, Platform], path: str, raw: str
+) -> None:
+    # Python's JSON parser takes NaN and Infinity; FastAPI's own 422 echoed them and could not be written.
+    client, platform = service
+    response = client.post(path, content=raw, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] and audit_rows(platform) == []
+
+
 @pytest.mark.parametrize("path,body", ROUTES, ids=[p for p, _ in ROUTES])
 def test_serving_routes_need_the_token(
     service: tuple[TestClient, Platform], path: str, body: dict[str, Any]

@@ -231,6 +231,11 @@ def test_cli_serving_changes_go_through_the_running_service(served: Served) -> N
         ("person:alice", "enable_fallback_rules"), ("person:bob", "disable_fallback_rules")]
     shown = runner.invoke(cli_app, ["serving", "show", *home])
     assert shown.exit_code == 0 and "model v1" in shown.stdout
+    # The service's 422 reads as the CLI's own errors do, not as a list of Pydantic dicts.
+    empty = runner.invoke(cli_app, ["serving", "fallback", "on", "--by", "bob", "--reason", "", *home])
+    said = " ".join(empty.output.split())
+    assert empty.exit_code == 1 and "reason: String should have at least 1 character" in said, empty.output
+    assert "string_too_short" not in said
 
 
 def test_shutdown_removes_discovery_and_every_posted_row_is_on_disk(served: Served) -> None:

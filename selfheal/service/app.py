@@ -16,11 +16,14 @@ what is queued, writes the scorer's log buffer and stops them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from selfheal.app import Platform
@@ -108,6 +111,7 @@ def create_app(
     # Every route answers these two the same way, so they are answered here and not in each handler.
     app.add_exception_handler(views.NotFound, _not_found)
     app.add_exception_handler(ResponderUnavailable, _responder_unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(scoring_router)
     app.include_router(read_router)
     app.include_router(admin_router)
@@ -129,3 +133,22 @@ async def _not_found(_request: Request, error: Exception) -> JSONResponse:
 
 async def _responder_unavailable(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": str(error)})
+
+
+async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422, except that it can be written: its own handler echoes the invalid input, and a body
+    holding NaN or Infinity (which Python's JSON parser accepts) made that echo raise, so a bad request
+    got a 500 and a traceback in the log."""
+    errors = error.errors() if isinstance(error, RequestValidationError) else []
+    return JSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(errors))})
+
+
+def _finite(value: object) -> object:
+    """``value`` with every NaN or infinite float replaced by its name ("nan", "inf"), so JSON can hold it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
