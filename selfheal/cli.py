@@ -25,6 +25,7 @@ from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
 from selfheal.cli_serving import serving_app
+from selfheal.cli_tables import print_table
 from selfheal.cli_warm import warn_if_short
 from selfheal.errors import error_text
 from store import TIME_COLUMNS, LogWriteError, LogWriterFull, StoreError
@@ -932,7 +933,7 @@ def pages_list(
         detail = r["error"] if r["status"] == "failed" else r["summary"]
         table.add_row(str(r["recorded_at"]).replace("T", " ")[:19], r["page_id"], r["incident_id"], r["action"],
                       r["channel"], r["status"], str(r["attempts"]), Text(str(detail or "")[:100]))  # fmt: skip
-    out.print(table)
+    print_table(out, table)
     if failed and rows:
         out.print(f"{len(rows)} deliveries never got through; the hourly loop retries them for a day after the page.")
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from selfheal.cli_tables import print_table
 from selfheal.errors import error_text
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def history(
             f"{row['review_threshold']:g}", f"{row['threshold']:g}", Text(", ".join(sorted(row["quarantined_features"]))),
             Text(row["reason"]),
         )  # fmt: skip
-    out.print(table)
+    print_table(out, table)
 
 
 # -- changes ------------------------------------------------------------------------------------------

@@ -382,3 +382,14 @@ def test_the_cli_goes_through_the_service_when_one_owns_the_workspace(
     assert noop.exit_code == 0 and "amount is not quarantined" in noop.stdout
     unknown = cli(home, "release", "nope", "--by", "alice", "--reason", "r")
     assert unknown.exit_code == 1 and "not a feature of the champion" in unknown.output
+
+
+def test_history_piped_keeps_reasons_readable(home: Path) -> None:
+    # Off a terminal Rich used 80 columns: a long reason came out one word per line.
+    reason = "the terminal feature job shipped nulls for six hours; released after the upstream fix"
+    assert cli(home, "fallback", "on", "--by", "alice", "--reason", reason).exit_code == 0
+
+    result = cli(home, "history")
+
+    assert result.exit_code == 0, result.output
+    assert "the terminal feature job shipped nulls for six hours;" in result.stdout  # on one line

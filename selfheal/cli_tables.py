@@ -1,0 +1,23 @@
+"""Printing wide tables when the output is not a terminal.
+
+Rich lays a table out in the console's width, and a console that writes to a pipe or a file is 80
+columns wide: `selfheal serving history` then wrapped each reason one word per line (~150 lines for 9
+versions). Off a terminal, such tables get the width they need, up to `PIPED_WIDTH`; on a terminal the
+terminal's width stands.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+PIPED_WIDTH = 200  # wide enough for a reason or a page summary on one or two lines; `less -S` handles it
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print ``table`` on ``console``, widened to `PIPED_WIDTH` when the console is not a terminal."""
+    if console.is_terminal or console.width >= PIPED_WIDTH:
+        console.print(table)
+        return
+    # print(width=) can only narrow a console: a console of the same file, wider, prints it instead.
+    Console(file=console.file, width=PIPED_WIDTH, no_color=console.no_color, stderr=console.stderr).print(table)
