@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.text import Text
 from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
 from selfheal.cli_chat import register as register_chat_commands
+from selfheal.cli_common import fail, open_platform, read_workspace
 from selfheal.cli_eval import eval_app
 from selfheal.cli_files import FRAME_FORMATS, OutputPathError, check_output_path, write_frame
 from selfheal.cli_run import run as run_command
@@ -140,22 +140,6 @@ class SplitChoice(StrEnum):
     recent = "recent"
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(Text.assemble(("error:", "red"), " ", message))  # the message may quote data: never markup
-    return typer.Exit(code)
-
-
-def _platform(home: Path | None, *, create: bool = False) -> Any:
-    """The workspace's platform. Only commands that make a workspace (train, score) pass ``create``: the
-    others refuse a path where there is none rather than leave an empty workspace there."""
-    from selfheal.app import Platform
-
-    try:
-        return Platform.open(home, create=create)
-    except StoreError as error:
-        raise _fail(str(error)) from error
-
-
 @app.command()
 def simulate(
     out_path: Annotated[Path, typer.Option("--out", help="Output file (.parquet, .csv or .jsonl).")],
@@ -186,7 +170,7 @@ def _check_output(path: Path, formats: tuple[str, ...] = FRAME_FORMATS) -> None:
     try:
         check_output_path(path, formats)
     except OutputPathError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
 
 
 @app.command()
@@ -229,11 +213,11 @@ def train(
         else:
             transactions = load_transactions(data)
     except (DataFormatError, OSError, ValueError) as error:  # ValueError: Arrow's and the decoder's errors
-        raise _fail(f"cannot read {data}: {error_text(error)}") from error
+        raise fail(f"cannot read {data}: {error_text(error)}") from error
     try:
         with console.status("training"):
             if register:
-                platform = _platform(home, create=True)
+                platform = open_platform(home, create=True)
                 try:
                     run, _ = train_register_and_profile(
                         platform.registry, transactions, split=split.value, params=preset, promote=promote
@@ -248,7 +232,7 @@ def train(
                 report, version = run_training(transactions, split.value, params=preset).report, None
     except ValueError as error:  # e.g. an empty split: too few days of data for the windows
         days = transactions["timestamp"].dt.normalize().nunique() if len(transactions) else 0
-        raise _fail(
+        raise fail(
             f"cannot train on {days} day(s) of data: {error}. The split needs a 7-day train, delay and test "
             "window each (--split recent: 22 days or more; --split handbook: the handbook's dates)"
         ) from error
@@ -304,8 +288,8 @@ def score(
     try:
         batches = read_records(source, batch_size=batch_size, stdin=sys.stdin)
     except (DataFormatError, OSError) as error:
-        raise _fail(error_text(error)) from error
-    platform = _platform(home, create=True)
+        raise fail(error_text(error)) from error
+    platform = open_platform(home, create=True)
     totals = {"rows_in": 0, "scored": 0, "dead_lettered": 0}
     decisions: dict[str, int] = {}
     reasons: dict[str, int] = {}
@@ -353,11 +337,11 @@ def score(
     if failure is not None:
         kept = f" (their decisions are in {out_path})" if out_path is not None and written else ""
         logged = f"; the scoring log could not be written either: {log_failure}" if log_failure else ""
-        raise _fail(f"{failure}; stopped after the {totals['rows_in']:,} rows above{kept}{logged}")
+        raise fail(f"{failure}; stopped after the {totals['rows_in']:,} rows above{kept}{logged}")
     if log_failure is not None:
-        raise _fail(f"every row was scored, but the scoring log could not be written: {log_failure}")
+        raise fail(f"every row was scored, but the scoring log could not be written: {log_failure}")
     if totals["rows_in"] and not totals["scored"]:
-        raise _fail("no row could be scored: every one was dead-lettered, for the reasons above")
+        raise fail("no row could be scored: every one was dead-lettered, for the reasons above")
 
 
 def _print_reasons(reasons: dict[str, int], shown: int = 5) -> None:
@@ -392,17 +376,17 @@ def export(
     --out lake/predictions
     """
     if since is not None and until is not None and until <= since:
-        raise _fail(f"--until ({until}) must be after --since ({since})")
+        raise fail(f"--until ({until}) must be after --since ({since})")
     if by_day:
         if out_path.exists() and not out_path.is_dir():
-            raise _fail(f"--by-day writes a folder of partitions: {out_path} is a file")
+            raise fail(f"--by-day writes a folder of partitions: {out_path} is a file")
     else:
         _check_output(out_path, (".parquet",))
-    platform = _platform(home)
+    platform = open_platform(home)
     try:
         rows = platform.store.export(table, out_path, since=since, until=until, by_day=by_day)
     except (StoreError, ValueError, OSError) as error:
-        raise _fail(error_text(error)) from error
+        raise fail(error_text(error)) from error
     finally:
         platform.close()
     out.print(f"wrote {rows:,} rows of {table} to {out_path}")
@@ -423,16 +407,12 @@ def load_spills(
 
     Example: selfheal load-spills
     """
-    from selfheal.client import ServiceError
     from store.spill import load_spilled, spill_load_json
 
-    try:
-        loads: list[dict[str, Any]] = _read_workspace(
-            home, from_service=lambda client: client.load_spills(),
-            from_file=lambda platform: [spill_load_json(x) for x in load_spilled(platform.store)],
-        )  # fmt: skip
-    except ServiceError as error:
-        raise _fail(str(error.detail)) from error
+    loads: list[dict[str, Any]] = read_workspace(
+        home, from_service=lambda client: client.load_spills(),
+        from_file=lambda platform: [spill_load_json(x) for x in load_spilled(platform.store)],
+    )  # fmt: skip
     if as_json:
         out.print_json(json.dumps(loads))
     elif not loads:
@@ -460,8 +440,8 @@ def models_list(
     """
     from selfheal.service import views
 
-    listing: dict[str, Any] = _read_service_or_file(
-        home, lambda client: client.get("/v1/models"), views.models
+    listing: dict[str, Any] = read_workspace(
+        home, from_service=lambda client: client.get("/v1/models"), from_file=views.models
     )
     if as_json:
         out.print_json(json.dumps(listing))
@@ -494,26 +474,11 @@ def models_show(version: Annotated[int, typer.Argument(help="Model version.")], 
     """
     from selfheal.service import views
 
-    payload = _read_service_or_file(
-        home, lambda client: client.get(f"/v1/models/{version}"), lambda platform: views.model_detail(platform, version)
-    )
+    payload = read_workspace(
+        home, from_service=lambda client: client.get(f"/v1/models/{version}"),
+        from_file=lambda platform: views.model_detail(platform, version),
+    )  # fmt: skip
     out.print_json(json.dumps(payload, default=str))
-
-
-def _read_service_or_file(
-    home: Path | None, from_service: Callable[[ServiceClient], T], from_file: Callable[[Any], T]
-) -> T:
-    """`_read_workspace`, with what either side refuses (an unknown version: the service's 404, the views'
-    NotFound) printed as an error."""
-    from selfheal.client import ServiceError
-    from selfheal.service.views import NotFound
-
-    try:
-        return _read_workspace(home, from_service=from_service, from_file=from_file)
-    except ServiceError as error:
-        raise _fail(str(error.detail)) from error
-    except NotFound as error:
-        raise _fail(error_text(error)) from error
 
 
 @models_app.command("profile")
@@ -535,17 +500,17 @@ def models_profile(
     try:
         transactions = load_transactions(data)
     except (DataFormatError, OSError, ValueError) as error:
-        raise _fail(f"cannot read {data}: {error_text(error)}") from error
-    platform = _platform(home)
+        raise fail(f"cannot read {data}: {error_text(error)}") from error
+    platform = open_platform(home)
     try:
         metadata = platform.registry.get(version).metadata
         start = test_window_start(metadata, metadata.label_delay_days)  # what profile_model reads from
         if len(transactions) == 0 or transactions["timestamp"].max() < start:
-            raise _fail(f"{data} ends before model v{version}'s test window (from {start:%Y-%m-%d}): give the data it "
+            raise fail(f"{data} ends before model v{version}'s test window (from {start:%Y-%m-%d}): give the data it "
                         "was trained on, through its test week")  # fmt: skip
         profile = profile_model(platform.registry, version, transactions, label_delay_days=metadata.label_delay_days)
     except ScorerError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     finally:
         platform.close()
     estimated = profile.performance.get("estimated_recall_at_review")
@@ -577,7 +542,7 @@ def models_promote(
         with client:
             _promote_through(client, version, reason)
         return
-    platform = _platform(home)
+    platform = open_platform(home)
     try:
         before = platform.serving.current()
         if before.champion_version == version and platform.registry.alias("champion") == version:
@@ -585,7 +550,7 @@ def models_promote(
             return
         state = platform.registry.promote(version, actor="cli", reason=reason)
     except ScorerError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     finally:
         platform.close()
     out.print(f"champion is now v{state.champion_version} (serving state v{state.version})")
@@ -603,7 +568,12 @@ def _promote_through(client: ServiceClient, version: int, reason: str) -> None:
             return
         done = client.promote(version, reason)
     except ServiceError as error:
-        raise _fail(str(error.detail)) from error
+        raise fail(str(error.detail)) from error
+    _say_champion_through_service(done)
+
+
+def _say_champion_through_service(done: dict[str, Any]) -> None:
+    """What the service's promote or rollback route did (the `promote_model` / `rollback_model` result)."""
     out.print(f"champion is now v{done['to_version']} (serving state v{done['serving_state_version']}, "
               f"through the service; audit {done['audit_id']})")  # fmt: skip
 
@@ -637,15 +607,14 @@ def models_rollback(
             try:
                 done = client.rollback(reason, to_version=to)
             except ServiceError as error:
-                raise _fail(str(error.detail)) from error
-        out.print(f"champion is now v{done['to_version']} (serving state v{done['serving_state_version']}, "
-                  f"through the service; audit {done['audit_id']})")  # fmt: skip
+                raise fail(str(error.detail)) from error
+        _say_champion_through_service(done)
         return
-    platform = _platform(home)
+    platform = open_platform(home)
     try:
         state = platform.registry.rollback(to_version=to, actor="cli", reason=reason)
     except ScorerError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     finally:
         platform.close()
     out.print(f"champion is now v{state.champion_version} (serving state v{state.version})")
@@ -664,8 +633,8 @@ def monitor_run(
     from monitor.runner import Monitor
 
     if until <= since:
-        raise _fail(f"--until ({until}) must be after --since ({since})")
-    platform = _platform(home)
+        raise fail(f"--until ({until}) must be after --since ({since})")
+    platform = open_platform(home)
     try:
         monitor = Monitor(platform.store, platform.registry, platform.serving)
         with console.status("monitoring"):
@@ -679,24 +648,6 @@ def monitor_run(
     for change in report.changes:
         if change.change != "updated":
             out.print(Text(f"  {change.incident_id} {change.change}: {change.kind} on {change.subject}"))
-
-
-def _read_workspace(
-    home: Path | None, *, from_service: Callable[[ServiceClient], T], from_file: Callable[[Any], T]
-) -> T:
-    """A read command's data: asked of the service that owns the workspace if one runs (it holds the
-    DuckDB file, which this process then cannot open), else read from the file; both give the same JSON."""
-    from selfheal.client import discover_service
-
-    client = discover_service(home)
-    if client is not None:
-        with client:
-            return from_service(client)
-    platform = _platform(home)
-    try:
-        return from_file(platform)
-    finally:
-        platform.close()
 
 
 @app.command("status")
@@ -722,7 +673,7 @@ def status_command(
             payload["attention"].append(f"the service's scoring log cannot be written: {chunks} chunk(s) wait in memory")
         return payload
 
-    payload = _read_workspace(home, from_service=from_service, from_file=views.status)
+    payload = read_workspace(home, from_service=from_service, from_file=views.status)
     if as_json:
         out.print_json(json.dumps(payload, default=str))
     else:
@@ -799,8 +750,8 @@ def incidents_list(
     from selfheal.service import views
 
     if status is not None and status not in get_args(Status):
-        raise _fail(f"unknown status {status!r}: one of {', '.join(get_args(Status))}")
-    incidents, runs = _read_workspace(
+        raise fail(f"unknown status {status!r}: one of {', '.join(get_args(Status))}")
+    incidents, runs = read_workspace(
         home, from_service=lambda client: (client.incidents(status), client.get("/v1/runs")),
         from_file=lambda platform: (views.incident_list(platform, status), views.runs(platform)),
     )
@@ -843,18 +794,12 @@ def incidents_show(
 
     Example: selfheal incidents show INC-7 --json
     """
-    from selfheal.client import ServiceError
     from selfheal.service import views
 
-    try:
-        payload = _read_workspace(
-            home, from_service=lambda client: client.incident(incident_id),
-            from_file=lambda platform: views.incident_detail(platform, incident_id),
-        )
-    except ServiceError as error:
-        raise _fail(str(error.detail)) from error
-    except views.NotFound as error:
-        raise _fail(str(error)) from error
+    payload = read_workspace(
+        home, from_service=lambda client: client.incident(incident_id),
+        from_file=lambda platform: views.incident_detail(platform, incident_id),
+    )
     if as_json:
         out.print_json(json.dumps(payload, default=str))
         return
@@ -888,7 +833,7 @@ def report(
         hint = "" if "ids look like" in str(error) else (
             f" (the responder writes it when an investigation ends: `selfheal investigate {incident_id}`)"
         )
-        raise _fail(f"{error}{hint}") from error
+        raise fail(f"{error}{hint}") from error
     if out_path is None:
         sys.stdout.write(path.read_text(encoding="utf-8"))  # as written: Rich would read [brackets] as markup
         return
@@ -896,7 +841,7 @@ def report(
         out_path.parent.mkdir(parents=True, exist_ok=True)  # as `score --out` and `export --out` do
         out_path.write_bytes(path.read_bytes())
     except OSError as error:
-        raise _fail(f"cannot write {out_path}: {error_text(error)}") from error
+        raise fail(f"cannot write {out_path}: {error_text(error)}") from error
     out.print(f"wrote the {fmt} report of {views.normalise_incident_id(incident_id)} to {out_path}")
 
 
@@ -919,7 +864,7 @@ def pages_list(
     from selfheal.service import views
 
     key = views.normalise_incident_id(incident_id) if incident_id else None
-    rows = _read_workspace(
+    rows = read_workspace(
         home, from_service=lambda client: client.get("/v1/pages", incident_id=key, failed=failed or None),
         from_file=lambda platform: views.pages(platform, incident_id=key, failed=failed),
     )  # fmt: skip
@@ -968,7 +913,7 @@ def demo(
             console=out,
         )
     except DemoHomeError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
 
 
 def main() -> None:

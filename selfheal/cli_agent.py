@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from selfheal.errors import error_text
+from selfheal.cli_common import fail, open_platform, read_workspace
 
 if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a command needs it
     from agent.responder import Responder, RunResult
-    from selfheal.app import Platform
     from selfheal.client import ServiceClient
 
 console = Console(stderr=True)
@@ -39,34 +37,17 @@ RequestOption = Annotated[
 ]
 
 
-def _fail(error: BaseException | str) -> typer.Exit:
-    """Print an error (its text may quote the record: printed as text, never as markup); exit with 1."""
-    console.print(Text.assemble(("error:", "red"), " ", error if isinstance(error, str) else error_text(error)))
-    return typer.Exit(1)
-
-
-def _open_platform(home: Path | None) -> Platform:
-    """The workspace's platform; a workspace that cannot be opened (busy, damaged) exits with 1."""
-    from selfheal.app import Platform
-    from store import StoreError
-
-    try:
-        return Platform.open(home, create=False)
-    except StoreError as error:
-        raise _fail(error) from error
-
-
 @contextmanager
 def _responder(home: Path | None, runbooks: Path | None, planner: str | None = None) -> Iterator[Responder]:
     """The workspace's responder for one command; a missing incident or a refused request exits with 1."""
     from agent.responder import ResponderError
 
-    platform = _open_platform(home)
+    platform = open_platform(home)
     responder = platform.responder(planner=planner, runbooks_dir=runbooks)
     try:
         yield responder
     except (KeyError, ResponderError) as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     finally:
         responder.close()
         platform.close()
@@ -205,12 +186,12 @@ def _decide_request(
         from agent.chat import ChatParts
         from agent.chat.requests import decide_request
 
-        platform = _open_platform(home)
+        platform = open_platform(home)
         try:
             parts = ChatParts.for_platform(platform, runbooks_dir=runbooks)
             outcome = decide_request(parts, incident_id, decision, request, by=by, note=note)
         except (KeyError, ValueError) as error:
-            raise _fail(error) from error
+            raise fail(error) from error
         finally:
             platform.close()
     show_request_outcome(outcome)
@@ -252,7 +233,7 @@ def _refused_exits(call: Callable[[], Any], client: ServiceClient) -> Any:
         try:
             return call()
         except ServiceError as error:
-            raise _fail(str(error.detail)) from error
+            raise fail(str(error.detail)) from error
 
 
 def _run_from_answer(answer: dict[str, Any]) -> RunResult:
@@ -287,21 +268,14 @@ def runs(
 
 
 def _runs(home: Path | None, incident_id: str | None) -> list[dict[str, Any]]:
-    """The runs, from the running service if one owns the workspace (it holds the file), else the file."""
-    from selfheal.client import discover_service
+    """The runs, from the running service if one owns the workspace (it holds the file), else the file (the
+    table alone: no responder, so neither LangGraph nor the monitor is loaded)."""
+    from selfheal.service import views
 
-    client = discover_service(home)
-    if client is None:  # the table alone: no responder, so neither LangGraph nor the monitor is loaded
-        from selfheal.service import views
-
-        platform = _open_platform(home)
-        try:
-            return views.runs(platform, incident_id)
-        except views.NotFound as error:
-            raise _fail(error) from error
-        finally:
-            platform.close()
-    rows: list[dict[str, Any]] = _refused_exits(lambda: client.get("/v1/runs", incident_id=incident_id), client)
+    rows: list[dict[str, Any]] = read_workspace(
+        home, from_service=lambda client: client.get("/v1/runs", incident_id=incident_id),
+        from_file=lambda platform: views.runs(platform, incident_id),
+    )  # fmt: skip
     return rows
 
 

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from selfheal.cli_common import fail, open_platform, read_workspace
 from selfheal.cli_tables import print_table
-from selfheal.errors import error_text
 
 if TYPE_CHECKING:
     from selfheal.app import Platform
@@ -49,14 +49,6 @@ class Switch(StrEnum):
     off = "off"
 
 
-def _fail(error: BaseException | str) -> typer.Exit:
-    """Print an error (its text may quote data: printed as text, never as markup); exit with 1."""
-    console.print(
-        Text.assemble(("error:", "red"), " ", error if isinstance(error, str) else error_text(error))
-    )
-    return typer.Exit(1)
-
-
 # -- reads --------------------------------------------------------------------------------------------
 
 
@@ -69,7 +61,7 @@ def show(as_json: JsonOption = False, home: HomeOption = None) -> None:
     """
     from selfheal.service import views
 
-    payload = _read(
+    payload = read_workspace(
         home,
         from_service=lambda client: client.get("/v1/serving"),
         from_file=lambda platform: views.serving(platform, platform.scorer.status()),
@@ -118,7 +110,7 @@ def history(
     """
     from selfheal.service import views
 
-    rows: list[dict[str, Any]] = _read(
+    rows: list[dict[str, Any]] = read_workspace(
         home,
         from_service=lambda client: client.get("/v1/serving/history", limit=limit),
         from_file=lambda platform: views.serving_history(platform, limit),
@@ -238,7 +230,7 @@ def thresholds(
     try:  # before looking for a service: a bad value is refused the same way either way
         serving_changes.check_thresholds(decline, review)
     except serving_changes.InvalidChange as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     _change(
         home, by, as_json, "/v1/serving/thresholds", {"decline": decline, "review": review, "by": by, "reason": reason},
         lambda platform: serving_changes.set_thresholds(platform, decline=decline, review=review, by=by, reason=reason),
@@ -246,26 +238,6 @@ def thresholds(
 
 
 # -- plumbing -----------------------------------------------------------------------------------------
-
-
-def _read(
-    home: Path | None, *, from_service: Callable[[Any], Any], from_file: Callable[[Platform], Any]
-) -> Any:
-    """A read from the service that owns the workspace if one runs (it holds the file), else the file."""
-    from selfheal.client import ServiceError, discover_service
-
-    client = discover_service(home)
-    if client is not None:
-        with client:
-            try:
-                return from_service(client)
-            except ServiceError as error:
-                raise _fail(str(error.detail)) from error
-    platform = _open(home)
-    try:
-        return from_file(platform)
-    finally:
-        platform.close()
 
 
 def _change(
@@ -284,20 +256,20 @@ def _change(
     try:
         serving_changes.person_actor(by)  # a bad name is refused before anything is asked of anyone
     except serving_changes.InvalidChange as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     client = discover_service(home, actor=by)
     if client is not None:
         with client:
             try:
                 outcome: dict[str, Any] = client.post(path, body)
             except ServiceError as error:
-                raise _fail(str(error.detail)) from error
+                raise fail(str(error.detail)) from error
     else:
-        platform = _open(home)
+        platform = open_platform(home)
         try:
             outcome = on_file(platform).to_json()
         except (serving_changes.InvalidChange, serving_changes.ChangeRefused) as error:
-            raise _fail(error) from error
+            raise fail(error) from error
         finally:
             platform.close()
     _print_outcome(outcome, as_json)
@@ -314,13 +286,3 @@ def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
         )
     else:
         out.print(Text(outcome["message"]))
-
-
-def _open(home: Path | None) -> Platform:
-    from selfheal.app import Platform
-    from store import StoreError
-
-    try:
-        return Platform.open(home, create=False)  # a mistyped --home must not get a serving state of its own
-    except StoreError as error:
-        raise _fail(error) from error
