@@ -494,8 +494,7 @@ class FeatureState:
             self._promote()
         if self._promoted != self._rows.size:
             return  # evict only when the large level holds every row
-        # A day of slack beyond the longest window so rows arriving a little late still see their history.
-        horizon = self._latest_ms - (self.config.retention_days + 1) * MS_PER_DAY
+        horizon = self._latest_ms - self.config.kept_days * MS_PER_DAY
         rows = self._rows
         expired = rows.ts_ms[: rows.size] <= horizon
         if int(expired.sum()) < max(self.min_recent_rows, rows.size // 16):

@@ -67,6 +67,12 @@ class FeatureConfig:
         return max(max(self.windows_days), self.label_delay_days + max(self.windows_days))
 
     @property
+    def kept_days(self) -> int:
+        """How much history the streaming state keeps (and a restart reads back): every window, and a day of
+        slack so rows arriving a little late still see their whole history."""
+        return self.retention_days + 1
+
+    @property
     def columns(self) -> list[str]:
         """Feature names in model order."""
         names = ["amount", "is_weekend", "is_night"]

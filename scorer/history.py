@@ -23,9 +23,6 @@ from store import Store
 __all__ = ["HistoryCoverage", "WarmUp", "keep_history", "warm_up_rows"]
 
 TABLE = "feature_history"
-# A day of slack beyond the longest window, as `FeatureState` keeps: rows arriving a little late still see
-# their whole history.
-SLACK = pd.Timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -54,11 +51,11 @@ class HistoryCoverage:
         return self.rows > 0 and round(self.held_days) < self.needed_days
 
 
-def keep_history(store: Store, rows: pd.DataFrame, *, retention_days: int, observed_at: np.datetime64) -> int:
+def keep_history(store: Store, rows: pd.DataFrame, *, kept_days: int, observed_at: np.datetime64) -> int:
     """Persist observed rows (`FeatureState.history_frame`'s columns); returns how many were kept.
 
-    Only rows a feature window can still reach are kept: those within ``retention_days`` (and a day) of
-    the newest transaction the workspace holds, logged or observed; older rows already stored are
+    Only rows a feature window can still reach are kept: those within ``kept_days``
+    (`FeatureConfig.kept_days`) of the newest transaction the workspace holds, logged or observed; older rows already stored are
     dropped, so the table holds about one retention window whatever is observed over time. A row whose
     transaction id is stored already replaces it: history observed twice is held once.
     """
@@ -67,7 +64,7 @@ def keep_history(store: Store, rows: pd.DataFrame, *, retention_days: int, obser
     newest = max(
         [pd.Timestamp(rows[C.TIMESTAMP].max())] + [pd.Timestamp(t) for t in _newest_times(store) if t]
     )
-    horizon = (newest - pd.Timedelta(days=retention_days) - SLACK).to_pydatetime()
+    horizon = (newest - pd.Timedelta(days=kept_days)).to_pydatetime()
     kept = rows[rows[C.TIMESTAMP] > horizon]
     ids = kept[C.TRANSACTION_ID].dropna().unique().tolist()
     with store.transaction():
@@ -80,7 +77,7 @@ def keep_history(store: Store, rows: pd.DataFrame, *, retention_days: int, obser
     return len(kept)
 
 
-def warm_up_rows(store: Store, *, retention_days: int) -> pd.DataFrame:
+def warm_up_rows(store: Store, *, kept_days: int) -> pd.DataFrame:
     """The logged and the observed transactions a feature window can still reach, in time order.
 
     Columns: `FeatureState.history_frame`'s, and ``logged`` (True: scored, its id is in the duplicate
@@ -92,7 +89,7 @@ def warm_up_rows(store: Store, *, retention_days: int) -> pd.DataFrame:
     if not newest:
         return pd.DataFrame(columns=[C.TRANSACTION_ID, C.TIMESTAMP, C.CUSTOMER_ID, C.TERMINAL_ID, C.AMOUNT,
                                      C.LABEL, "logged"])  # fmt: skip
-    since = (max(newest) - pd.Timedelta(days=retention_days) - SLACK).to_pydatetime()
+    since = (max(newest) - pd.Timedelta(days=kept_days)).to_pydatetime()
     return store.query(
         f"""
         WITH latest_labels AS (

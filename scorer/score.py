@@ -223,23 +223,23 @@ class Scorer:
         rows = self.features.history_frame(history)
         rows = rows[~self.features.holds(rows[C.TRANSACTION_ID].to_numpy())]
         self.features.observe(rows)
-        keep_history(self.store, rows, retention_days=self.features.config.retention_days, observed_at=self._now())
+        self._keep(rows)
         return len(rows)
 
     def keep_history(self, history: pd.DataFrame) -> int:
         """Store earlier transactions (with labels) for the next `warm_up`, without learning them now (a
         command that ends without scoring, such as `selfheal train` keeping its training data); returns the
         rows kept."""
-        rows = self.features.history_frame(history)
-        return keep_history(
-            self.store, rows, retention_days=self.features.config.retention_days, observed_at=self._now()
-        )
+        return self._keep(self.features.history_frame(history))
+
+    def _keep(self, rows: pd.DataFrame) -> int:
+        return keep_history(self.store, rows, kept_days=self.features.config.kept_days, observed_at=self._now())
 
     def warm_up(self) -> WarmUp:
         """Rebuild the streaming feature state from the store (after a restart): the logged transactions and
         the observed history the windows can still reach; the logged ids join the duplicate check."""
         self.flush()
-        rows = warm_up_rows(self.store, retention_days=self.features.config.retention_days)
+        rows = warm_up_rows(self.store, kept_days=self.features.config.kept_days)
         if rows.empty:
             return WarmUp(logged=0, observed=0)
         logged = rows.pop("logged").to_numpy(dtype=bool)

@@ -180,7 +180,7 @@ def _simulated(
 
     simulator = Simulator(WorldConfig(seed=seed, customers=customers, terminals=terminals))
     live = (simulator.day(day) for day in range(start_day, start_day + days))
-    before = FeatureConfig().retention_days + 1  # the scorer's windows and its day of slack
+    before = FeatureConfig().kept_days  # what the scorer's windows reach back
     first_live = pd.Timestamp(simulator.config.start_date) + pd.Timedelta(days=start_day)
     return live, WarmIfCold(lambda: simulator.generate(max(0, start_day - before), min(before, start_day)), first_live)
 
