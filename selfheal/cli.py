@@ -256,7 +256,7 @@ def train(
     for key in ("auc", "ap", "cp100", "train_rows", "test_rows", "best_iteration", "model_version"):
         value = summary[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    out.print(table)
+    print_table(out, table)
     if version is None:
         out.print("not registered (--no-register)")
     else:
@@ -424,7 +424,7 @@ def load_spills(
         for load in loads:
             rows = ", ".join(f"{name} {count:,}" for name, count in load["rows"].items())
             table.add_row(load["file"], load["status"], rows, Text(load["error"] or ""))
-        out.print(table)
+        print_table(out, table)
     if any(load["status"] == "failed" for load in loads):
         raise typer.Exit(1)
 
@@ -458,7 +458,7 @@ def models_list(
             *(_metric(metrics.get(k)) for k in ("auc", "ap", "cp100")),
             str(model["features"]),
         )
-    out.print(table)
+    print_table(out, table)
 
 
 def _metric(value: Any) -> str:
@@ -769,7 +769,7 @@ def incidents_list(
             i["incident_id"], i["status"], i["severity"], i["kind"], Text(i["subject"]), opened,
             views.investigation_text(latest.get(i["incident_id"])), Text(i["title"]),
         )
-    out.print(table)
+    print_table(out, table)
     waiting = views.incidents_whose_run(incidents, latest, "waiting_approval")
     if waiting:  # what the web list shows first, said here too
         out.print(

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal.cli_common import fail, open_platform, read_workspace
+from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a command needs it
     from agent.responder import Responder, RunResult
@@ -264,7 +265,7 @@ def runs(
     for r in rows:
         table.add_row(r["thread_id"], r["planner"], r["status"], str(r["outcome"]), str(r["root_cause"]),
                       str(r["runbook_id"]), str(r["verified"]), str(r["paged"]))
-    out.print(table)
+    print_table(out, table)
 
 
 def _runs(home: Path | None, incident_id: str | None) -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from selfheal.cli_tables import print_table
+
 if TYPE_CHECKING:  # the harness (the platform, the responder, LangGraph) loads when a command runs
     from evals.platform import OpenPlatform
     from evals.scenario import Scenario
@@ -172,7 +174,7 @@ def list_scenarios(scenarios_dir: ScenariosOption = None) -> None:
         )
         pages = ", ".join("-" if e.page is None else ("yes" if e.page else "no") for e in scenario.expect)
         table.add_row(scenario.id, str(scenario.world.live_days), faults, expected, pages)
-    out.print(table)
+    print_table(out, table)
 
 
 @eval_app.command("compare")

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from selfheal.cli_tables import print_table
+
 if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a run starts
     import pandas as pd
 
@@ -162,7 +164,7 @@ def run(
         ("incidents opened or reopened", len(totals.opened)),
     ):
         table.add_row(name, f"{value:,}")
-    out.print(table)
+    print_table(out, table)
     if totals.rows_in != totals.scored + totals.dead_lettered:  # the scorer's own invariant; say so loudly
         err.print("[red]error:[/red] rows in != scored + dead-lettered")
         raise typer.Exit(1)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from monitor.findings import INCIDENT_KINDS, ROOT_CAUSES
+from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # tools.runbooks loads the monitor's checks (its linter): only when a command runs
     from tools.runbooks import RunbookLibrary
@@ -67,7 +68,7 @@ def list_runbooks(
             runbook.paging,
             actions,
         )
-    out.print(table)
+    print_table(out, table)
 
 
 @runbooks_app.command("show")
@@ -251,6 +252,6 @@ def test_runbook(
             table.add_column(column, overflow="fold")
         for check in case.checks:
             table.add_row(check.name, "[green]pass[/green]" if check.passed else "[red]FAIL[/red]", check.why)
-        out.print(table)
+        print_table(out, table)
     if not case.passed:
         raise typer.Exit(1)

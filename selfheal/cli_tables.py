@@ -2,8 +2,9 @@
 
 Rich lays a table out in the console's width, and a console that writes to a pipe or a file is 80
 columns wide: `selfheal serving history` then wrapped each reason one word per line (~150 lines for 9
-versions). Off a terminal, such tables get the width they need, up to `PIPED_WIDTH`; on a terminal the
-terminal's width stands.
+versions). Every table the CLI prints goes through `print_table`: off a terminal it gets the width it
+needs, up to `PIPED_WIDTH`; on a terminal the terminal's width stands. (The demo widens its console
+itself, for the plain lines that follow its last table too.)
 """
 
 from __future__ import annotations
@@ -20,4 +21,6 @@ def print_table(console: Console, table: Table) -> None:
         console.print(table)
         return
     # print(width=) can only narrow a console: a console of the same file, wider, prints it instead.
-    Console(file=console.file, width=PIPED_WIDTH, no_color=console.no_color, stderr=console.stderr).print(table)
+    Console(file=console.file, width=PIPED_WIDTH, no_color=console.no_color, stderr=console.stderr).print(
+        table
+    )
