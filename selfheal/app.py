@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from agent.llm import LLMClient, LLMConfig
     from agent.responder import Responder
     from monitor.runner import Monitor
+    from tools.context import ToolContext, ToolLimits
 
 # A workspace played in simulated time (the demo, evals) records where its clock stopped, so commands run
 # on it later (approve, investigate, report) stamp their changes in the same timeline, not today's date.
@@ -110,6 +111,34 @@ class Platform:
             after_side_effect=after_side_effect,
         )
         return Responder(runtime, checkpoints_path(self.workspace.home))
+
+    def tool_context(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        incident_id: str | None = None,
+        runbooks_dir: Path | None = None,
+        limits: ToolLimits | None = None,
+    ) -> ToolContext:
+        """The action tools' context for a change a person makes (``approval`` human): through the admin API
+        or `selfheal serving`. The responder builds its own (`AgentRuntime.tool_context`)."""
+        from monitor.incidents import IncidentManager
+        from tools.context import ToolContext, ToolLimits
+
+        return ToolContext(
+            store=self.store,
+            registry=self.registry,
+            serving=self.serving,
+            incidents=IncidentManager(self.store, clock=self.clock),
+            clock=self.clock,
+            runbooks_dir=runbooks_dir,
+            actor=actor,
+            incident_id=incident_id,
+            reason=reason,
+            approval="human",
+            limits=limits or ToolLimits(),
+        )
 
     def close(self) -> None:
         try:

@@ -191,23 +191,11 @@ def set_thresholds(
 
 def _person_context(platform: Platform, by: str, reason: str) -> ToolContext:
     """The action tools' context for a person: their name as actor, their reason, a human's approval."""
-    from monitor.incidents import IncidentManager  # the monitor's package: loaded when a change is made
-
     actor = person_actor(by)
     why = bounded_text(reason)
     if not why:
         raise InvalidChange("the reason must say why: it is recorded with the change")
-    return ToolContext(
-        store=platform.store,
-        registry=platform.registry,
-        serving=platform.serving,
-        incidents=IncidentManager(platform.store, clock=platform.clock),
-        clock=platform.clock,
-        actor=actor,
-        reason=why,
-        approval="human",
-        limits=_PERSON_LIMITS,
-    )
+    return platform.tool_context(actor=actor, reason=why, limits=_PERSON_LIMITS)
 
 
 def _require_champion_feature(platform: Platform, state: ServingState, feature: str) -> None:

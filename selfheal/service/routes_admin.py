@@ -30,7 +30,6 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Header, HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from monitor.incidents import IncidentManager
 from selfheal import serving_changes
 from selfheal.service import views
 from selfheal.service.auth import bearer_scheme, token_matches
@@ -94,20 +93,8 @@ Actor = Annotated[str, Depends(actor_of)]
 
 def _context(runtime: ServiceRuntime, actor: str, reason: str, incident_id: str | None) -> ToolContext:
     platform = runtime.platform
-    clock = platform.serving.clock
     incident = None if incident_id is None else views.existing_incident(platform, incident_id)
-    return ToolContext(
-        store=platform.store,
-        registry=platform.registry,
-        serving=platform.serving,
-        incidents=IncidentManager(platform.store, clock=clock),
-        clock=clock,
-        runbooks_dir=runtime.runbooks_dir,
-        actor=actor,
-        incident_id=incident,
-        reason=reason,
-        approval="human",
-    )
+    return platform.tool_context(actor=actor, reason=reason, incident_id=incident, runbooks_dir=runtime.runbooks_dir)
 
 
 def _run(name: str, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
