@@ -350,6 +350,28 @@ class FeatureState:
         found = self._rows.rows_of(list(transaction_ids))
         return np.fromiter(map(bool, found), dtype=bool, count=len(found))
 
+    def forget(self, transaction_ids: Sequence[object]) -> int:
+        """Drop the retained rows holding these (text) ids and index the rest again; returns the rows dropped.
+
+        For history that comes back as live traffic: a transaction kept as observed history and then scored
+        must count once in its own windows, so its observed copy goes before the scored one arrives. Costs
+        O(retained rows), a rebuild of both index levels: meant for that rare overlap, not every batch.
+        """
+        rows = self._rows
+        if rows.size == 0 or not len(transaction_ids):
+            return 0
+        drop = pd.Series(rows.transaction_id[: rows.size]).isin(list(transaction_ids)).to_numpy()
+        dropped = int(drop.sum())
+        if dropped == 0:
+            return 0
+        rows.compact(~drop)
+        self._large, self._small = self._level(), self._level()
+        self._promoted = self._indexed = 0
+        self._merge()  # every row into the small level (it reads the labels as they are now) ...
+        self._promote()  # ... and on into the large one: no tail, nothing left for later merges
+        self._labels_changed = False
+        return dropped
+
     @property
     def newest_ms(self) -> int | None:
         """The newest retained transaction's time (ms since the epoch; None before any)."""

@@ -154,6 +154,11 @@ class Scorer:
         self._seen: set[str] = set()
         self._seen_order: deque[list[str]] = deque()  # ids in arrival order, in the chunks they came in
         self._seen_count = 0
+        # Ids of transactions the feature state holds as observed history (`observe_history`, `warm_up`),
+        # never scored. One that is scored later (training data rescored after `selfheal train` kept it)
+        # has its observed copy forgotten first, or it would count twice in its own windows. One entry per
+        # observed row for the scorer's life; empty (one truth test per call) when nothing was observed.
+        self._observed_ids: set[object] = set()
         self._writer = LogWriter(
             store,
             flush_rows=self.config.flush_rows,
@@ -223,6 +228,7 @@ class Scorer:
         rows = self.features.history_frame(history)
         rows = rows[~self.features.holds(rows[C.TRANSACTION_ID].to_numpy())]
         self.features.observe(rows)
+        self._observed_ids.update(rows[C.TRANSACTION_ID].dropna().tolist())
         self._keep(rows)
         return len(rows)
 
@@ -244,7 +250,9 @@ class Scorer:
             return WarmUp(logged=0, observed=0)
         logged = rows.pop("logged").to_numpy(dtype=bool)
         self.features.observe(rows)
-        self._remember_ids(rows[C.TRANSACTION_ID].to_numpy(dtype=object)[logged])
+        ids = rows[C.TRANSACTION_ID].to_numpy(dtype=object)
+        self._remember_ids(ids[logged])
+        self._observed_ids.update(pd.Series(ids[~logged]).dropna().tolist())
         return WarmUp(logged=int(logged.sum()), observed=int((~logged).sum()))
 
     def history_coverage(self) -> HistoryCoverage:
@@ -303,6 +311,7 @@ class Scorer:
         if len(times) > 1 and not bool((times[1:] >= times[:-1]).all()):  # scored in time order
             order = np.argsort(times, kind="stable")
             rows, positions = {name: values[order] for name, values in rows.items()}, positions[order]
+        self._forget_observed(rows[C.TRANSACTION_ID])
         matrix = self.features.transform_columns(
             transaction_id=rows[C.TRANSACTION_ID], timestamp=rows[C.TIMESTAMP], customer_id=rows[C.CUSTOMER_ID],
             terminal_id=rows[C.TERMINAL_ID], amount=rows[C.AMOUNT], channel=rows[C.CHANNEL], mcc=rows[C.MCC],
@@ -350,6 +359,7 @@ class Scorer:
         if isinstance(checked, DeadRecord):
             self._stage(rows=dead_letter_row(batch_id, source, checked, self._now()))
             return OneOutcome(batch_id, serving, dead=checked)
+        self._forget_observed((checked.transaction_id,))
         features = self.features.transform_one(
             checked.transaction_id, checked.timestamp_ns // 1_000_000, checked.customer_id, checked.terminal_id,
             checked.amount, checked.channel, checked.mcc,
@@ -488,6 +498,18 @@ class Scorer:
             positions = np.array([FEATURE_INDEX[name] for name in model.metadata.feature_columns], dtype=np.int64)
             self._model_columns = (model, positions)
         return positions
+
+    def _forget_observed(self, ids: Sequence[str] | np.ndarray) -> None:
+        """Scored ids the state holds as observed history: forget those copies (the scored rows replace
+        them). A set test at C speed on the scoring path; the rebuild only when some id does overlap."""
+        observed = self._observed_ids
+        if not observed or observed.isdisjoint(ids):
+            return
+        again = [i for i in ids if i in observed]
+        observed.difference_update(again)
+        forgotten = self.features.forget(again)
+        logger.info("%d scored transactions were held as observed history; their observed copies were "
+                 "replaced (%d rows)", len(again), forgotten)  # fmt: skip
 
     def _now(self) -> np.datetime64:
         """The log rows' ``received_at`` / ``scored_at``: the clock, at the tables' microsecond resolution."""

@@ -179,3 +179,72 @@ def test_train_keeps_its_data_so_the_first_score_starts_warm(small_world: SmallW
     with Platform(Workspace(home)) as platform:
         scored = platform.store.query("SELECT terminal_tx_count_30d, customer_tx_count_30d FROM predictions")
     assert len(scored) and scored["terminal_tx_count_30d"].mean() > 5 and scored["customer_tx_count_30d"].mean() > 5
+
+
+FEATURE_COLUMNS = ", ".join(FeatureState().config.columns)
+
+
+def _logged_features(home: Path) -> pd.DataFrame:
+    with Platform(Workspace(home)) as platform:
+        return platform.store.query(
+            f"SELECT transaction_id, {FEATURE_COLUMNS} FROM predictions ORDER BY transaction_id"
+        )
+
+
+def test_rescoring_kept_history_counts_each_transaction_once(small_world: SmallWorld, tmp_path: Path) -> None:
+    # `selfheal train --data all.parquet` keeps the data's last weeks; scoring some of those same
+    # transactions afterwards (the test days, say) counted each twice in its own windows: the kept copy
+    # and the scored one. The scored rows must get the features of a workspace that kept only what came
+    # before them, on both scoring paths.
+    live = _hours(small_world, 0, 3)
+    batch, singles = live.iloc[:-5], live.iloc[-5:]
+    labelled = small_world.history
+    overlapping = pd.concat([labelled, live.assign(**{C.LABEL: 0})], ignore_index=True)
+    homes = {}
+    for name, kept in (("rescored", overlapping), ("reference", labelled)):
+        homes[name] = tmp_path / name
+        shutil.copytree(small_world.template, homes[name])
+        with Platform(Workspace(homes[name])) as platform:
+            platform.scorer.keep_history(kept)
+        with Platform(Workspace(homes[name])) as restarted:  # a new process, as `selfheal score` is
+            restarted.scorer.warm_up()
+            restarted.scorer.score_batch(batch)
+            for record in singles.to_dict("records"):
+                restarted.scorer.score_one(record)
+            restarted.scorer.flush()
+
+    rescored, reference = _logged_features(homes["rescored"]), _logged_features(homes["reference"])
+    assert len(rescored) == len(live)
+    pd.testing.assert_frame_equal(rescored, reference, rtol=0, atol=1e-9)
+
+
+def test_observed_history_scored_in_the_same_process_counts_once(home: Path, small_world: SmallWorld) -> None:
+    live = _hours(small_world, 0, 2)
+    with Platform(Workspace(home)) as platform:
+        platform.scorer.observe_history(pd.concat([small_world.history, live.assign(**{C.LABEL: 0})]))
+        platform.scorer.score_batch(live)
+        following = _hours(small_world, 2, 3)
+        got = _features(platform.scorer.features, following)
+    reference = FeatureState(platform.scorer.features.config)
+    reference.observe(small_world.history)
+    reference.transform(live)
+    np.testing.assert_allclose(got, _features(reference, following), rtol=0, atol=1e-9)
+
+
+def test_forgetting_rows_equals_never_having_seen_them(small_world: SmallWorld) -> None:
+    history = small_world.history
+    forgotten = history.sample(frac=0.2, random_state=3)
+    following = _hours(small_world, 0, 2)
+    state, reference = FeatureState(), FeatureState(min_recent_rows=64)
+    state.observe(history)
+    reference.observe(history.drop(forgotten.index))
+
+    assert state.forget(forgotten[C.TRANSACTION_ID].astype(str).tolist()) == len(forgotten)
+    assert state.forget(["no-such-id"]) == 0
+    np.testing.assert_allclose(_features(state, following), _features(reference, following), rtol=0, atol=1e-9)
+    labelled = following.iloc[::4]
+    for each in (state, reference):  # labels still find their rows after the rebuild
+        each.transform(following)
+        each.add_labels(labelled[C.TRANSACTION_ID].astype(str).to_numpy(), np.ones(len(labelled)))
+    after = _hours(small_world, 2, 3)
+    np.testing.assert_allclose(_features(state, after), _features(reference, after), rtol=0, atol=1e-9)
