@@ -162,9 +162,11 @@ class IncidentManager:
         """Move an incident to a new status (the agent and humans use this), with a timeline event."""
         incident = self.get(incident_id)
         now = at or self.clock()
-        closed = now if status in ("resolved",) else None
+        # An active status clears an earlier resolve's `closed_at`: the fold window (`_recent_causes`) and
+        # every reader take a set `closed_at` to mean "closed then", not "active again since".
+        closed = now if status == "resolved" else None
         self.store.execute(
-            "UPDATE incidents SET status = ?, updated_at = ?, closed_at = coalesce(?, closed_at) WHERE incident_id = ?",
+            "UPDATE incidents SET status = ?, updated_at = ?, closed_at = ? WHERE incident_id = ?",
             [status, now, closed, incident.incident_id],
         )
         self._event(incident.incident_id, now, f"status:{status}", {"actor": actor, "note": note})

@@ -145,3 +145,19 @@ def test_the_responder_leaves_resolved_what_the_monitor_resolved_after_its_fix(m
     # Escalation always goes through.
     _set_status(runtime, incident_id, "escalated", "paged")
     assert manager.get(incident_id).status == "escalated"
+
+
+def test_an_incident_set_active_again_after_a_resolve_is_not_closed(manager: IncidentManager) -> None:
+    # The monitor resolved the feature break; a responder run that acted later escalated it (a person must
+    # fix the upstream job). It kept the resolve's `closed_at`, so the next day it no longer explained the
+    # drift its broken feature still caused: an active cause read as one closed a day before.
+    _hour(manager, 0, _feature_break())
+    manager.set_status("INC-1", "resolved", actor="monitor", note="cleared", at=START + timedelta(hours=1))
+    manager.set_status("INC-1", "escalated", actor="agent", note="paged", at=START + timedelta(hours=2))
+
+    assert manager.get("INC-1").closed_at is None
+    changes = _hour(manager, 30, _alert_rate(True))
+
+    assert _changes(changes) == [("INC-1", "folded", "prediction_drift")]
+    manager.set_status("INC-1", "resolved", actor="person:ana", note="upstream fixed", at=START + timedelta(hours=40))
+    assert manager.get("INC-1").closed_at == START + timedelta(hours=40)
