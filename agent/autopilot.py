@@ -7,7 +7,8 @@ scheduler) calls once the hour's transactions are scored and logged:
 2. every incident that opened or reopened gets an investigation (a new run of the responder graph);
 3. runs waiting for data after an action are woken when their time has come, and re-check the fix;
 4. an incident the monitor has resolved gets its quarantined features released (the raw feature is
-   healthy again) and, if the platform paged for it, a PagerDuty ``resolve``;
+   healthy again), if the platform paged for it, a PagerDuty ``resolve``, and its report written again
+   (it shows the incident closed and the release);
 5. pages that never reached a channel are sent to it again (`tools.pagers.redelivery`: hourly, for a day).
 """
 
@@ -62,6 +63,7 @@ class Autopilot:
                 sent = self._send_resolve(change.incident_id)
                 if sent:
                     happened.append(AutopilotEvent(end, "resolve_sent", change.incident_id, sent))
+                self.responder.refresh_report(change.incident_id)  # the report shows it closed
         for incident_id in to_investigate:
             again = self.responder.latest_thread(incident_id) is not None  # reopened: a new run
             run = self.responder.investigate(incident_id, again=again)

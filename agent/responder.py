@@ -149,6 +149,26 @@ class Responder:
                 results.append(self.wake(thread_id))
         return results
 
+    def refresh_report(self, incident_id: str) -> Path | None:
+        """Write the incident's report again from its latest finished run; returns the markdown's path.
+
+        A run writes the report when it ends; what happens after (the monitor resolving the incident, the
+        quarantines released) would otherwise be missing from it, and the report would still say
+        "mitigated" days after the incident closed. None when no finished run has written a report (a run
+        that still waits writes its own when it ends).
+        """
+        from agent.report import write_report  # chart code, only when a report is written
+
+        thread = self.latest_thread(incident_id)
+        if thread is None:
+            return None
+        snapshot = self.graph.get_state(self._config(thread))
+        if snapshot.next or not snapshot.values.get("report"):
+            return None
+        rt = self.runtime
+        paths = write_report(rt.store, rt.registry, incident_id, dict(snapshot.values), rt.reports_dir, now=rt.clock())
+        return paths.markdown
+
     # -- reading ---------------------------------------------------------------------------------
 
     def latest_thread(self, incident_id: str) -> str | None:

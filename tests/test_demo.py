@@ -125,3 +125,18 @@ def test_an_incident_the_monitor_resolved_stays_resolved(demo_run: DemoRun) -> N
         assert demo_run.output.count(f"{incident_id} resolved by the monitor") == 1
         own = events[events["incident_id"] == incident_id]["event"].tolist()
         assert "status:mitigated" not in own[own.index("cleared") :], (incident_id, own)
+
+
+def test_the_report_of_an_incident_the_monitor_resolved_says_so(demo_run: DemoRun) -> None:
+    # The report was written when the responder's run ended and never again: INC-1's said "mitigated",
+    # closed "–", days after the monitor resolved it and its quarantines were released.
+    with Platform.open(demo_run.home) as platform:
+        resolved = [i for i in IncidentManager(platform.store).list() if i.status == "resolved"]
+    assert resolved, "the demo's monitor resolves incidents: this test needs one"
+    for incident in resolved:
+        report = (demo_run.home / "reports" / f"{incident.incident_id}.md").read_text(encoding="utf-8")
+        assert "| status | resolved |" in report, incident.incident_id
+        assert incident.closed_at is not None
+        assert f"| closed | {incident.closed_at:%Y-%m-%d %H:%M} |" in report, incident.incident_id
+    report = (demo_run.home / "reports" / "INC-1.md").read_text(encoding="utf-8")
+    assert "release_feature" in report  # the monitor's resolve released the quarantines
