@@ -17,8 +17,9 @@ from rich.text import Text
 
 from scorer.errors import ScorerError
 from selfheal.cli_agent import register as register_agent_commands
+from selfheal.cli_audit import register as register_audit_command
 from selfheal.cli_chat import register as register_chat_commands
-from selfheal.cli_common import fail, open_platform, read_workspace
+from selfheal.cli_common import fail, incident_filter, open_platform, read_workspace
 from selfheal.cli_eval import eval_app
 from selfheal.cli_files import FRAME_FORMATS, OutputPathError, check_output_path, write_frame
 from selfheal.cli_run import run as run_command
@@ -76,6 +77,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(serving_app, name="serving")
 register_serve_command(app)
 register_agent_commands(app)
+register_audit_command(app)
 
 
 def _show_version(value: bool) -> None:
@@ -818,7 +820,8 @@ def report(
     home: HomeOption = None,
 ) -> None:
     """Print an incident's report (markdown), or copy it with --out; the responder writes it when its
-    investigation ends. Reads the workspace's reports folder, so it works while the service runs.
+    investigation ends, and again when the monitor resolves the incident. Reads the workspace's reports
+    folder, so it works while the service runs.
 
     Example: selfheal report INC-7 --html --out inc-7.html
     """
@@ -863,10 +866,13 @@ def pages_list(
     """
     from selfheal.service import views
 
-    key = views.normalise_incident_id(incident_id) if incident_id else None
+    key = incident_filter(incident_id)
     rows = read_workspace(
         home, from_service=lambda client: client.get("/v1/pages", incident_id=key, failed=failed or None),
-        from_file=lambda platform: views.pages(platform, incident_id=key, failed=failed),
+        # An unknown incident exits with 1, as the service's 404 does (an empty list reads "never paged").
+        from_file=lambda platform: views.pages(
+            platform, incident_id=views.existing_incident(platform, key) if key else None, failed=failed
+        ),
     )  # fmt: skip
     if as_json:
         out.print_json(json.dumps(rows, default=str))

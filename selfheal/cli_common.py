@@ -47,6 +47,19 @@ def open_platform(home: Path | None, *, create: bool = False) -> Platform:
         raise fail(error) from error
 
 
+def incident_filter(incident_id: str | None) -> str | None:
+    """An ``--incident`` filter as the store names it (``7`` -> ``INC-7``); text that is not an incident id
+    exits with 1 (it used to end `pages list` in a traceback)."""
+    if incident_id is None:
+        return None
+    from selfheal.service.views import NotFound, normalise_incident_id
+
+    try:
+        return normalise_incident_id(incident_id)
+    except NotFound as error:
+        raise fail(error) from error
+
+
 def read_workspace(
     home: Path | None, *, from_service: Callable[[ServiceClient], T], from_file: Callable[[Any], T]
 ) -> T:

@@ -214,6 +214,7 @@ READ_COMMANDS = [
     ["incidents", "show", "INC-1"],
     ["runs"],
     ["pages", "list"],
+    ["audit"],
     ["models", "list"],
     ["models", "rollback", "--reason", "test"],
     ["export", "transactions", "--out", "{tmp}/out.parquet"],

@@ -8,6 +8,7 @@ HTML report of a demo incident renders with its charts in headless Chromium.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,33 @@ def test_the_report_of_an_incident_the_monitor_resolved_says_so(demo_run: DemoRu
         assert f"| closed | {incident.closed_at:%Y-%m-%d %H:%M} |" in report, incident.incident_id
     report = (demo_run.home / "reports" / "INC-1.md").read_text(encoding="utf-8")
     assert "release_feature" in report  # the monitor's resolve released the quarantines
+
+
+def test_selfheal_audit_lists_what_was_done_and_filters_it(demo_run: DemoRun) -> None:
+    from typer.testing import CliRunner
+
+    from selfheal.cli import app
+    from selfheal.service import views
+
+    runner = CliRunner()
+    home = ["--home", str(demo_run.home)]
+    with Platform.open(demo_run.home) as platform:
+        every = views.actions(platform)
+    listed = runner.invoke(app, ["audit", "--json", *home])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == json.loads(json.dumps(every, default=str))
+    assert {"quarantine_feature", "set_threshold", "rollback_model", "release_feature"} <= {a["action"] for a in every}
+
+    inc3 = runner.invoke(app, ["audit", "--incident", "3", "--action", "rollback_model", "--json", *home])
+    (rollback,) = json.loads(inc3.stdout)
+    assert (rollback["incident_id"], rollback["actor"], rollback["result"]["status"]) == ("INC-3", "agent", "applied")
+    table = runner.invoke(app, ["audit", "--incident", "INC-3", *home])
+    assert table.exit_code == 0 and "rollback_model" in table.output and "quarantine_feature" not in table.output
+    assert "to_version=1" in table.output
+    nobody = runner.invoke(app, ["audit", "--actor", "person:nobody", *home])
+    assert nobody.exit_code == 0 and "no actions recorded for these filters" in nobody.output
+    for bad in ("bogus", "INC-99"):
+        refused = runner.invoke(app, ["audit", "--incident", bad, *home])
+        assert refused.exit_code == 1 and "no incident" in refused.output, refused.output
+        refused = runner.invoke(app, ["pages", "list", "--incident", bad, *home])  # it ended in a traceback
+        assert refused.exit_code == 1 and "no incident" in refused.output, refused.output

@@ -532,6 +532,8 @@ def test_read_api_serves_incidents_actions_pages_and_reports(service: tuple[Test
     assert [(a["action"], a["result"]["status"], a["incident_id"]) for a in actions] == [
         ("rollback_model", "refused", "INC-3")]
     assert client.get("/v1/actions", params={"action": "rollback_model"}).json() == actions
+    assert client.get("/v1/actions", params={"actor": actions[0]["actor"]}).json() == actions
+    assert client.get("/v1/actions", params={"actor": "person:nobody"}).json() == []
     assert client.get(f"/v1/incidents/{incident}/pages").json() == [] and client.get("/v1/pages").json() == []
     record_failed_page(platform, incident)
     assert [(p["channel"], p["status"]) for p in client.get("/v1/pages", params={"incident_id": "3"}).json()] == [
@@ -784,8 +786,8 @@ def test_cli_lists_pages_and_the_deliveries_that_never_got_through(small_world: 
     home = tmp_path / "workspace"
     shutil.copytree(small_world.template, home)
     with Platform(Workspace(home)) as platform:
-        record_failed_page(platform, "INC-3")
-        record_failed_page(platform, "INC-4")
+        for number in (3, 4):
+            record_failed_page(platform, open_incident(platform, number))
     runner = CliRunner()
     failed = runner.invoke(cli_app, ["pages", "list", "--failed", "--json", "--home", str(home)])
     assert failed.exit_code == 0, failed.output

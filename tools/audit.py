@@ -220,9 +220,11 @@ class ActionLog:
         """How many applied `action` rows since `since` match (what rate limits count)."""
         return len(self.since(action, since, **match))
 
-    def rows(self, *, incident_id: str | None = None, action: str | None = None) -> list[AuditRecord]:
-        """Rows in the order they were written, optionally for one incident and/or action."""
-        clause, params = where_equal(incident_id=incident_id, action=action)
+    def rows(
+        self, *, incident_id: str | None = None, action: str | None = None, actor: str | None = None
+    ) -> list[AuditRecord]:
+        """Rows in the order they were written, optionally for one incident, action and/or actor."""
+        clause, params = where_equal(incident_id=incident_id, action=action, actor=actor)
         return [_record(row) for row in self.store.execute(f"{_SELECT}{clause} ORDER BY rowid", params)]
 
 

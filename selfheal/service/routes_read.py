@@ -93,10 +93,11 @@ def list_actions(
     runtime: Runtime,
     incident_id: Annotated[str | None, Query()] = None,
     action: Annotated[str | None, Query(description="e.g. rollback_model")] = None,
+    actor: Annotated[str | None, Query(description="e.g. agent, person:ana, autopilot")] = None,
 ) -> list[dict[str, Any]]:
     # An unknown incident is a 404, as for /runs (an empty list would read as "nothing was done").
     key = views.existing_incident(runtime.platform, incident_id) if incident_id is not None else None
-    return views.actions(runtime.platform, incident_id=key, action=action)
+    return views.actions(runtime.platform, incident_id=key, action=action, actor=actor)
 
 
 @router.get("/pages", summary="The pager outbox: every page and delivery result")

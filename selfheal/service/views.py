@@ -199,11 +199,12 @@ def chat_requests(platform: Platform, incident_id: str) -> list[dict[str, Any]]:
 
 
 def actions(
-    platform: Platform, *, incident_id: str | None = None, action: str | None = None
+    platform: Platform, *, incident_id: str | None = None, action: str | None = None, actor: str | None = None
 ) -> list[dict[str, Any]]:
-    """Audit-log rows, optionally for one incident and/or action."""
+    """Audit-log rows, optionally for one incident, action and/or actor (``agent``, ``person:ana``, ...)."""
     log = ActionLog(platform.store, platform.serving.clock)
-    return [finite(r.model_dump(mode="json")) for r in log.rows(incident_id=incident_id, action=action)]
+    rows = log.rows(incident_id=incident_id, action=action, actor=actor)
+    return [finite(r.model_dump(mode="json")) for r in rows]
 
 
 def pages(platform: Platform, *, incident_id: str | None = None, failed: bool = False) -> list[dict[str, Any]]:
