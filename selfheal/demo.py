@@ -273,6 +273,7 @@ def _print_next_steps(home: Path, incident_ids: list[str], console: Console) -> 
         ("selfheal status", "what serves, what needs a person"),
         ("selfheal incidents list", ""),
         (f"selfheal report {example}", "the incident report"),
+        ("selfheal audit", "every action the platform took, and why"),
         (f"selfheal ask {example} 'why did you page?'", ""),
         ("selfheal serve", "then open the incident review it prints"),
     ]
