@@ -480,6 +480,23 @@ def test_a_broken_runbook_does_not_parse_and_says_where() -> None:
     assert str(caught.value).startswith("x.md:1: no YAML front matter")
 
 
+def test_an_action_step_its_front_matter_does_not_allow_does_not_parse() -> None:
+    # The responder loads runbooks by parsing them: a step outside the allowlist used to load and then
+    # crash the investigation's plan node with a KeyError (runbook.approval) instead of being refused here.
+    text = _shipped_text("threshold_misconfig").replace("  set_threshold: auto\n", "", 1)
+    with pytest.raises(RunbookError) as caught:
+        parse_runbook(text, "threshold_misconfig.md")
+    (problem,) = caught.value.problems
+    assert problem.code == "action-not-allowed" and "'set_threshold'" in problem.message
+    assert text.splitlines()[problem.line - 1] == "action: set_threshold"
+    assert lint_text(text, "threshold_misconfig.md") == [problem]  # said once, not twice
+
+
+def test_broken_front_matter_does_not_also_report_every_action_as_not_allowed() -> None:
+    text = _shipped_text("threshold_misconfig").replace("severity: high", "severity: [high", 1)
+    assert [p.code for p in lint_text(text, "threshold_misconfig.md")] == ["syntax"]
+
+
 # -- the evidence vocabulary is what the monitor emits ---------------------------------------------------
 
 

@@ -276,6 +276,17 @@ def validation_problems(
     return problems
 
 
+def not_allowed_problem(path: str, raw: RawStep) -> Problem:
+    """The problem of an ``action`` step whose action the front matter's ``actions`` do not list."""
+    return Problem(
+        path=path,
+        line=raw.line_of(raw.block),
+        message=f"action {raw.data.get(raw.block) if raw.data else None!r} is used but not allowed: "
+        "add it to the front matter's actions",
+        code="action-not-allowed",
+    )
+
+
 def build_runbook(document: RunbookDocument) -> tuple[Runbook | None, list[Problem]]:
     """The `Runbook` of a document, or None, with every syntax and validation problem found."""
     problems = list(document.problems)
@@ -291,6 +302,10 @@ def build_runbook(document: RunbookDocument) -> tuple[Runbook | None, list[Probl
         for raw in raw_section.steps:
             if raw.data is None:
                 continue
+            if front is not None and raw.block == "action" and raw.data.get("action") not in front.actions:
+                # The front matter's actions are the only ones the runbook may take: a step outside them
+                # must not load (the planner would find no approval policy for it).
+                problems.append(not_allowed_problem(document.path, raw))
             try:
                 steps.append(build_step(raw))
             except ValidationError as error:
