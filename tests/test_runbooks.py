@@ -497,6 +497,27 @@ def test_broken_front_matter_does_not_also_report_every_action_as_not_allowed() 
     assert [p.code for p in lint_text(text, "threshold_misconfig.md")] == ["syntax"]
 
 
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        # a later key silently replaced the earlier one: here a person's approval became automatic
+        ("  set_threshold: auto\n", "  set_threshold: human\n  add_note: auto\n  set_threshold: auto\n"),
+        ("tool: serving_history\n", "tool: serving_history\ntool: score_distribution\n"),
+    ],
+)
+def test_a_key_written_twice_is_refused_not_silently_overwritten(old: str, new: str) -> None:
+    text = _shipped_text("threshold_misconfig")
+    assert old in text
+    edited = text.replace(old, new, 1)
+    problems = lint_text(edited, "threshold_misconfig.md")
+    assert [p.code for p in problems] == ["syntax"], "\n".join(map(str, problems))
+    assert "duplicate key" in problems[0].message
+    repeated = new.splitlines()[-1]
+    assert edited.splitlines()[problems[0].line - 1] == repeated
+    with pytest.raises(RunbookError):
+        parse_runbook(edited, "threshold_misconfig.md")
+
+
 # -- the evidence vocabulary is what the monitor emits ---------------------------------------------------
 
 

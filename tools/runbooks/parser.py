@@ -90,6 +90,13 @@ def _yaml_with_lines(text: str, first_line: int) -> tuple[Any, dict[Path_, int]]
         if isinstance(current, yaml.MappingNode):
             for key_node, value_node in current.value:
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+                if (*path, key) in lines:
+                    # YAML keeps the last value without a word: an approval written twice (human, then
+                    # auto) would silently become the later one.
+                    first = lines[(*path, key)]
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark
+                    )
                 lines[(*path, key)] = key_node.start_mark.line + first_line
                 walk(value_node, (*path, key))
         elif isinstance(current, yaml.SequenceNode):
