@@ -39,10 +39,12 @@ from tools.runbooks import (
     build_scope,
     check_expression,
     evaluate,
+    lint_file,
     lint_paths,
     lint_text,
     load_tools,
     parse_runbook,
+    read_runbook,
     render,
     render_runbook,
     runbook_template,
@@ -50,6 +52,7 @@ from tools.runbooks import (
 from tools.runbooks.expressions import FUNCTION_NAMES, MAX_SIZE
 from tools.runbooks.library import SHIPPED_RUNBOOKS
 from tools.runbooks.model import FrontMatter, Triggers, Verification
+from tools.runbooks.parser import MAX_RUNBOOK_BYTES
 from tools.runbooks.templates import is_template
 
 BAD = Path(__file__).parent / "fixtures" / "runbooks_bad"
@@ -516,6 +519,24 @@ def test_a_key_written_twice_is_refused_not_silently_overwritten(old: str, new: 
     assert edited.splitlines()[problems[0].line - 1] == repeated
     with pytest.raises(RunbookError):
         parse_runbook(edited, "threshold_misconfig.md")
+
+
+def test_a_runbook_saved_with_a_byte_order_mark_reads_like_any_other(tmp_path: Path) -> None:
+    # Windows editors start UTF-8 files with a BOM; the file was refused as "must start with '---'".
+    path = tmp_path / "threshold_misconfig.md"
+    path.write_bytes(b"\xef\xbb\xbf" + _shipped_text("threshold_misconfig").encode())
+    assert lint_file(path) == []
+    assert read_runbook(path).id == "threshold_misconfig"
+
+
+def test_a_huge_runbook_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "threshold_misconfig.md"
+    path.write_text(_shipped_text("threshold_misconfig") + "lorem ipsum\n" * (MAX_RUNBOOK_BYTES // 12 + 1))
+    (problem,) = lint_file(path)
+    assert problem.code == "too-large" and problem.path == str(path)
+    assert f"{path.stat().st_size} bytes" in problem.message
+    with pytest.raises(RunbookError):
+        read_runbook(path)
 
 
 # -- the evidence vocabulary is what the monitor emits ---------------------------------------------------

@@ -20,6 +20,8 @@ Every problem has a code naming its class of mistake:
     unknown-field           ``incident.x``, ``serving.x``, ``model.x`` or ``results.x`` that does not exist
     duplicate-id            two runbooks with one id
     unfilled-template       a ``<FILL IN ...>`` placeholder from ``selfheal runbooks new`` is left
+    encoding / unreadable   the file is not UTF-8 text, or cannot be read
+    too-large               the file is over ``MAX_RUNBOOK_BYTES`` (pasted logs, or the wrong file)
 
 Tools come from `tools.registry.registered_tools()` (which imports the built-in tool modules first); incident
 evidence fields from `EVIDENCE_FIELDS`, which a test keeps equal to what the monitor's checks emit.

@@ -23,6 +23,9 @@ Path_ = tuple[str | int, ...]
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([A-Za-z0-9_-]*)[^`]*$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 STEP_BLOCKS = ("tool", "action")
+# Every library load reads every file, and the LLM planner sends matched runbooks whole in its prompt; the
+# shipped ones are under 5 KB, so a file past this is pasted logs or the wrong file, refused unread.
+MAX_RUNBOOK_BYTES = 256 * 1024
 
 
 @dataclass
@@ -350,13 +353,17 @@ def parse_runbook(text: str, path: str | Path = "<runbook>") -> Runbook:
 
 
 def read_runbook_text(path: Path) -> str:
-    """A runbook file's text.
+    """A runbook file's text (a UTF-8 byte order mark, as Windows editors write it, is dropped).
 
     Raises:
-        RunbookError: the file is not UTF-8 text, or cannot be read.
+        RunbookError: the file is too large, not UTF-8 text, or cannot be read.
     """
     try:
-        return path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_RUNBOOK_BYTES:
+            message = f"{size} bytes, over the {MAX_RUNBOOK_BYTES} a runbook may have: is it the right file?"
+            raise RunbookError([Problem(path=str(path), line=0, message=message, code="too-large")])
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         problem = Problem(path=str(path), line=1, message=f"not UTF-8 text (byte {error.start}): save it as UTF-8", code="encoding")
     except OSError as error:
