@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from monitor.findings import INCIDENT_KINDS, ROOT_CAUSES
+from selfheal.cli_common import runbooks_failed
 from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # tools.runbooks loads the monitor's checks (its linter): only when a command runs
@@ -27,16 +28,12 @@ DirOption = Annotated[
 
 
 def _library(folder: Path | None) -> RunbookLibrary:
-    from tools.runbooks import RunbookError, RunbookLibrary, default_runbooks_dir
+    from tools.runbooks import RunbookError, RunbookLibrary
 
     try:
         return RunbookLibrary.load(folder)
     except RunbookError as error:
-        for problem in error.problems:
-            typer.echo(str(problem), err=True)
-        where = folder or default_runbooks_dir()
-        err.print(f"[red]error:[/red] cannot load the runbooks in {where}; `selfheal runbooks lint {where}` tells more")
-        raise typer.Exit(1) from error
+        raise runbooks_failed(error, folder) from error
 
 
 @runbooks_app.command("list")
