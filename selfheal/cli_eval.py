@@ -14,7 +14,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from selfheal.cli_common import fail
 from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # the harness (the platform, the responder, LangGraph) loads when a command runs
@@ -184,16 +186,20 @@ def compare(
     ],
     after: Annotated[Path, typer.Argument(help="Results JSON of the candidate run.")],
 ) -> None:
-    """Compare two results files: summary numbers side by side (better green, worse red), then the cases
-    whose verdict changed.
+    """Compare two results files: summary numbers side by side (better green, worse red), then every case
+    whose checks changed (which ones now fail or pass) and the cases only one run played.
+
+    Runs made with different options (size, planner, seeds, runbooks) are named first: their difference is
+    not the responder's alone.
 
     Example: selfheal eval compare main.json my-change.json
     """
-    from evals.report import compare_table, load_results
+    from evals.report import compare_table, load_results, option_differences
 
     try:
         a, b = load_results(before), load_results(after)
     except ValueError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+        raise fail(error, 2) from error
+    for difference in option_differences(a, b):
+        err.print(Text.assemble(("note:", "yellow"), f" the runs differ in {difference}"))
     out.print(compare_table(a, b, (before.name, after.name)))
