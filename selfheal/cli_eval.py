@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from selfheal.cli_common import fail
+from selfheal.cli_common import fail, runbooks_failed
 from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # the harness (the platform, the responder, LangGraph) loads when a command runs
@@ -81,16 +81,19 @@ def run(
     cache_dir: Annotated[Path | None, typer.Option(help="Trained worlds cache (default $SELFHEAL_EVAL_CACHE or ~/.cache).")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep each case's workspace under this folder.")] = None,
     fail_on_regression: Annotated[bool, typer.Option(help="Exit 1 when any case fails a check.")] = False,
+    runbooks: Annotated[Path | None, typer.Option("--runbooks", help="Runbooks folder the responder uses (default: $SELFHEAL_RUNBOOKS or the shipped ones); the results record it.")] = None,
 ) -> None:  # fmt: skip
     """Play every scenario with every seed through simulator, scorer, monitor and responder; score them.
 
     Prints one row per case (failing checks with why), the summary and a markdown leaderboard row.
 
     Example: selfheal eval run --seeds 3 --json eval.json
+    Example: selfheal eval run --runbooks my-runbooks/ --json after.json   (then eval compare before.json after.json)
     Example: selfheal eval run --planner llm --record recordings/   (then --replay recordings/ offline)
     """
     from evals.report import print_results
     from evals.suite import SuiteOptions
+    from tools.runbooks import RunbookError, RunbookLibrary, default_runbooks_dir
 
     if planner not in ("deterministic", "llm"):
         err.print(f"[red]error:[/red] unknown planner {planner!r}: deterministic or llm")
@@ -103,9 +106,16 @@ def run(
         err.print(f"[red]error:[/red] no recordings folder {replay}")
         raise typer.Exit(2)
     scenarios = _pick(_suite(scenarios_dir), only)
+    # The folder is named in the results (two runs that differ only in it are a runbook edit's proof), and
+    # loaded now: a broken one would otherwise fail every case after its world was built.
+    runbooks_dir = (runbooks or default_runbooks_dir()).absolute()
+    try:
+        RunbookLibrary.load(runbooks_dir)
+    except RunbookError as error:
+        raise runbooks_failed(error, runbooks_dir) from error
     options = SuiteOptions(
         seeds=seeds, size=parsed_size, planner=planner, workers=workers, record=record,  # type: ignore[arg-type]
-        replay=replay, cache_dir=cache_dir, work_dir=keep,
+        replay=replay, cache_dir=cache_dir, work_dir=keep, runbooks_dir=runbooks_dir,
     )  # fmt: skip
     result = _run_with_progress(scenarios, options)
     data = result.to_json()

@@ -98,3 +98,47 @@ def test_a_results_file_of_another_shape_is_refused_by_name(tmp_path: Path, cont
 
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+
+
+# -- which runbooks a run used ----------------------------------------------------------------------------
+
+
+def _recorded_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> dict[str, Any]:
+    from evals.suite import SuiteOptions, SuiteResult
+
+    def played(scenarios: list[Any], options: SuiteOptions) -> SuiteResult:  # no world is built
+        return SuiteResult(options=options, cases=[], summary={}, wall_seconds=0.0)
+
+    monkeypatch.setattr("selfheal.cli_eval._run_with_progress", played)
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["eval", "run", "--only", "threshold-misconfig-low", "--json", str(out), *args])
+    assert result.exit_code == 0, result.output
+    options: dict[str, Any] = json.loads(out.read_text())["options"]
+    return options
+
+
+def test_a_run_records_the_runbooks_it_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A runbook edit is proved by two runs with two folders; the results said "runbooks_dir": null for both.
+    shipped = Path(__file__).resolve().parents[1] / "runbooks"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "threshold_misconfig.md").write_text((shipped / "threshold_misconfig.md").read_text())
+
+    assert _recorded_options(monkeypatch, tmp_path, "--runbooks", str(mine))["runbooks_dir"] == str(mine)
+    monkeypatch.setenv("SELFHEAL_RUNBOOKS", str(mine))
+    assert _recorded_options(monkeypatch, tmp_path)["runbooks_dir"] == str(mine)
+    monkeypatch.delenv("SELFHEAL_RUNBOOKS")
+    assert _recorded_options(monkeypatch, tmp_path)["runbooks_dir"] == str(shipped)
+
+
+def test_a_run_with_runbooks_that_do_not_load_stops_before_any_world(tmp_path: Path) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "x.md").write_text("---\nid: x\n---\n")
+
+    result = runner.invoke(app, ["eval", "run", "--only", "threshold-misconfig-low", "--runbooks", str(books)])
+
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert "x.md:2: missing required field 'title'" in said and "selfheal runbooks lint" in said
