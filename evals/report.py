@@ -81,8 +81,9 @@ def print_results(data: dict[str, Any], console: Console) -> None:
         totals.add_row(key, shown)
     console.print(totals)
     console.print("leaderboard row:")
-    console.print(leaderboard_header(), markup=False, highlight=False)
-    console.print(leaderboard_row(data), markup=False, highlight=False)
+    # Markdown lines to paste: never wrapped at the console's width (80 columns when piped).
+    console.print(leaderboard_header(), markup=False, highlight=False, soft_wrap=True)
+    console.print(leaderboard_row(data), markup=False, highlight=False, soft_wrap=True)
 
 
 _PERCENT: Final = {

@@ -212,4 +212,4 @@ def compare(
         raise fail(error, 2) from error
     for difference in option_differences(a, b):
         err.print(Text.assemble(("note:", "yellow"), f" the runs differ in {difference}"))
-    out.print(compare_table(a, b, (before.name, after.name)))
+    print_table(out, compare_table(a, b, (before.name, after.name)))

@@ -1,4 +1,4 @@
-"""`selfheal runbooks ...`: list, show, create and lint runbooks (a thin layer over `tools.runbooks`)."""
+"""`selfheal runbooks ...`: list, show, create, lint and test runbooks (a thin layer over `tools.runbooks`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from selfheal.cli_tables import print_table
 if TYPE_CHECKING:  # tools.runbooks loads the monitor's checks (its linter): only when a command runs
     from tools.runbooks import RunbookLibrary
 
-runbooks_app = typer.Typer(help="List, show, create and lint runbooks.", no_args_is_help=True)
+runbooks_app = typer.Typer(
+    help="List, show, create, lint and test runbooks (test: play one on a scenario).", no_args_is_help=True
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -169,7 +171,7 @@ def lint_runbooks(
 ) -> None:
     """Check runbooks against the real tool schemas, monitor checks and incident evidence.
 
-    Prints one `file:line: message [code]` line per problem and exits 1 if there is any.
+    Prints one `file:line: message \\[code]` line per problem and exits 1 if there is any.
 
     Example: selfheal runbooks lint runbooks/
     """

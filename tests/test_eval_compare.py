@@ -142,3 +142,21 @@ def test_a_run_with_runbooks_that_do_not_load_stops_before_any_world(tmp_path: P
     assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
     said = " ".join(result.output.split())
     assert "x.md:2: missing required field 'title'" in said and "selfheal runbooks lint" in said
+
+
+def test_the_leaderboard_row_stays_one_markdown_line_when_piped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Off a terminal the console is 80 columns wide and wrapped the row (and its header) mid-table.
+    from evals.suite import SuiteOptions, SuiteResult
+
+    def played(scenarios: list[Any], options: SuiteOptions) -> SuiteResult:
+        return SuiteResult(options=options, cases=[], summary={"runs": 1, "detection_recall": 1.0}, wall_seconds=0.0)
+
+    monkeypatch.setattr("selfheal.cli_eval._run_with_progress", played)
+    result = runner.invoke(app, ["eval", "run", "--only", "threshold-misconfig-low", "--size", "small"])
+
+    lines = result.output.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("| planner |")))
+    assert lines[header].endswith("| tokens |")
+    assert lines[header + 2].startswith("| deterministic | small | 1 | 100 % |") and lines[header + 2].endswith(" |")

@@ -813,6 +813,12 @@ def test_every_runbooks_command_has_help_with_an_example(name: str, command: Any
     assert "Example:" in (command.help or "")
 
 
+def test_lint_help_shows_the_problem_format_it_prints() -> None:
+    # Rich read "[code]" in the docstring as markup and dropped it from the help.
+    result = CliRunner().invoke(runbooks_app, ["lint", "--help"])
+    assert "`file:line: message [code]`" in result.output
+
+
 def test_cli_list_and_show() -> None:
     result = runner.invoke(runbooks_app, ["list", "--json"])
     assert result.exit_code == 0, result.output
