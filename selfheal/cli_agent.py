@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.cli_common import fail, open_platform, read_workspace
+from selfheal.cli_common import fail, open_platform, read_workspace, runbooks_failed
 from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a command needs it
@@ -42,9 +42,14 @@ RequestOption = Annotated[
 def _responder(home: Path | None, runbooks: Path | None, planner: str | None = None) -> Iterator[Responder]:
     """The workspace's responder for one command; a missing incident or a refused request exits with 1."""
     from agent.responder import ResponderError
+    from tools.runbooks import RunbookError
 
     platform = open_platform(home)
-    responder = platform.responder(planner=planner, runbooks_dir=runbooks)
+    try:
+        responder = platform.responder(planner=planner, runbooks_dir=runbooks)
+    except RunbookError as error:
+        platform.close()
+        raise runbooks_failed(error, runbooks) from error
     try:
         yield responder
     except (KeyError, ResponderError) as error:

@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
+from selfheal.cli_common import runbooks_failed
+
 if TYPE_CHECKING:  # the chat engine (and the LLM client) loads when a question is asked
     from agent.chat import ChatReply
     from selfheal.client import ServiceClient
@@ -135,11 +137,17 @@ def _session(
     from agent.llm.config import LLMConfig  # the client (and openai) only when an endpoint is configured
     from selfheal.app import Platform
     from store import StoreError
+    from tools.runbooks import RunbookError
 
     try:
         platform = Platform.open(home, create=False)
     except StoreError as error:
         raise ChatError(str(error)) from error
+    try:
+        parts = ChatParts.for_platform(platform, runbooks_dir=runbooks)
+    except RunbookError as error:
+        platform.close()
+        raise runbooks_failed(error, runbooks) from error
     config = LLMConfig.from_env()
     llm = None
     if config.configured and not no_llm:
@@ -147,9 +155,7 @@ def _session(
 
         llm = LLMClient(config)
     try:
-        yield LocalSession(
-            ChatParts.for_platform(platform, runbooks_dir=runbooks), incident_id, f"cli:{who}", llm
-        )
+        yield LocalSession(parts, incident_id, f"cli:{who}", llm)
     finally:
         if llm is not None:
             llm.close()

@@ -21,6 +21,7 @@ from selfheal.errors import error_text
 if TYPE_CHECKING:  # the platform (pandas, DuckDB) and the HTTP client load when a command needs them
     from selfheal.app import Platform
     from selfheal.client import ServiceClient
+    from tools.runbooks import RunbookError
 
 T = TypeVar("T")
 
@@ -32,6 +33,17 @@ def fail(error: BaseException | str, code: int = 1) -> typer.Exit:
     answer): it is printed as text, never as Rich markup."""
     err.print(Text.assemble(("error:", "red"), " ", error if isinstance(error, str) else error_text(error)))
     return typer.Exit(code)
+
+
+def runbooks_failed(error: RunbookError, folder: Path | None) -> typer.Exit:
+    """Print why a runbook folder does not load (each problem as ``file:line: message [code]``) and return
+    the exit to raise. Whatever runs the responder loads the whole folder, and one broken file stops it."""
+    from tools.runbooks import default_runbooks_dir
+
+    for problem in error.problems:
+        err.print(Text(str(problem)), soft_wrap=True)  # one line per problem, as `runbooks lint` prints it
+    where = folder or default_runbooks_dir()
+    return fail(f"cannot load the runbooks in {where}; `selfheal runbooks lint {where}` tells more")
 
 
 def open_platform(home: Path | None, *, create: bool = False) -> Platform:

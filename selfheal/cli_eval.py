@@ -14,7 +14,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from selfheal.cli_common import fail, runbooks_failed
 from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # the harness (the platform, the responder, LangGraph) loads when a command runs
@@ -79,16 +81,19 @@ def run(
     cache_dir: Annotated[Path | None, typer.Option(help="Trained worlds cache (default $SELFHEAL_EVAL_CACHE or ~/.cache).")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep each case's workspace under this folder.")] = None,
     fail_on_regression: Annotated[bool, typer.Option(help="Exit 1 when any case fails a check.")] = False,
+    runbooks: Annotated[Path | None, typer.Option("--runbooks", help="Runbooks folder the responder uses (default: $SELFHEAL_RUNBOOKS or the shipped ones); the results record it.")] = None,
 ) -> None:  # fmt: skip
     """Play every scenario with every seed through simulator, scorer, monitor and responder; score them.
 
     Prints one row per case (failing checks with why), the summary and a markdown leaderboard row.
 
     Example: selfheal eval run --seeds 3 --json eval.json
+    Example: selfheal eval run --runbooks my-runbooks/ --json after.json   (then eval compare before.json after.json)
     Example: selfheal eval run --planner llm --record recordings/   (then --replay recordings/ offline)
     """
     from evals.report import print_results
     from evals.suite import SuiteOptions
+    from tools.runbooks import RunbookError, RunbookLibrary, default_runbooks_dir
 
     if planner not in ("deterministic", "llm"):
         err.print(f"[red]error:[/red] unknown planner {planner!r}: deterministic or llm")
@@ -101,9 +106,16 @@ def run(
         err.print(f"[red]error:[/red] no recordings folder {replay}")
         raise typer.Exit(2)
     scenarios = _pick(_suite(scenarios_dir), only)
+    # The folder is named in the results (two runs that differ only in it are a runbook edit's proof), and
+    # loaded now: a broken one would otherwise fail every case after its world was built.
+    runbooks_dir = (runbooks or default_runbooks_dir()).absolute()
+    try:
+        RunbookLibrary.load(runbooks_dir)
+    except RunbookError as error:
+        raise runbooks_failed(error, runbooks_dir) from error
     options = SuiteOptions(
         seeds=seeds, size=parsed_size, planner=planner, workers=workers, record=record,  # type: ignore[arg-type]
-        replay=replay, cache_dir=cache_dir, work_dir=keep,
+        replay=replay, cache_dir=cache_dir, work_dir=keep, runbooks_dir=runbooks_dir,
     )  # fmt: skip
     result = _run_with_progress(scenarios, options)
     data = result.to_json()
@@ -184,16 +196,20 @@ def compare(
     ],
     after: Annotated[Path, typer.Argument(help="Results JSON of the candidate run.")],
 ) -> None:
-    """Compare two results files: summary numbers side by side (better green, worse red), then the cases
-    whose verdict changed.
+    """Compare two results files: summary numbers side by side (better green, worse red), then every case
+    whose checks changed (which ones now fail or pass) and the cases only one run played.
+
+    Runs made with different options (size, planner, seeds, runbooks) are named first: their difference is
+    not the responder's alone.
 
     Example: selfheal eval compare main.json my-change.json
     """
-    from evals.report import compare_table, load_results
+    from evals.report import compare_table, load_results, option_differences
 
     try:
         a, b = load_results(before), load_results(after)
     except ValueError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
-    out.print(compare_table(a, b, (before.name, after.name)))
+        raise fail(error, 2) from error
+    for difference in option_differences(a, b):
+        err.print(Text.assemble(("note:", "yellow"), f" the runs differ in {difference}"))
+    print_table(out, compare_table(a, b, (before.name, after.name)))

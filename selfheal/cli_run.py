@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from selfheal.cli_common import runbooks_failed
 from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a run starts
@@ -122,6 +123,7 @@ def run(
     from scorer.errors import ScorerError
     from scorer.sources import read_records
     from store import StoreError
+    from tools.runbooks import RunbookError
 
     choices = (*get_args(PlannerChoice), "none")
     if planner not in choices:
@@ -149,6 +151,8 @@ def run(
             runbooks,
             timedelta(days=label_delay_days),
         )
+    except RunbookError as error:  # a ValueError too: said with every problem's line and the lint hint
+        raise runbooks_failed(error, runbooks) from error
     except (DataFormatError, ScorerError, StoreError, ValueError) as error:  # StoreError: the log (set aside)
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error

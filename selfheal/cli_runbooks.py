@@ -1,4 +1,4 @@
-"""`selfheal runbooks ...`: list, show, create and lint runbooks (a thin layer over `tools.runbooks`)."""
+"""`selfheal runbooks ...`: list, show, create, lint and test runbooks (a thin layer over `tools.runbooks`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from monitor.findings import INCIDENT_KINDS, ROOT_CAUSES
+from selfheal.cli_common import runbooks_failed
 from selfheal.cli_tables import print_table
 
 if TYPE_CHECKING:  # tools.runbooks loads the monitor's checks (its linter): only when a command runs
     from tools.runbooks import RunbookLibrary
 
-runbooks_app = typer.Typer(help="List, show, create and lint runbooks.", no_args_is_help=True)
+runbooks_app = typer.Typer(
+    help="List, show, create, lint and test runbooks (test: play one on a scenario).", no_args_is_help=True
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -27,16 +30,12 @@ DirOption = Annotated[
 
 
 def _library(folder: Path | None) -> RunbookLibrary:
-    from tools.runbooks import RunbookError, RunbookLibrary, default_runbooks_dir
+    from tools.runbooks import RunbookError, RunbookLibrary
 
     try:
         return RunbookLibrary.load(folder)
     except RunbookError as error:
-        for problem in error.problems:
-            typer.echo(str(problem), err=True)
-        where = folder or default_runbooks_dir()
-        err.print(f"[red]error:[/red] cannot load the runbooks in {where}; `selfheal runbooks lint {where}` tells more")
-        raise typer.Exit(1) from error
+        raise runbooks_failed(error, folder) from error
 
 
 @runbooks_app.command("list")
@@ -172,7 +171,7 @@ def lint_runbooks(
 ) -> None:
     """Check runbooks against the real tool schemas, monitor checks and incident evidence.
 
-    Prints one `file:line: message [code]` line per problem and exits 1 if there is any.
+    Prints one `file:line: message \\[code]` line per problem and exits 1 if there is any.
 
     Example: selfheal runbooks lint runbooks/
     """

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from selfheal.cli_common import runbooks_failed
 from selfheal.cli_warm import warn_if_short
 from selfheal.service.config import DEFAULT_HOST, DEFAULT_PORT, ServiceConfig
 from selfheal.service.discovery import read_record, remove_record, write_record
@@ -80,6 +81,7 @@ def serve(
     from scorer.score import ScorerConfig
     from selfheal.app import Platform
     from selfheal.service.app import create_app
+    from tools.runbooks import RunbookError
 
     if planner not in PLANNERS:
         err.print(f"[red]error:[/red] unknown planner {planner!r}: {', '.join(PLANNERS)}")
@@ -117,9 +119,12 @@ def serve(
         # Pages and summaries link the incident review: this service's, unless the operator named the address
         # people reach it by (a proxy, a DNS name) in SELFHEAL_PUBLIC_URL.
         public_url = os.environ.get(PUBLIC_URL_ENV) or _reachable(url, host, bound_port)
-        hooks = build_hooks(
-            platform, runbooks_dir=runbooks, planner=planner, autopilot=autopilot, public_url=public_url
-        )
+        try:
+            hooks = build_hooks(
+                platform, runbooks_dir=runbooks, planner=planner, autopilot=autopilot, public_url=public_url
+            )
+        except RunbookError as error:
+            raise runbooks_failed(error, runbooks) from error
         app = create_app(platform, config, hooks=hooks, runbooks_dir=runbooks)
         server = _server(
             uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=10),

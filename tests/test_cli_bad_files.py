@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scorer.simulate import Simulator, WorldConfig
+from selfheal.app import Platform
 from selfheal.cli import app
 
 runner = CliRunner()
@@ -160,6 +161,39 @@ def test_runbook_commands_report_bad_folders_and_files(tmp_path: Path) -> None:
     assert empty.exit_code == 1 and "no runbooks" in _said(empty)
     for result in (missing, duplicated, linted, empty):
         _no_traceback(result.output)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["investigate", "INC-1"],
+        ["approve", "INC-1", "--by", "alice"],
+        ["deny", "INC-1", "--by", "alice"],
+        ["ask", "INC-1", "/timeline"],
+        ["serve", "--port", "0"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_commands_that_run_the_responder_name_the_runbook_that_does_not_load(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # Each loads the whole runbook folder; one bad approval value used to end them in a traceback.
+    shipped = Path(__file__).resolve().parents[1] / "runbooks"
+    books = tmp_path / "books"
+    books.mkdir()
+    text = (shipped / "threshold_misconfig.md").read_text()
+    (books / "threshold_misconfig.md").write_text(text.replace("set_threshold: auto", "set_threshold: manual"))
+    home = tmp_path / "ws"
+    Platform.open(home, create=True).close()
+
+    result = runner.invoke(app, [*command, "--home", str(home), "--runbooks", str(books)])
+
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    said = _said(result)
+    assert f"{books / 'threshold_misconfig.md'}:13: actions.set_threshold" in said, said
+    assert "[front-matter]" in said and f"selfheal runbooks lint {books}" in said, said
+    _no_traceback(result.output)
 
 
 def test_filters_that_cannot_match_are_refused(tmp_path: Path) -> None:

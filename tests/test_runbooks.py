@@ -39,10 +39,12 @@ from tools.runbooks import (
     build_scope,
     check_expression,
     evaluate,
+    lint_file,
     lint_paths,
     lint_text,
     load_tools,
     parse_runbook,
+    read_runbook,
     render,
     render_runbook,
     runbook_template,
@@ -50,6 +52,7 @@ from tools.runbooks import (
 from tools.runbooks.expressions import FUNCTION_NAMES, MAX_SIZE
 from tools.runbooks.library import SHIPPED_RUNBOOKS
 from tools.runbooks.model import FrontMatter, Triggers, Verification
+from tools.runbooks.parser import MAX_RUNBOOK_BYTES
 from tools.runbooks.templates import is_template
 
 BAD = Path(__file__).parent / "fixtures" / "runbooks_bad"
@@ -480,6 +483,62 @@ def test_a_broken_runbook_does_not_parse_and_says_where() -> None:
     assert str(caught.value).startswith("x.md:1: no YAML front matter")
 
 
+def test_an_action_step_its_front_matter_does_not_allow_does_not_parse() -> None:
+    # The responder loads runbooks by parsing them: a step outside the allowlist used to load and then
+    # crash the investigation's plan node with a KeyError (runbook.approval) instead of being refused here.
+    text = _shipped_text("threshold_misconfig").replace("  set_threshold: auto\n", "", 1)
+    with pytest.raises(RunbookError) as caught:
+        parse_runbook(text, "threshold_misconfig.md")
+    (problem,) = caught.value.problems
+    assert problem.code == "action-not-allowed" and "'set_threshold'" in problem.message
+    assert text.splitlines()[problem.line - 1] == "action: set_threshold"
+    assert lint_text(text, "threshold_misconfig.md") == [problem]  # said once, not twice
+
+
+def test_broken_front_matter_does_not_also_report_every_action_as_not_allowed() -> None:
+    text = _shipped_text("threshold_misconfig").replace("severity: high", "severity: [high", 1)
+    assert [p.code for p in lint_text(text, "threshold_misconfig.md")] == ["syntax"]
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        # a later key silently replaced the earlier one: here a person's approval became automatic
+        ("  set_threshold: auto\n", "  set_threshold: human\n  add_note: auto\n  set_threshold: auto\n"),
+        ("tool: serving_history\n", "tool: serving_history\ntool: score_distribution\n"),
+    ],
+)
+def test_a_key_written_twice_is_refused_not_silently_overwritten(old: str, new: str) -> None:
+    text = _shipped_text("threshold_misconfig")
+    assert old in text
+    edited = text.replace(old, new, 1)
+    problems = lint_text(edited, "threshold_misconfig.md")
+    assert [p.code for p in problems] == ["syntax"], "\n".join(map(str, problems))
+    assert "duplicate key" in problems[0].message
+    repeated = new.splitlines()[-1]
+    assert edited.splitlines()[problems[0].line - 1] == repeated
+    with pytest.raises(RunbookError):
+        parse_runbook(edited, "threshold_misconfig.md")
+
+
+def test_a_runbook_saved_with_a_byte_order_mark_reads_like_any_other(tmp_path: Path) -> None:
+    # Windows editors start UTF-8 files with a BOM; the file was refused as "must start with '---'".
+    path = tmp_path / "threshold_misconfig.md"
+    path.write_bytes(b"\xef\xbb\xbf" + _shipped_text("threshold_misconfig").encode())
+    assert lint_file(path) == []
+    assert read_runbook(path).id == "threshold_misconfig"
+
+
+def test_a_huge_runbook_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "threshold_misconfig.md"
+    path.write_text(_shipped_text("threshold_misconfig") + "lorem ipsum\n" * (MAX_RUNBOOK_BYTES // 12 + 1))
+    (problem,) = lint_file(path)
+    assert problem.code == "too-large" and problem.path == str(path)
+    assert f"{path.stat().st_size} bytes" in problem.message
+    with pytest.raises(RunbookError):
+        read_runbook(path)
+
+
 # -- the evidence vocabulary is what the monitor emits ---------------------------------------------------
 
 
@@ -752,6 +811,12 @@ def test_every_runbooks_command_has_help_with_an_example(name: str, command: Any
     result = runner.invoke(runbooks_app, [name, "--help"])
     assert result.exit_code == 0, result.output
     assert "Example:" in (command.help or "")
+
+
+def test_lint_help_shows_the_problem_format_it_prints() -> None:
+    # Rich read "[code]" in the docstring as markup and dropped it from the help.
+    result = CliRunner().invoke(runbooks_app, ["lint", "--help"])
+    assert "`file:line: message [code]`" in result.output
 
 
 def test_cli_list_and_show() -> None:

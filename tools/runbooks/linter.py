@@ -20,6 +20,8 @@ Every problem has a code naming its class of mistake:
     unknown-field           ``incident.x``, ``serving.x``, ``model.x`` or ``results.x`` that does not exist
     duplicate-id            two runbooks with one id
     unfilled-template       a ``<FILL IN ...>`` placeholder from ``selfheal runbooks new`` is left
+    encoding / unreadable   the file is not UTF-8 text, or cannot be read
+    too-large               the file is over ``MAX_RUNBOOK_BYTES`` (pasted logs, or the wrong file)
 
 Tools come from `tools.registry.registered_tools()` (which imports the built-in tool modules first); incident
 evidence fields from `EVIDENCE_FIELDS`, which a test keeps equal to what the monitor's checks emit.
@@ -40,7 +42,14 @@ from monitor.findings import INCIDENT_KINDS
 from tools.registry import ToolSpec, registered_tools
 from tools.runbooks.expressions import ROOTS, Checked, ExpressionError, check
 from tools.runbooks.model import REQUIRED_SECTIONS, Problem, RunbookError
-from tools.runbooks.parser import RawStep, RunbookDocument, build_runbook, read_document, read_runbook_text
+from tools.runbooks.parser import (
+    RawStep,
+    RunbookDocument,
+    build_runbook,
+    not_allowed_problem,
+    read_document,
+    read_runbook_text,
+)
 from tools.runbooks.scope import NAMESPACE_FIELDS
 from tools.runbooks.templates import is_template, template_expressions
 
@@ -146,7 +155,7 @@ class _Context:
     tools: Mapping[str, ToolSpec]
     kinds: list[str]
     checks: list[str]
-    allowed: set[str]
+    allowed: set[str] | None  # None: the front matter's actions could not be read (already a problem)
     problems: list[Problem]
 
     def add(self, line: int, message: str, code: str) -> None:
@@ -158,7 +167,10 @@ def lint_text(
 ) -> list[Problem]:
     """Every problem in one runbook's text, sorted by line."""
     document = read_document(text, path)
-    _, problems = build_runbook(document)
+    _, parsed = build_runbook(document)
+    # The linter says why an action is not allowed itself: an unknown one is `unknown-action`, not a
+    # missing allowlist entry.
+    problems = [p for p in parsed if p.code != "action-not-allowed"]
     front = document.front or {}
     raw_triggers = front.get("triggers")
     triggers: dict[str, Any] = raw_triggers if isinstance(raw_triggers, dict) else {}
@@ -168,7 +180,7 @@ def lint_text(
         tools=load_tools() if tools is None else tools,
         kinds=[k for k in _strings(triggers.get("kinds")) if k in INCIDENT_KINDS],
         checks=_strings(triggers.get("checks")),
-        allowed=set(actions) if isinstance(actions, dict) else set(),
+        allowed=set(actions) if isinstance(actions, dict) else None,
         problems=problems,
     )
     if document.front is not None:
@@ -185,7 +197,7 @@ def lint_text(
 
 def _lint_front(ctx: _Context, front: dict[str, Any], triggers: dict[str, Any]) -> None:
     doc = ctx.document
-    for name in sorted(ctx.allowed):
+    for name in sorted(ctx.allowed or ()):
         spec = ctx.tools.get(name)
         if spec is None:
             actions = [n for n, s in ctx.tools.items() if s.kind == "action"]
@@ -292,12 +304,8 @@ def _lint_step_target(ctx: _Context, step: RawStep, name: str) -> ToolSpec | Non
         ctx.add(line, f"{name!r} is an action: put it in an ```action block", "wrong-block")
     elif step.block == "action" and spec.kind == "read":
         ctx.add(line, f"{name!r} is a read tool: put it in a ```tool block", "wrong-block")
-    if step.block == "action" and spec.kind == "action" and name not in ctx.allowed:
-        ctx.add(
-            line,
-            f"action {name!r} is used but not allowed: add it to the front matter's actions",
-            "action-not-allowed",
-        )
+    if step.block == "action" and spec.kind == "action" and ctx.allowed is not None and name not in ctx.allowed:
+        ctx.problems.append(not_allowed_problem(ctx.document.path, step))
     return spec
 
 
@@ -342,6 +350,8 @@ def _lint_expression(
         if reference.field is None:
             continue
         if reference.root == "evidence":
+            if ctx.document.front is None:
+                continue  # the triggers that say which fields exist could not be read (already a problem)
             fields = evidence_fields(ctx.kinds, ctx.checks)
             if reference.field not in fields:
                 kinds = ", ".join(ctx.kinds) or "no kinds"

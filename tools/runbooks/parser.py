@@ -23,6 +23,9 @@ Path_ = tuple[str | int, ...]
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([A-Za-z0-9_-]*)[^`]*$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 STEP_BLOCKS = ("tool", "action")
+# Every library load reads every file, and the LLM planner sends matched runbooks whole in its prompt; the
+# shipped ones are under 5 KB, so a file past this is pasted logs or the wrong file, refused unread.
+MAX_RUNBOOK_BYTES = 256 * 1024
 
 
 @dataclass
@@ -90,6 +93,13 @@ def _yaml_with_lines(text: str, first_line: int) -> tuple[Any, dict[Path_, int]]
         if isinstance(current, yaml.MappingNode):
             for key_node, value_node in current.value:
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+                if (*path, key) in lines:
+                    # YAML keeps the last value without a word: an approval written twice (human, then
+                    # auto) would silently become the later one.
+                    first = lines[(*path, key)]
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark
+                    )
                 lines[(*path, key)] = key_node.start_mark.line + first_line
                 walk(value_node, (*path, key))
         elif isinstance(current, yaml.SequenceNode):
@@ -276,6 +286,17 @@ def validation_problems(
     return problems
 
 
+def not_allowed_problem(path: str, raw: RawStep) -> Problem:
+    """The problem of an ``action`` step whose action the front matter's ``actions`` do not list."""
+    return Problem(
+        path=path,
+        line=raw.line_of(raw.block),
+        message=f"action {raw.data.get(raw.block) if raw.data else None!r} is used but not allowed: "
+        "add it to the front matter's actions",
+        code="action-not-allowed",
+    )
+
+
 def build_runbook(document: RunbookDocument) -> tuple[Runbook | None, list[Problem]]:
     """The `Runbook` of a document, or None, with every syntax and validation problem found."""
     problems = list(document.problems)
@@ -291,6 +312,10 @@ def build_runbook(document: RunbookDocument) -> tuple[Runbook | None, list[Probl
         for raw in raw_section.steps:
             if raw.data is None:
                 continue
+            if front is not None and raw.block == "action" and raw.data.get("action") not in front.actions:
+                # The front matter's actions are the only ones the runbook may take: a step outside them
+                # must not load (the planner would find no approval policy for it).
+                problems.append(not_allowed_problem(document.path, raw))
             try:
                 steps.append(build_step(raw))
             except ValidationError as error:
@@ -328,13 +353,17 @@ def parse_runbook(text: str, path: str | Path = "<runbook>") -> Runbook:
 
 
 def read_runbook_text(path: Path) -> str:
-    """A runbook file's text.
+    """A runbook file's text (a UTF-8 byte order mark, as Windows editors write it, is dropped).
 
     Raises:
-        RunbookError: the file is not UTF-8 text, or cannot be read.
+        RunbookError: the file is too large, not UTF-8 text, or cannot be read.
     """
     try:
-        return path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_RUNBOOK_BYTES:
+            message = f"{size} bytes, over the {MAX_RUNBOOK_BYTES} a runbook may have: is it the right file?"
+            raise RunbookError([Problem(path=str(path), line=0, message=message, code="too-large")])
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         problem = Problem(path=str(path), line=1, message=f"not UTF-8 text (byte {error.start}): save it as UTF-8", code="encoding")
     except OSError as error:
