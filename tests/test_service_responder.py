@@ -435,3 +435,30 @@ def test_an_action_asked_for_in_chat_is_approved_or_denied_through_the_api(
     (row,) = [r for r in _audit(platform, "INC-3", "rollback_model") if r["audit_id"] == approved.json()["audit_id"]]
     assert (row["actor"], row["approval"]) == ("api:alice", "human:api:alice")
     assert _latest_run(platform, "INC-3")["status"] == "waiting_approval"
+
+
+def test_a_runbook_edited_while_the_service_runs_governs_its_next_run(
+    demo_home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The service loaded its runbooks once, at start: after `rollback_model: human` was saved, the web
+    # page and /v1/runbooks showed the edit while the responder went on rolling back without asking.
+    runbooks = tmp_path / "runbooks"
+    runbooks.mkdir()
+    for path in (REPO / "runbooks").glob("*.md"):
+        shutil.copy(path, runbooks)
+    deploy = runbooks / "bad_model_deploy.md"
+    with Platform(Workspace(demo_home)) as platform, TestClient(_app(platform, runbooks)) as client:
+        deploy.write_text(deploy.read_text().replace("  rollback_model: auto\n", "  rollback_model: human\n"))
+        shown = client.get("/v1/runbooks/bad_model_deploy").json()
+        assert shown["front_matter"]["actions"]["rollback_model"] == "human"  # what a person sees ...
+
+        run = client.post("/v1/incidents/INC-3/investigate", json={"again": True}, headers=AUTH).json()
+
+        assert run["status"] == "waiting_approval", run  # ... is what the responder does
+        assert [a["action"] for a in run["plan"] if a["approval"] == "human"] == ["rollback_model"]
+        # An edit that does not load leaves the last library that did in force, and says why.
+        (runbooks / "half_saved.md").write_text("---\nid: half_saved\n")
+        with caplog.at_level("WARNING", logger="selfheal.service.responder_hooks"):
+            denied = client.post("/v1/incidents/INC-3/deny", json={"note": "not now"}, headers=AUTH)
+        assert denied.status_code == 200, denied.text
+        assert "half_saved.md" in caplog.text and "keeps acting on the ones it had" in caplog.text

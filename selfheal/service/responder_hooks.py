@@ -50,6 +50,8 @@ from selfheal.service.hooks import (
     ServiceHooks,
 )
 from tools.audit import finite
+from tools.runbooks import RunbookLibrary
+from tools.runbooks.watch import RunbookFolderWatch
 
 if TYPE_CHECKING:
     from selfheal.service.engine import ScoringEngine
@@ -99,6 +101,7 @@ class ResponderHooks:
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
+        self._runbooks_watch = RunbookFolderWatch.start(self.runbooks_dir)
 
     @classmethod
     def for_platform(
@@ -157,6 +160,7 @@ class ResponderHooks:
         """
         with self._lock:
             self.monitor.incidents.get(decision.incident_id)  # KeyError: 404
+            self._current_runbooks()
             if decision.request is not None:
                 if decision.action is not None:
                     raise ValueError("give either action (of a paused investigation) or request (from chat), not both")
@@ -207,6 +211,7 @@ class ResponderHooks:
         """
         with self._lock:
             self.monitor.incidents.get(request.incident_id)
+            self._current_runbooks()
             self._flush()
             try:
                 run = self.responder.investigate(
@@ -242,6 +247,7 @@ class ResponderHooks:
         """
         self._flush()
         with self._lock:
+            self._current_runbooks()
             runtime = self.responder.runtime
             # The responder's model, when one is configured (None: the chat answers from the record alone).
             parts = ChatParts.from_runtime(runtime)
@@ -258,6 +264,7 @@ class ResponderHooks:
         runtime.engine.flush()  # the hour's scored rows are in the store before the monitor counts them
         happened: list[AutopilotEvent] = []
         with self._lock:
+            self._current_runbooks()
             pilot = Autopilot(self.monitor, self.responder)
             for end in ends:
                 events = pilot.after_hour(end)
@@ -275,6 +282,22 @@ class ResponderHooks:
         return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def _current_runbooks(self) -> None:
+        """Act on the runbooks as the folder holds them now (an edit made while the service runs), read
+        between two things the responder does, under its lock. A folder that no longer loads keeps the last
+        library that did, with a warning naming each problem (`tools.runbooks.watch`)."""
+        found = self._runbooks_watch.check()
+        if isinstance(found, RunbookLibrary):
+            self.responder.runtime.runbooks = found
+            logger.warning("runbooks changed in %s: the responder now acts on the %d runbooks there",
+                           self._runbooks_watch.folder, len(found))  # fmt: skip
+        elif found is not None:
+            logger.warning(
+                "runbooks in %s changed but do not load; the responder keeps acting on the ones it had "
+                "(run `selfheal runbooks lint`):\n%s",
+                self._runbooks_watch.folder, "\n".join(f"  {problem}" for problem in found.problems),
+            )  # fmt: skip
 
     def _flush(self) -> None:
         if self.runtime is not None:
