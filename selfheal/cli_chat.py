@@ -136,13 +136,14 @@ def _session(
     from selfheal.app import Platform
     from store import StoreError
 
+    # --no-llm never reads the settings: a broken OPENAI_BASE_URL must not stop an answer from the record.
+    config = None if no_llm else LLMConfig.from_env()
     try:
         platform = Platform.open(home, create=False)
     except StoreError as error:
         raise ChatError(str(error)) from error
-    config = LLMConfig.from_env()
     llm = None
-    if config.configured and not no_llm:
+    if config is not None and config.configured:
         from agent.llm import LLMClient
 
         llm = LLMClient(config)

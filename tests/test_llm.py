@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import pytest
 from agent.llm import (
     LLMClient,
     LLMConfig,
+    LLMConfigError,
     LLMError,
     LLMRequestError,
     LLMUnavailable,
@@ -379,6 +383,27 @@ def test_config_from_env_and_the_key_never_shows(
     assert caplog.text  # the SDK's debug log and our retry warning were captured, and hold no key
     assert all(secret not in text for text in shown)
     assert fake_openai.received[0].headers["authorization"] == f"Bearer {secret}"
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:11434/v1", "http://[::1/v1", "http://localhost:99999/v1", "http:///v1", "ftp://host/v1"]
+)
+def test_an_unusable_base_url_is_refused_at_once_naming_its_variable(url: str) -> None:
+    # "http://[::1/v1" and a port above 65535 used to pass, and httpx raised InvalidURL (no LLMError) on the
+    # first request, in the middle of an investigation.
+    with pytest.raises(LLMConfigError, match=r"OPENAI_BASE_URL=.*must be an http\(s\) URL with a host"):
+        LLMConfig.from_env({"OPENAI_BASE_URL": url})
+    assert LLMConfig.from_env({"OPENAI_BASE_URL": "http://[::1]:8080/v1/"}).base_url == "http://[::1]:8080/v1"
+
+
+def test_a_command_with_an_unusable_base_url_says_so_without_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "OPENAI_BASE_URL": "localhost:11434/v1", "SELFHEAL_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "selfheal", "ask", "INC-1", "why?"], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "OPENAI_BASE_URL='localhost:11434/v1'" in " ".join(done.stderr.split())
 
 
 def test_an_unconfigured_client_refuses_without_any_http_call() -> None:
