@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from agent.llm import (
     normalise_request,
     request_key,
 )
-from tests.fake_openai import FakeOpenAI, ScriptError, delay, error, raw, text, tool_call
+from tests.fake_openai import FakeOpenAI, ScriptError, delay, drip, error, raw, text, tool_call
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -155,6 +157,44 @@ def test_a_refused_request_is_not_retried(fake_openai: FakeOpenAI, status: int) 
     assert raised.value.status_code == status
     assert "unknown parameter 'toolz'" in str(raised.value)
     assert len(fake_openai.received) == 1
+
+
+def test_an_answer_sent_too_slowly_times_out_though_each_byte_came_in_time(fake_openai: FakeOpenAI) -> None:
+    # httpx's timeout bounds each read: 30 bytes 0.1 s apart took 3 s with a 0.5 s timeout, and a server
+    # that never stopped dripping held the call (and the service's responder lock) for ever.
+    fake_openai.script([drip(30, 0.1), drip(30, 0.1)], allow_unused=True)
+    started = time.monotonic()
+    with LLMClient(fake_openai.config(timeout_s=0.5, max_attempts=2)) as llm, pytest.raises(LLMUnavailable, match="timed out"):
+        llm.complete(QUESTION, TOOLS)
+    assert time.monotonic() - started < 2.5 and len(fake_openai.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"choices": [{"message": {"role": "assistant", "content": "x" * (9 * 1024 * 1024)}}]}, "larger than"),
+        ("[" * 100_000 + "]" * 100_000, "other than JSON"),  # deeper than Python's json recurses
+    ],
+    ids=["9 MB", "deeply nested"],
+)
+def test_a_huge_or_pathological_answer_is_a_request_error(fake_openai: FakeOpenAI, body: Any, problem: str) -> None:
+    # Both used to escape the taxonomy (read whole / RecursionError) and crash the planner's caller.
+    fake_openai.script([raw(body)])
+    with LLMClient(fake_openai.config()) as llm, pytest.raises(LLMRequestError, match=problem):
+        llm.complete(QUESTION, TOOLS)
+    assert len(fake_openai.requests) == 1  # not retried: the same server would answer the same
+
+
+def test_token_counts_that_are_not_finite_or_negative_count_as_zero(fake_openai: FakeOpenAI) -> None:
+    # Infinity raised OverflowError; a negative count would let an endpoint keep the token budget open.
+    choices = [{"message": {"role": "assistant", "content": "ok"}}]
+    fake_openai.script([
+        raw(json.dumps({"choices": choices, "usage": {"prompt_tokens": math.inf, "completion_tokens": 3}})),
+        raw({"choices": choices, "usage": {"prompt_tokens": -10_000, "completion_tokens": 3, "total_tokens": -9_997}}),
+    ])  # fmt: skip
+    with LLMClient(fake_openai.config()) as llm:
+        usages = [llm.complete(QUESTION).usage for _ in range(2)]
+    assert all(u == TokenUsage(prompt_tokens=0, completion_tokens=3, total_tokens=3) for u in usages)
 
 
 def test_an_answer_without_choices_is_a_request_error_not_a_retry(fake_openai: FakeOpenAI) -> None:
