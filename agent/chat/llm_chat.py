@@ -232,7 +232,8 @@ def _read(ctx: Any, name: str, raw: str) -> str:
     try:
         return untrusted(name, call_tool(name, ctx, raw).content)
     except ToolError as error:
-        return f"{name} failed: {error}"
+        # A failure can quote the data (DuckDB's "Could not convert string '<a merchant name>'"): data too.
+        return untrusted(name, f"{name} failed: {error}")
 
 
 def _answered(

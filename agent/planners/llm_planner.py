@@ -160,7 +160,9 @@ def _run_read_tool(ctx: Any, name: str, raw: Any) -> tuple[str, bool]:
     try:
         return call_tool(name, ctx, raw).content, True
     except ToolError as error:
-        return f"{name} failed: {error}", False
+        # Wrapped like output: a failure can quote the data (DuckDB's "Could not convert string '<a
+        # merchant name>'"), and unwrapped it reached the model as if it were our own words.
+        return untrusted(name, f"{name} failed: {error}"), False
 
 
 def _parse_proposal(raw: Any) -> tuple[dict[str, Any] | None, str]:
