@@ -923,7 +923,14 @@ def demo(
 
 
 def main() -> None:
-    app()
+    from agent.llm.config import LLMConfigError  # pydantic only: no openai import
+
+    try:
+        app()
+    except LLMConfigError as error:
+        # Read by every command that may ask a model (ask, chat, investigate, serve, run): a mistyped
+        # OPENAI_BASE_URL is a sentence naming the variable, not pydantic's traceback.
+        raise SystemExit(fail(error).exit_code) from None
 
 
 if __name__ == "__main__":

@@ -139,6 +139,8 @@ def _session(
     from store import StoreError
     from tools.runbooks import RunbookError
 
+    # --no-llm never reads the settings: a broken OPENAI_BASE_URL must not stop an answer from the record.
+    config = None if no_llm else LLMConfig.from_env()
     try:
         platform = Platform.open(home, create=False)
     except StoreError as error:
@@ -148,9 +150,8 @@ def _session(
     except RunbookError as error:
         platform.close()
         raise runbooks_failed(error, runbooks) from error
-    config = LLMConfig.from_env()
     llm = None
-    if config.configured and not no_llm:
+    if config is not None and config.configured:
         from agent.llm import LLMClient
 
         llm = LLMClient(config)

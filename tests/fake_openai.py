@@ -67,7 +67,17 @@ class Delay:
     then: Turn
 
 
-Turn = Completion | HttpAnswer | Delay
+@dataclass(frozen=True)
+class Drip:
+    """Send `spaces` bytes of whitespace (valid before JSON), one every `every_s` seconds, then `then`'s body:
+    a server whose every read arrives within the client's timeout but whose answer never ends in time."""
+
+    spaces: int
+    every_s: float
+    then: Turn
+
+
+Turn = Completion | HttpAnswer | Delay | Drip
 ScriptFunction = Callable[[list[dict[str, Any]], list[dict[str, Any]] | None], Turn]
 
 
@@ -117,6 +127,11 @@ def error(status: int, body: Any = None, *, headers: Mapping[str, str] | None = 
 def raw(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> HttpAnswer:
     """Exactly this body (for answers a real server should not give: no choices, not JSON, ...)."""
     return HttpAnswer(status, body, dict(headers or {}))
+
+
+def drip(spaces: int, every_s: float, then: Turn | None = None) -> Drip:
+    """Answer byte by byte, too slowly in all (see `Drip`), then send `then`."""
+    return Drip(spaces, every_s, then if then is not None else text("(a late answer)"))
 
 
 def delay(seconds: float, then: Turn | None = None) -> Delay:
@@ -294,7 +309,7 @@ class FakeOpenAI:
                 return self._failure(
                     f"request #{number}: the script function raised:\n{traceback.format_exc()}"
                 )
-            if not isinstance(turn, Completion | HttpAnswer | Delay):
+            if not isinstance(turn, Completion | HttpAnswer | Delay | Drip):
                 return self._failure(f"request #{number}: the script function returned {turn!r}, not a turn")
             return turn
         if turns is None:
@@ -315,8 +330,11 @@ class FakeOpenAI:
         )
 
     def _serve(self, handler: BaseHTTPRequestHandler, request: Received, turn: Turn) -> None:
-        while isinstance(turn, Delay):
-            if self._stopping.wait(turn.seconds):
+        dripping: Drip | None = None
+        while isinstance(turn, Delay | Drip):
+            if isinstance(turn, Drip):
+                dripping = turn
+            elif self._stopping.wait(turn.seconds):
                 return  # stopping: the client has long given up
             turn = turn.then
         if isinstance(turn, Completion):
@@ -327,13 +345,19 @@ class FakeOpenAI:
             data, content_type = turn.body.encode(), "text/plain; charset=utf-8"
         else:
             data, content_type = json.dumps(turn.body).encode(), "application/json"
+        spaces = dripping.spaces if dripping is not None else 0
         try:
             handler.send_response(turn.status)
             handler.send_header("Content-Type", content_type)
-            handler.send_header("Content-Length", str(len(data)))
+            handler.send_header("Content-Length", str(spaces + len(data)))
             for name, value in turn.headers.items():
                 handler.send_header(name, value)
             handler.end_headers()
+            for _ in range(spaces):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+                if dripping is not None and self._stopping.wait(dripping.every_s):
+                    return
             handler.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             pass  # the client timed out and hung up; that is what a delay is for
@@ -385,6 +409,8 @@ def _tokens(characters: str) -> int:
 
 
 def _describe(turn: Turn) -> str:
+    if isinstance(turn, Drip):
+        return f"drip({turn.spaces} bytes every {turn.every_s}s, then {_describe(turn.then)})"
     if isinstance(turn, Delay):
         return f"delay({turn.seconds}s, then {_describe(turn.then)})"
     if isinstance(turn, HttpAnswer):

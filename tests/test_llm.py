@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import pickle
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,7 @@ import pytest
 from agent.llm import (
     LLMClient,
     LLMConfig,
+    LLMConfigError,
     LLMError,
     LLMRequestError,
     LLMUnavailable,
@@ -23,7 +29,7 @@ from agent.llm import (
     normalise_request,
     request_key,
 )
-from tests.fake_openai import FakeOpenAI, ScriptError, delay, error, raw, text, tool_call
+from tests.fake_openai import FakeOpenAI, ScriptError, delay, drip, error, raw, text, tool_call
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -151,6 +157,44 @@ def test_a_refused_request_is_not_retried(fake_openai: FakeOpenAI, status: int) 
     assert raised.value.status_code == status
     assert "unknown parameter 'toolz'" in str(raised.value)
     assert len(fake_openai.received) == 1
+
+
+def test_an_answer_sent_too_slowly_times_out_though_each_byte_came_in_time(fake_openai: FakeOpenAI) -> None:
+    # httpx's timeout bounds each read: 30 bytes 0.1 s apart took 3 s with a 0.5 s timeout, and a server
+    # that never stopped dripping held the call (and the service's responder lock) for ever.
+    fake_openai.script([drip(30, 0.1), drip(30, 0.1)], allow_unused=True)
+    started = time.monotonic()
+    with LLMClient(fake_openai.config(timeout_s=0.5, max_attempts=2)) as llm, pytest.raises(LLMUnavailable, match="timed out"):
+        llm.complete(QUESTION, TOOLS)
+    assert time.monotonic() - started < 2.5 and len(fake_openai.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"choices": [{"message": {"role": "assistant", "content": "x" * (9 * 1024 * 1024)}}]}, "larger than"),
+        ("[" * 100_000 + "]" * 100_000, "other than JSON"),  # deeper than Python's json recurses
+    ],
+    ids=["9 MB", "deeply nested"],
+)
+def test_a_huge_or_pathological_answer_is_a_request_error(fake_openai: FakeOpenAI, body: Any, problem: str) -> None:
+    # Both used to escape the taxonomy (read whole / RecursionError) and crash the planner's caller.
+    fake_openai.script([raw(body)])
+    with LLMClient(fake_openai.config()) as llm, pytest.raises(LLMRequestError, match=problem):
+        llm.complete(QUESTION, TOOLS)
+    assert len(fake_openai.requests) == 1  # not retried: the same server would answer the same
+
+
+def test_token_counts_that_are_not_finite_or_negative_count_as_zero(fake_openai: FakeOpenAI) -> None:
+    # Infinity raised OverflowError; a negative count would let an endpoint keep the token budget open.
+    choices = [{"message": {"role": "assistant", "content": "ok"}}]
+    fake_openai.script([
+        raw(json.dumps({"choices": choices, "usage": {"prompt_tokens": math.inf, "completion_tokens": 3}})),
+        raw({"choices": choices, "usage": {"prompt_tokens": -10_000, "completion_tokens": 3, "total_tokens": -9_997}}),
+    ])  # fmt: skip
+    with LLMClient(fake_openai.config()) as llm:
+        usages = [llm.complete(QUESTION).usage for _ in range(2)]
+    assert all(u == TokenUsage(prompt_tokens=0, completion_tokens=3, total_tokens=3) for u in usages)
 
 
 def test_an_answer_without_choices_is_a_request_error_not_a_retry(fake_openai: FakeOpenAI) -> None:
@@ -379,6 +423,27 @@ def test_config_from_env_and_the_key_never_shows(
     assert caplog.text  # the SDK's debug log and our retry warning were captured, and hold no key
     assert all(secret not in text for text in shown)
     assert fake_openai.received[0].headers["authorization"] == f"Bearer {secret}"
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:11434/v1", "http://[::1/v1", "http://localhost:99999/v1", "http:///v1", "ftp://host/v1"]
+)
+def test_an_unusable_base_url_is_refused_at_once_naming_its_variable(url: str) -> None:
+    # "http://[::1/v1" and a port above 65535 used to pass, and httpx raised InvalidURL (no LLMError) on the
+    # first request, in the middle of an investigation.
+    with pytest.raises(LLMConfigError, match=r"OPENAI_BASE_URL=.*must be an http\(s\) URL with a host"):
+        LLMConfig.from_env({"OPENAI_BASE_URL": url})
+    assert LLMConfig.from_env({"OPENAI_BASE_URL": "http://[::1]:8080/v1/"}).base_url == "http://[::1]:8080/v1"
+
+
+def test_a_command_with_an_unusable_base_url_says_so_without_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "OPENAI_BASE_URL": "localhost:11434/v1", "SELFHEAL_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "selfheal", "ask", "INC-1", "why?"], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "OPENAI_BASE_URL='localhost:11434/v1'" in " ".join(done.stderr.split())
 
 
 def test_an_unconfigured_client_refuses_without_any_http_call() -> None:

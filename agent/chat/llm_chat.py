@@ -171,13 +171,14 @@ def answer_with_llm(
     seen: dict[str, int] = {}
     tokens = 0
     started = time.monotonic()
+    out_of_time = f"time budget spent ({budget.max_seconds:.0f} s)"
     for _ in range(budget.max_turns):
         if tokens >= budget.max_tokens:
             return _fallback(
                 record, message, f"token budget spent ({tokens} >= {budget.max_tokens})", outcomes
             )
         if time.monotonic() - started > budget.max_seconds:
-            return _fallback(record, message, f"time budget spent ({budget.max_seconds:.0f} s)", outcomes)
+            return _fallback(record, message, out_of_time, outcomes)
         try:
             reply = llm.complete(messages, tools)
         except (LLMUnavailable, LLMRequestError) as error:
@@ -188,6 +189,10 @@ def answer_with_llm(
             text = (reply.content or "").strip() or "(the model gave an empty answer)"
             return _answered(record, message, text, called, outcomes, tokens)
         for call in reply.tool_calls:
+            # Per call as well as per turn: one answer may hold any number of calls, and the service holds
+            # the responder's lock while a chat answer is made.
+            if time.monotonic() - started > budget.max_seconds:
+                return _fallback(record, message, out_of_time, outcomes)
             name, raw = call.get("name", ""), call.get("arguments", "")
             key = f"{name}:{canonical_arguments(raw)}"  # the same call re-spaced or re-ordered is a repeat
             seen[key] = seen.get(key, 0) + 1
@@ -227,7 +232,8 @@ def _read(ctx: Any, name: str, raw: str) -> str:
     try:
         return untrusted(name, call_tool(name, ctx, raw).content)
     except ToolError as error:
-        return f"{name} failed: {error}"
+        # A failure can quote the data (DuckDB's "Could not convert string '<a merchant name>'"): data too.
+        return untrusted(name, f"{name} failed: {error}")
 
 
 def _answered(

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the real names for type checkers ("X as X": re-exported)
     from agent.llm.client import LLMUsage as LLMUsage
     from agent.llm.client import TokenUsage as TokenUsage
     from agent.llm.config import LLMConfig as LLMConfig
+    from agent.llm.config import LLMConfigError as LLMConfigError
     from agent.llm.errors import LLMError as LLMError
     from agent.llm.errors import LLMRequestError as LLMRequestError
     from agent.llm.errors import LLMUnavailable as LLMUnavailable
@@ -50,6 +51,7 @@ _HOMES = {
     "ExchangeLog": "agent.llm.replay",
     "LLMClient": "agent.llm.client",
     "LLMConfig": "agent.llm.config",
+    "LLMConfigError": "agent.llm.config",
     "LLMError": "agent.llm.errors",
     "LLMReply": "agent.llm.client",
     "LLMRequestError": "agent.llm.errors",

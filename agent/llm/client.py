@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import httpx
@@ -31,6 +32,38 @@ log = logging.getLogger(__name__)
 # The SDK insists on some key; keyless local servers (Ollama, llama.cpp, vLLM) ignore the header.
 NO_KEY = "no-key"
 ERROR_EXCERPT_CHARS = 300
+# A chat completion is kilobytes; a body past this is a broken or hostile server, never read whole.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+class ResponseTooLarge(Exception):
+    """The endpoint's answer grew past `MAX_RESPONSE_BYTES` (raised while reading it; `_post` reports it)."""
+
+
+class _BoundedBody(httpx2.SyncByteStream):
+    """A response body read within a deadline and a size cap.
+
+    httpx's timeout bounds each socket read, not the answer: a server that sends a byte of whitespace
+    (valid before JSON) every few seconds kept one call going for as long as it liked, and the chat and
+    the responder hold the service's responder lock while they wait. Past the deadline the read fails as
+    a timeout (retried like any other); past the cap it fails as an unusable answer (not retried).
+    """
+
+    def __init__(self, inner: httpx2.SyncByteStream, *, seconds: float, max_bytes: int) -> None:
+        self._inner, self._deadline, self._max_bytes = inner, time.monotonic() + seconds, max_bytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        received = 0
+        for chunk in self._inner:
+            received += len(chunk)
+            if received > self._max_bytes:
+                raise ResponseTooLarge(f"the answer is larger than {self._max_bytes:,} bytes")
+            if time.monotonic() > self._deadline:
+                raise httpx2.ReadTimeout("the answer did not arrive in time (sent too slowly)")
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class TokenUsage(BaseModel):
@@ -119,6 +152,8 @@ class LLMClient:
         self.usage = LLMUsage()
         self._usage_lock = threading.Lock()
         self._owns_http_client = http_client is None
+        if http_client is None:
+            http_client = openai.DefaultHttpxClient(event_hooks={"response": [self._bound_body]})
         self._openai = openai.OpenAI(
             api_key=config.api_key.get_secret_value() if config.api_key is not None else NO_KEY,
             # Always explicit: the SDK would otherwise read OPENAI_BASE_URL itself, a second source of truth.
@@ -140,6 +175,13 @@ class LLMClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _bound_body(self, response: httpx2.Response) -> None:
+        """Called with each response's headers, before its body is read: bound the body (`_BoundedBody`).
+        The body gets `timeout_s` after the headers, so one attempt takes at most about twice that."""
+        response.stream = _BoundedBody(
+            cast(httpx2.SyncByteStream, response.stream), seconds=self.config.timeout_s, max_bytes=MAX_RESPONSE_BYTES
+        )
 
     def close(self) -> None:
         """Release the SDK's connection pool (an injected `http_client` is the caller's to close)."""
@@ -244,10 +286,12 @@ class LLMClient:
             raise  # timeouts included (APITimeoutError is a subclass): transient
         except openai.OpenAIError as error:
             raise LLMRequestError(f"the LLM client failed: {_describe(error)}") from error
+        except ResponseTooLarge as error:
+            raise LLMRequestError(f"the LLM endpoint's answer is unusable: {error}") from error
         text = raw.http_response.text
         try:
             response = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python recurses
             response = None
         if not isinstance(response, dict):
             raise LLMRequestError(
@@ -388,7 +432,11 @@ def _token_usage(response: Json) -> TokenUsage:
 
     def count(name: str) -> int:
         value = raw.get(name)
-        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+        # Only a finite count >= 0: Infinity raised OverflowError here, and a negative count would have let
+        # an endpoint hold the planner's token budget open forever.
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            return int(value)
+        return 0
 
     prompt, completion = count("prompt_tokens"), count("completion_tokens")
     return TokenUsage(

@@ -13,8 +13,9 @@ Everything else (timeouts, retries, prices) is set in code or through `from_env(
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from tools.env import env_values
 
@@ -26,6 +27,10 @@ ENV_VARS: dict[str, str] = {
     "api_key": "OPENAI_API_KEY",
     "model": "SELFHEAL_MODEL",
 }
+
+
+class LLMConfigError(ValueError):
+    """The environment names an LLM endpoint or model that cannot be used; the message says which and why."""
 
 
 class LLMConfig(BaseModel):
@@ -62,14 +67,40 @@ class LLMConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/") if value is not None else None
+        if value is None:
+            return None
+        # Checked whole here: a URL the HTTP client cannot parse (a bad port, an unclosed "[") used to pass
+        # and raise httpx's InvalidURL on the first request, which no caller expects, mid-investigation.
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018  # raises ValueError for a port that is not a number in 0-65535
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ValueError("must be an http(s) URL with a host, such as http://localhost:11434/v1")
+        return value.rstrip("/")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> LLMConfig:
-        """Settings from environment variables (`os.environ` unless `env` is given), then `overrides`."""
-        return cls.model_validate({**env_values(ENV_VARS, env), **overrides})
+        """Settings from environment variables (`os.environ` unless `env` is given), then `overrides`.
+
+        Raises:
+            LLMConfigError: A setting cannot be used; the message names its variable (a command prints it
+                as an error, not as pydantic's traceback).
+        """
+        values = {**env_values(ENV_VARS, env), **overrides}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = []
+            for problem in error.errors():
+                field = str(problem["loc"][0]) if problem["loc"] else ""
+                name = field if field in overrides else ENV_VARS.get(field, field)
+                # The value is quoted so a typo shows, except the key's: it is never printed.
+                shown = f"={values[field]!r}" if field in values and field != "api_key" else ""
+                problems.append(f"{name}{shown}: {str(problem['msg']).removeprefix('Value error, ')}")
+            raise LLMConfigError("the LLM settings cannot be used: " + "; ".join(problems)) from None
 
     @property
     def configured(self) -> bool:

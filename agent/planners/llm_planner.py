@@ -104,11 +104,12 @@ def investigate(state: ResponderState, rt: AgentRuntime) -> dict[str, Any]:
     ctx = rt.tool_context(state["incident_id"], reason="LLM investigation")
     seen: dict[str, int] = {}
     started = time.monotonic()
+    out_of_time = f"time budget spent ({config.max_seconds:.0f} s)"
     for turn in range(1, config.max_llm_steps + 1):
         if usage.get("total_tokens", 0) >= config.max_tokens:
             return _fallback(state, rt, records, usage, f"token budget spent ({int(usage['total_tokens'])} >= {config.max_tokens})")
         if time.monotonic() - started > config.max_seconds:
-            return _fallback(state, rt, records, usage, f"time budget spent ({config.max_seconds:.0f} s)")
+            return _fallback(state, rt, records, usage, out_of_time)
         try:
             reply = rt.llm.complete(messages, tools)
         except (LLMUnavailable, LLMRequestError) as error:
@@ -123,6 +124,10 @@ def investigate(state: ResponderState, rt: AgentRuntime) -> dict[str, Any]:
             messages.append({"role": "user", "content": f"Call a read tool or `{SUBMIT}`; plain text is not an answer."})
             continue
         for call in calls:
+            # Checked per call, not only per turn: one answer may hold any number of calls (60 SQL queries
+            # at their 5 s limit each kept an investigation going 5 minutes past a 2-minute budget).
+            if time.monotonic() - started > config.max_seconds:
+                return _fallback(state, rt, records, usage, out_of_time)
             name, raw = call.get("name", ""), call.get("arguments", "")
             key = f"{name}:{canonical_arguments(raw)}"
             seen[key] = seen.get(key, 0) + 1
@@ -155,7 +160,9 @@ def _run_read_tool(ctx: Any, name: str, raw: Any) -> tuple[str, bool]:
     try:
         return call_tool(name, ctx, raw).content, True
     except ToolError as error:
-        return f"{name} failed: {error}", False
+        # Wrapped like output: a failure can quote the data (DuckDB's "Could not convert string '<a
+        # merchant name>'"), and unwrapped it reached the model as if it were our own words.
+        return untrusted(name, f"{name} failed: {error}"), False
 
 
 def _parse_proposal(raw: Any) -> tuple[dict[str, Any] | None, str]:
