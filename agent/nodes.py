@@ -22,7 +22,7 @@ from agent.planners import deterministic, llm_planner
 from agent.runbook_steps import incident_scope, page_arguments, plan_from_runbook, step_record
 from agent.state import PlannedAction, ResponderState, StepRecord
 from agent.verify import next_wake, verify_fix
-from tools.audit import canonical_json
+from tools.audit import ActionLog, bounded_text, canonical_json, idempotency_key
 from tools.errors import ToolError, ToolRefused
 from tools.registry import call_tool
 from tools.runbooks import Runbook
@@ -166,10 +166,11 @@ def approval(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str,
     decision = str((answer or {}).get("decision", "deny"))
     by = str((answer or {}).get("by", "unknown"))
     status = "approved" if decision == "approve" else "denied"
+    decided_at = runtime.context.now_iso()  # after the interrupt: stored with the answer, never re-read
     updated: list[PlannedAction] = []
     for action in state.get("plan", []):
         if action.get("approval") == "human" and action.get("status") == "planned":
-            action = {**action, "status": status, "decided_by": by}
+            action = {**action, "status": status, "decided_by": by, "decided_at": decided_at}
         updated.append(action)
     note = f"{status} by {by}" + (f": {answer.get('note')}" if isinstance(answer, dict) and answer.get("note") else "")
     record = step_record("approval", "decision", "approval", runtime.context, ok=True, note=note)
@@ -193,7 +194,18 @@ def act(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]
     for _ in range(MAX_FOLLOW_UPS + 1):
         saved = False
         for action in pending:
+            if action.get("status") == "denied" and not action.get("audit_id"):
+                action = _audit_denial(rt, state["incident_id"], action)
             if action.get("status") not in RUNNABLE:
+                updated.append(action)
+                continue
+            undone = [a for a in updated if a["action"] != "add_note" and a.get("status") in paging.FAILED]
+            if action["action"] == "add_note" and undone:
+                # A runbook's note after an action records that action as done ("restored 0.5"): after a
+                # denial or a refusal the audit log would say what never happened.
+                names = ", ".join(f"{a['action']} ({a.get('status')})" for a in undone)
+                action = {**action, "status": "skipped", "result": {"message": f"not written: {names} did not happen"}}
+                records.append(step_record("act", "decision", "add_note", rt, ok=True, note=action["result"]["message"]))
                 updated.append(action)
                 continue
             action, record = _run_planned(rt, state["incident_id"], action, reason)
@@ -233,6 +245,21 @@ def _run_planned(rt: AgentRuntime, incident_id: str, action: PlannedAction, reas
     record = step_record("act", "tool", action["action"], rt, args=action["args"],
                          ok=action["status"] in ("applied", "repeat"), output=str(action.get("result", ""))[:400])
     return action, record
+
+
+def _audit_denial(rt: AgentRuntime, incident_id: str, action: PlannedAction) -> PlannedAction:
+    """A row in the audit log for an action a person denied, once: its key names the decision, so the act
+    node re-run after a crash finds the row it wrote instead of writing another."""
+    by = str(action.get("decided_by", "unknown"))
+    key = idempotency_key(incident_id, f"deny:{action['action']}", {
+        "args": action["args"], "decided_at": action.get("decided_at"), "step": action.get("step_line")})  # fmt: skip
+    log = ActionLog(rt.store, rt.clock)
+    row = log.recorded(key) or log.record(
+        actor=by, action=action["action"], incident_id=incident_id, args=action["args"],
+        result={"status": "denied", "message": f"{action['action']} was not run: denied by {by}"},
+        reason=bounded_text(str(action.get("why") or "")), approval=f"human:{by}", idempotency_key=key, inverse=None,
+    )  # fmt: skip
+    return {**action, "audit_id": row.audit_id}
 
 
 def _follow_ups(

@@ -59,9 +59,11 @@ class Diagnosis(TypedDict, total=False):
 class PlannedAction(TypedDict, total=False):
     """One action the plan holds: ``action`` and ``args`` (validated against the tool schema),
     ``approval`` (``auto`` | ``human``), ``status`` (``planned`` | ``awaiting_approval`` | ``approved`` |
-    ``denied`` | ``applied`` | ``repeat`` | ``refused`` | ``failed``), ``why`` (the runbook line or model
-    rationale), ``audit_id`` and ``result`` once it ran, ``decided_by`` (who approved or denied),
-    ``step_line`` (the runbook step it came from, for runbook plans)."""
+    ``denied`` | ``applied`` | ``repeat`` | ``refused`` | ``failed`` | ``skipped``: a note that would have
+    recorded an earlier action of the plan that did not happen), ``why`` (the runbook line or model
+    rationale), ``audit_id`` and ``result`` once it ran (a denial is audited too), ``decided_by`` and
+    ``decided_at`` (who approved or denied, when), ``step_line`` (the runbook step it came from, for
+    runbook plans)."""
 
     action: str
     args: dict[str, Any]
@@ -71,6 +73,7 @@ class PlannedAction(TypedDict, total=False):
     audit_id: str | None
     result: dict[str, Any]
     decided_by: str
+    decided_at: str
     step_line: int
 
 

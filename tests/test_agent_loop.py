@@ -208,7 +208,9 @@ def test_deny_from_another_process_resumes_without_the_action_and_pages(paused: 
     result = _cli("deny", "INC-1", "--by", "alice", "--note", "not now", home=home, runbooks=runbooks)
     assert result.returncode == 0, result.stderr
     assert "denied" in result.stdout
-    assert not [r for r in _audit(home) if r.action == "rollback_model"]
+    # Nothing rolled back: the one rollback row is the denial, by the person who denied it.
+    rollbacks = [r for r in _audit(home) if r.action == "rollback_model"]
+    assert [(r.status, r.actor, r.approval) for r in rollbacks] == [("denied", "alice", "human:alice")]
     pages = [r for r in _outbox(home) if r.action == "trigger"]
     assert len(pages) == 1 and "remediation did not go through" in pages[0].page().body
     with Platform(Workspace(home)) as platform:

@@ -148,6 +148,7 @@ def test_approve_resumes_the_paused_investigation_and_runs_its_actions_once(
 def test_deny_resumes_without_the_action_and_pages(service: tuple[TestClient, Platform]) -> None:
     client, platform = service
     rollbacks = _audit(platform, "INC-3", "rollback_model")
+    notes = len(_audit(platform, "INC-3", "add_note"))
     champion = platform.serving.current().champion_version
     triggers = platform.store.count("pages")
     response = client.post("/v1/incidents/INC-3/deny", json={"note": "not during the sale"}, headers=AUTH)
@@ -155,13 +156,17 @@ def test_deny_resumes_without_the_action_and_pages(service: tuple[TestClient, Pl
     run = response.json()
     assert run["status"] == "done" and run["outcome"] == "escalated"
     [rollback] = [a for a in run["plan"] if a["action"] == "rollback_model"]
-    assert (
-        rollback["status"] == "denied"
-        and rollback["decided_by"] == "api:alice"
-        and rollback["audit_id"] is None
-    )
-    assert _audit(platform, "INC-3", "rollback_model") == rollbacks  # nothing rolled back
+    assert rollback["status"] == "denied" and rollback["decided_by"] == "api:alice"
+    # Nothing rolled back; the denial itself is in the audit log, under the id the run reports.
+    (denial,) = _audit(platform, "INC-3", "rollback_model")[len(rollbacks) :]
+    assert denial["audit_id"] == rollback["audit_id"]
+    assert (denial["actor"], denial["approval"], json.loads(denial["result"])["status"]) == (
+        "api:alice", "human:api:alice", "denied")  # fmt: skip
     assert platform.serving.current().champion_version == champion
+    # The runbook's note ("... rolled back to v1") would record the rollback as done: it is not written.
+    [note] = [a for a in _latest_run(platform, "INC-3")["state"]["plan"] if a["action"] == "add_note"]
+    assert note["status"] == "skipped" and "rollback_model (denied)" in note["result"]["message"]
+    assert len(_audit(platform, "INC-3", "add_note")) == notes
     assert run["page_decision"]["sent"] is True and platform.store.count("pages") > triggers
 
 

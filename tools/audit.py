@@ -160,6 +160,11 @@ class ActionLog:
         )
         return _record(rows[0]) if rows else None
 
+    def recorded(self, idempotency_key: str) -> AuditRecord | None:
+        """The latest row with this key, whatever its status (a denial, say)."""
+        rows = self.store.execute(f"{_SELECT} WHERE idempotency_key = ? ORDER BY rowid DESC LIMIT 1", [idempotency_key])
+        return _record(rows[0]) if rows else None
+
     def record(
         self,
         *,
