@@ -1,6 +1,6 @@
 """The responder as one LangGraph `StateGraph`:
 
-    load_incident -> match_runbooks -> investigate -> diagnose -+-> plan -> approval -> act -> verify -+
+    load_incident -> match_runbooks -> investigate -> diagnose -+-> plan -> (request_approval -> approval) -> act -> verify -+
                        |      ^                                 |                        ^        |     |
       (no runbook yet, |      |                                 | (abstained)            |  wait_for_data
        labels due soon)v      |                                 v                        (pending) <-+   |
@@ -36,9 +36,9 @@ def after_diagnose(state: ResponderState) -> Literal["plan", "decide_page"]:
     return "decide_page" if diagnosis.get("abstained") else "plan"
 
 
-def after_plan(state: ResponderState) -> Literal["approval", "act"]:
+def after_plan(state: ResponderState) -> Literal["request_approval", "act"]:
     needs_human = any(a.get("approval") == "human" and a.get("status") == "planned" for a in state.get("plan", []))
-    return "approval" if needs_human else "act"
+    return "request_approval" if needs_human else "act"
 
 
 def after_verify(state: ResponderState) -> Literal["wait_for_data", "decide_page"]:
@@ -54,7 +54,8 @@ def build_graph(
     """The compiled responder graph (pass a checkpointer to make runs durable and resumable)."""
     graph = StateGraph(ResponderState, context_schema=AgentRuntime, input_schema=ResponderInput)
     for name in (
-        "load_incident", "match_runbooks", "investigate", "diagnose", "plan", "approval", "act", "verify",
+        "load_incident", "match_runbooks", "investigate", "diagnose", "plan", "request_approval", "approval", "act",
+        "verify",
         "wait_for_data", "wait_for_labels", "decide_page", "summarize", "notify", "report",
     ):
         graph.add_node(name, getattr(nodes, name))
@@ -65,6 +66,7 @@ def build_graph(
     graph.add_edge("investigate", "diagnose")
     graph.add_conditional_edges("diagnose", after_diagnose)
     graph.add_conditional_edges("plan", after_plan)
+    graph.add_edge("request_approval", "approval")
     graph.add_edge("approval", "act")
     graph.add_edge("act", "verify")
     graph.add_conditional_edges("verify", after_verify)

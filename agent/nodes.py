@@ -153,6 +153,40 @@ def plan(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any
     return {"plan": actions, "steps": records}
 
 
+def request_approval(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
+    """Page a person that the plan waits for their approval, before the run pauses for it.
+
+    A run paused for approval used to wait without telling anyone (only `selfheal status` listed it).
+    The page is its own, once per incident (`page_for_approval`): the page that says how the incident
+    ended still goes out. Re-run after a crash, it finds the page it sent (the audit key) and sends none.
+    """
+    from tools.actions.notify import page_for_approval
+
+    rt = runtime.context
+    incident_id = state["incident_id"]
+    incident = state.get("incident", {})
+    waiting = [a for a in state.get("plan", []) if a.get("approval") == "human" and a.get("status") == "planned"]
+    actions = ", ".join(paging.action_text(a) for a in waiting)
+    review = incident_review_url(rt.config.public_url, incident_id)
+    runbook_id = state.get("diagnosis", {}).get("runbook_id")
+    ctx = rt.tool_context(incident_id, reason=f"runbook {runbook_id} needs a person's approval for {actions}")
+    result = page_for_approval(
+        ctx,
+        summary=f"{incident_id} waits for your approval: {actions} ({incident.get('title', '')})",
+        severity=str(incident.get("severity") or "high"),  # type: ignore[arg-type]
+        details={"page_rule": "approval_needed", "runbook": runbook_id, "actions": [
+            {"action": a["action"], "args": a["args"], "why": a.get("why", "")} for a in waiting]},
+        body=(f"The investigation of {incident_id} (runbook `{runbook_id}`) waits for a person before it runs "
+              f"{actions}.\n\nApprove or deny: `selfheal approve {incident_id} --by NAME` / "
+              f"`selfheal deny {incident_id} --by NAME`, or the buttons at {review}"),
+    )  # fmt: skip
+    rt.side_effect("request_approval", "page")
+    record = step_record("request_approval", "tool", "page", rt, ok=True,
+                         note=f"paged for approval of {actions}: {result.get('page_id')}")  # fmt: skip
+    return {"approval_page": {"page_id": result.get("page_id"), "actions": [a["action"] for a in waiting]},
+            "steps": [record]}  # fmt: skip
+
+
 def approval(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
     """Pause for a human when the runbook's policy says so; ``selfheal approve/deny`` resumes."""
     waiting = [a for a in state.get("plan", []) if a.get("approval") == "human" and a.get("status") == "planned"]
@@ -383,6 +417,7 @@ __all__ = [
     "notify",
     "plan",
     "report",
+    "request_approval",
     "summarize",
     "verify",
     "wait_for_data",

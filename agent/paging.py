@@ -54,14 +54,15 @@ def decide_page(state: ResponderState, runbook: Runbook | None) -> PageDecision:
     if state.get("degraded"):
         return decision(True, "agent_degraded", "the responder degraded: " + "; ".join(state.get("degraded", [])))
     if changes and verified:
-        done = ", ".join(_action_text(a) for a in changes)
+        done = ", ".join(action_text(a) for a in changes)
         return decision(False, "fixed_and_verified", f"fixed and verified without a human: {done}; {verification.get('reason')}")
     if not changes:
         return decision(False, "no_action_needed", f"runbook {runbook.id} needs no change (paging {runbook.paging}): {diagnosis.get('reason', '')}")
     return decision(False, "low_severity_unverified", f"{severity} severity and runbook {runbook.id} pages {runbook.paging}; not verified yet")
 
 
-def _action_text(action: Mapping[str, Any]) -> str:
+def action_text(action: Mapping[str, Any]) -> str:
+    """``rollback_model(to_version=1)``: an action as a person reads it in a page."""
     args = ", ".join(f"{k}={v}" for k, v in (action.get("args") or {}).items() if k not in ("reason", "text"))
     return f"{action['action']}({args})"
 
@@ -116,7 +117,7 @@ def summary_markdown(state: ResponderState, runbook: Runbook | None, decision: P
         lines.append("- nothing changed")
     for action in plan:
         audit = f" (audit `{action['audit_id']}`)" if action.get("audit_id") else ""
-        lines.append(f"- {_action_text(action)}: {action.get('status')}{audit}")
+        lines.append(f"- {action_text(action)}: {action.get('status')}{audit}")
     lines += [
         "",
         f"**Verified.** {verification.get('status', 'not applicable')}: {verification.get('reason', 'no change to verify')}",

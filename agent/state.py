@@ -126,6 +126,7 @@ class ResponderState(ResponderInput, total=False):
     plan: list[PlannedAction]
     verification: Verification
     page_decision: PageDecision
+    approval_page: dict[str, Any]  # the page asking a person to approve: {page_id, actions}
     summary: str  # the markdown page / incident summary
     report: dict[str, str]  # {"markdown": path, "html": path}
     degraded: list[str]  # why the agent fell back or was limited (LLM unavailable, budget spent, ...)

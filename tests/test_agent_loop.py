@@ -184,6 +184,10 @@ def test_an_action_needing_approval_pauses_the_graph(paused: tuple[Played, Path]
     assert run["waiting"]["type"] == "approval" and run["waiting"]["actions"][0]["action"] == "rollback_model"
     assert not [r for r in _audit(played.home) if r.action == "rollback_model"]
     assert checkpoints_path(played.home).exists()
+    # Someone is told: a paused run used to wait without a word to anyone.
+    (asked,) = [r.page() for r in _outbox(played.home) if r.action == "trigger"]
+    assert "INC-1 waits for your approval: rollback_model(to_version=" in asked.summary
+    assert "selfheal approve INC-1 --by NAME" in asked.body and asked.custom_details["page_rule"] == "approval_needed"
 
 
 def test_approve_from_another_process_resumes_and_runs_the_action_once(paused: tuple[Played, Path], tmp_path: Path) -> None:
@@ -211,7 +215,9 @@ def test_deny_from_another_process_resumes_without_the_action_and_pages(paused: 
     # Nothing rolled back: the one rollback row is the denial, by the person who denied it.
     rollbacks = [r for r in _audit(home) if r.action == "rollback_model"]
     assert [(r.status, r.actor, r.approval) for r in rollbacks] == [("denied", "alice", "human:alice")]
-    pages = [r for r in _outbox(home) if r.action == "trigger"]
-    assert len(pages) == 1 and "remediation did not go through" in pages[0].page().body
+    # The approval page, then the page that says how it ended (a page of its own).
+    asked, ended = [r.page() for r in _outbox(home) if r.action == "trigger"]
+    assert "waits for your approval" in asked.summary and "remediation did not go through" in ended.body
+    assert asked.dedup_key == ended.dedup_key  # one alert at the pager
     with Platform(Workspace(home)) as platform:
         assert platform.serving.current().champion_version == 2

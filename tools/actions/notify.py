@@ -16,7 +16,7 @@ from tools.errors import ToolRefused, ToolRetry
 from tools.pagers import OutboxPager, Page, Pager, dispatch
 from tools.registry import tool
 
-__all__ = ["MAX_NOTE_CHARS", "add_note", "page"]
+__all__ = ["MAX_NOTE_CHARS", "add_note", "page", "page_for_approval"]
 
 MAX_NOTE_CHARS: Final = 2000
 MAX_SUMMARY_CHARS: Final = 1024  # PagerDuty's limit for a summary
@@ -45,6 +45,32 @@ def page(
         details: Numbers and facts that support the summary (JSON object).
         body: The markdown summary for the human: what broke, evidence, what was done, what to do next.
     """
+    # The key ignores the text: one page per incident, however the agent words a second one.
+    return _send_page(ctx, summary, severity, details, body, key_args={})
+
+
+def page_for_approval(
+    ctx: ToolContext, summary: str, severity: Severity, details: dict[str, Any] | None = None, body: str = ""
+) -> dict[str, Any]:
+    """Page the on-call human that an investigation waits for their approval; once per incident.
+
+    The responder's approval step calls it, not the planner (it is no tool): a run paused for a person
+    used to wait without telling anyone. It is a page of its own beside the incident's one `page`, so
+    the page that says how the incident ended still goes out; both carry the incident's dedup key, so a
+    pager such as PagerDuty shows them as one alert. Audited as a ``page`` action.
+    """
+    return _send_page(ctx, summary, severity, details, body, key_args={"approval": True})
+
+
+def _send_page(
+    ctx: ToolContext,
+    summary: str,
+    severity: Severity,
+    details: dict[str, Any] | None,
+    body: str,
+    *,
+    key_args: dict[str, Any],
+) -> dict[str, Any]:
     text = bounded_text(summary, MAX_SUMMARY_CHARS)
     if not text:
         raise ToolRetry("page needs a summary: it is the one line the on-call engineer reads first")
@@ -55,8 +81,8 @@ def page(
     def apply() -> Effect:
         incident = _incident(ctx, "page")
         message = Page.from_incident(incident, summary=text, details=facts, body=markdown, timestamp=ctx.clock())
-        # The page id follows from the incident, so a replayed eval records the same page.
-        page_id = f"page-{idempotency_key(incident.incident_id, 'page', {})[:16]}"
+        # The page id follows from the incident (and the kind of page), so a replayed eval records the same page.
+        page_id = f"page-{idempotency_key(incident.incident_id, 'page', key_args)[:16]}"
         message = message.model_copy(update={"page_id": page_id, "severity": severity})
         deliveries = dispatch(message, _pagers(ctx))
         ctx.incidents.add_event(
@@ -75,8 +101,7 @@ def page(
             }
         )
 
-    # The key ignores the text: one page per incident, however the agent words a second one.
-    return run_action(ctx, "page", args, apply, key_args={})
+    return run_action(ctx, "page", args, apply, key_args=key_args)
 
 
 @tool(kind="action", risk="none")
