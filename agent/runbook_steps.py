@@ -107,8 +107,8 @@ def plan_from_runbook(runbook: Runbook, scope: dict[str, Any]) -> tuple[list[Pla
     planned: list[PlannedAction] = []
     notes: list[str] = []
     for step in runbook.steps:
-        if step.block != "action" or step.name == "page":
-            continue
+        if step.block != "action" or step.name == "page" or step.section != "remediate":
+            continue  # the parser refuses action blocks elsewhere; this holds if a Runbook is built by hand
         for names, skipped in _bindings(step, scope):
             if names is None:
                 notes.append(f"{step.name} (line {step.line}) not planned: {skipped}")

@@ -946,3 +946,23 @@ def test_an_important_feature_with_a_close_live_sibling_stays_on_the_model() -> 
     assert plan([thirty, seven], []) == (pytest.approx(0.3), True)  # each sibling is broken too
     assert plan([thirty], [seven]) == (pytest.approx(0.3), True)  # the sibling is already imputed itself
     assert evaluate("importance(evidence.features)", {"evidence": {"features": [thirty]}, "model": model}) == 0.3
+
+
+@pytest.mark.parametrize(
+    "block,section",
+    [
+        # an example of the fix, written where a reader learns when the runbook applies: it used to be planned
+        ("```action\naction: add_note\nargs: {text: example}\n```\n", "## When it applies"),
+        ("```tool\ntool: serving_history\n```\n", "## Verify"),  # a read step that would never run
+    ],
+)
+def test_a_step_outside_the_section_it_runs_from_does_not_parse(block: str, section: str) -> None:
+    text = _shipped_text("threshold_misconfig")
+    assert f"\n{section}\n" in text
+    edited = text.replace(f"\n{section}\n", f"\n{section}\n\n{block}", 1)
+    with pytest.raises(RunbookError) as caught:
+        parse_runbook(edited, "threshold_misconfig.md")
+    (problem,) = caught.value.problems
+    assert problem.code == "step-out-of-place" and section.removeprefix("## ") in problem.message
+    assert edited.splitlines()[problem.line - 1].startswith(("action:", "tool:"))
+    assert lint_text(edited, "threshold_misconfig.md") == [problem]

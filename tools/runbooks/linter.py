@@ -13,6 +13,7 @@ Every problem has a code naming its class of mistake:
     unknown-action          an ``action`` block, or ``actions``, names no registered action
     wrong-block             a read tool in an ``action`` block or an action in a ``tool`` block
     action-not-allowed      an ``action`` block uses an action the front matter does not allow
+    step-out-of-place       a block in a section it never runs from (actions: Remediate; tools: Investigate)
     bad-arguments           arguments that do not fit the tool's schema
     bad-expression          an expression that does not parse or uses an unknown name
     unsafe-expression       an expression reaching outside the whitelist (calls, private names, ...)
@@ -192,7 +193,11 @@ def lint_text(
             ctx.add(
                 number, "unfilled template placeholder: replace the <FILL IN ...> text", "unfilled-template"
             )
-    return sorted(set(ctx.problems), key=lambda p: (p.line, p.code, p.message))
+    # A block of the wrong kind (a read tool in an ``action`` block) is said once, as `wrong-block`: where
+    # that kind of block may stand follows from fixing it.
+    wrong = {p.line for p in ctx.problems if p.code == "wrong-block"}
+    kept = [p for p in ctx.problems if not (p.code == "step-out-of-place" and p.line in wrong)]
+    return sorted(set(kept), key=lambda p: (p.line, p.code, p.message))
 
 
 def _lint_front(ctx: _Context, front: dict[str, Any], triggers: dict[str, Any]) -> None:

@@ -297,6 +297,28 @@ def not_allowed_problem(path: str, raw: RawStep) -> Problem:
     )
 
 
+# Where each kind of step runs: read steps while investigating, actions when remediating, the page's wording
+# in Remediate or Escalate. A block anywhere else (an example in "When it applies", say) is never run,
+# and used to be: the planner took every action block, whatever its section.
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {"tool": ("investigate",), "action": ("remediate",), "page": ("remediate", "escalate")}
+
+
+def misplaced_problem(path: str, raw: RawStep, section: RawSection) -> Problem | None:
+    """The problem of a machine block in a section its kind does not run from, else None."""
+    kind = "page" if raw.block == "action" and raw.data is not None and raw.data.get("action") == "page" else raw.block
+    allowed = STEP_SECTIONS.get(kind, ())
+    if section.key in allowed:
+        return None
+    where = " or ".join(f"'## {name.capitalize()}'" for name in allowed)
+    return Problem(
+        path=path,
+        line=raw.line_of(raw.block),
+        message=f"{'an' if raw.block == 'action' else 'a'} {raw.block} block in '{section.title}' would never "
+        f"run: {kind} steps run from {where} only (show an example as a ```yaml block instead)",
+        code="step-out-of-place",
+    )
+
+
 def build_runbook(document: RunbookDocument) -> tuple[Runbook | None, list[Problem]]:
     """The `Runbook` of a document, or None, with every syntax and validation problem found."""
     problems = list(document.problems)
@@ -316,6 +338,8 @@ def build_runbook(document: RunbookDocument) -> tuple[Runbook | None, list[Probl
                 # The front matter's actions are the only ones the runbook may take: a step outside them
                 # must not load (the planner would find no approval policy for it).
                 problems.append(not_allowed_problem(document.path, raw))
+            if (misplaced := misplaced_problem(document.path, raw, raw_section)) is not None:
+                problems.append(misplaced)
             try:
                 steps.append(build_step(raw))
             except ValidationError as error:
