@@ -14,12 +14,31 @@ copied into it as Arrow tables (read through a cursor of the owner's connection,
 `MAX_TABLE_ROWS` rows per table). Nothing in the sandbox can reach the workspace file, another file, a
 URL or a setting, so even a query the checks below missed cannot change anything.
 
+That DuckDB runs in a **child process** (`tools.sql_worker`), not in the service: DuckDB's
+``memory_limit`` and ``interrupt()`` do not reach a function that builds one large value inside one row.
+In-process, ``SELECT repeat('x', 2000000000)`` took 33 s and 4 GB of the caller's memory with a 5 s
+limit, and ``regexp_replace(s, '.', s, 'g')`` over a ``string_agg`` of 2,500 demo ids built a 625 MB
+string (the ``selfheal ask`` process peaked at 1.5 GB); ordinary functions compose quadratically, so no
+deny-list closes that. The child lowers its ``RLIMIT_DATA`` to ``limits.sql_memory_mb`` (an allocation
+past it fails inside DuckDB, which reports out of memory and the child stays usable), and the parent reads
+its RSS every ``POLL_S`` and kills it above the same cap. At ``limits.sql_timeout_s`` the parent asks the
+child to interrupt the query; a query still running ``KILL_MARGIN_S`` later is killed with its process.
+A killed or crashed child is replaced at once. Either way the caller sees a ``ToolRetry`` ("ran longer
+than", "needed too much memory") whose cause is a DuckDB ``InterruptException`` / ``OutOfMemoryException``.
+
+One child is kept warm and reused, one query at a time (a lock; queries from other threads wait): a fresh
+child per query cost ~0.3 s more per query (interpreter, DuckDB and pyarrow imports), a warm one adds
+nothing measurable on small tables and ~0.1 s per 250,000-row table (the Arrow IPC copy through its stdin;
+a tmpfs file would save ~25 ms of that, not worth a file to clean up). Each query still gets its own
+in-memory DuckDB, closed after it, so nothing carries over; a worker left above half its cap, or after
+`RECYCLE_AFTER_QUERIES` queries, is replaced. The child inherits no file descriptor of the workspace.
+
 Before that, the query is checked on its parse tree (``json_serialize_sql``), so refusals are clear:
 exactly one SELECT / WITH statement; no table functions (``read_csv``, ``glob``, ``range``...); FROM
 names only the workspace's tables or the query's own CTEs (a quoted path such as ``'/etc/passwd'`` is a
 replacement scan and is refused); no functions that read settings or the environment. Rows are capped at
-``limits.sql_max_rows`` (the query is wrapped in a LIMIT, so a huge cross join stops early) and time at
-``limits.sql_timeout_s`` (the sandbox is interrupted).
+``limits.sql_max_rows`` (the query is wrapped in a LIMIT, so a huge cross join stops early; long cells are
+cut in the child, and a reply over `MAX_REPLY_BYTES` is refused).
 """
 
 from __future__ import annotations
@@ -37,11 +56,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
-import pyarrow as pa
-import pyarrow.ipc
 
 from store.db import TIME_COLUMNS, Store
 from tools.context import DEFAULT_SQL_MEMORY_MB as DEFAULT_MEMORY_MB
@@ -49,6 +66,9 @@ from tools.context import ToolContext
 from tools.errors import ToolRetry
 from tools.registry import tool
 from tools.sql_worker import FRAME_PREFIX, first_line, frame_length, write_frame
+
+if TYPE_CHECKING:  # pyarrow is imported when a query is sent (DuckDB's to_arrow_table loads it anyway)
+    import pyarrow as pa
 
 __all__ = [
     "MAX_TABLE_ROWS",
@@ -300,6 +320,7 @@ class _SandboxProcess:
     def __init__(self, memory_mb: int) -> None:
         self.memory_mb = memory_mb
         self.queries = 0
+        self.owner = os.getpid()  # a forked copy of the parent must not write to this worker's pipe
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         self.process = subprocess.Popen(  # our own interpreter and module, no shell
@@ -327,10 +348,12 @@ class _SandboxProcess:
             return 0.0
 
     def send(self, request: dict[str, Any], tables: dict[str, pa.Table]) -> None:
+        import pyarrow.ipc
+
         with self._write_lock:
             write_frame(self.stdin, {**request, "tables": list(tables)})
             for table in tables.values():
-                with pa.ipc.new_stream(self.stdin, table.schema) as writer:
+                with pyarrow.ipc.new_stream(self.stdin, table.schema) as writer:
                     writer.write_table(table)
             self.stdin.flush()
 
@@ -396,6 +419,9 @@ _QUERY_IDS = itertools.count(1)
 
 def _worker(memory_mb: int) -> _SandboxProcess:
     """The warm sandbox process, started if there is none yet or replaced if it died. Hold _WORKER_LOCK."""
+    global _WORKER
+    if _WORKER is not None and _WORKER.owner != os.getpid():
+        _WORKER = None  # inherited through a fork: the parent's, not ours to use or kill
     if _WORKER is None or not _WORKER.alive() or _WORKER.memory_mb != memory_mb:
         _replace_worker(memory_mb)
     assert _WORKER is not None
@@ -427,7 +453,11 @@ def _run_in_worker(
     except (OSError, ValueError):  # it died since the last query: once more, in a new one
         _replace_worker(memory_mb)
         worker = _worker(memory_mb)
-        worker.send({**request, "id": query_id}, tables)
+        try:
+            worker.send({**request, "id": query_id}, tables)
+        except (OSError, ValueError):  # the new one died reading the tables: they do not fit its cap
+            _replace_worker(memory_mb)
+            return {"ok": False, "kind": "memory", "message": "the SQL sandbox could not hold the tables"}
     tables.clear()  # the child has its copy
     # At the time limit the query is interrupted inside the child, which replies "interrupt" and stays
     # warm; a query that does not stop then is killed with its process at the deadline.

@@ -107,6 +107,7 @@ class _Child:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.running: tuple[int, Any] | None = None  # (query id, its DuckDB connection)
+        self.stopped = 0  # the last query id an interrupt named (it may come before the query starts)
         self.jobs: queue.Queue[tuple[dict[str, Any], list[tuple[str, Any]]]] = queue.Queue()
 
     def read_requests(self, stream: IO[bytes]) -> None:
@@ -117,11 +118,12 @@ class _Child:
             while (request := _read_frame(stream)) is not None:
                 if request.get("op") == "interrupt":
                     with self.lock:
-                        if self.running is not None and self.running[0] == request.get("id"):
+                        self.stopped = int(request.get("id", 0))
+                        if self.running is not None and self.running[0] == self.stopped:
                             self.running[1].interrupt()
                     continue
-                tables = [(name, pyarrow.ipc.open_stream(stream).read_all()) for name in request["tables"]]
-                self.jobs.put((request, tables))
+                # Straight into the queue: this thread keeps no reference to a query's tables.
+                self.jobs.put((request, [(n, pyarrow.ipc.open_stream(stream).read_all()) for n in request["tables"]]))
         except BaseException as error:  # a child that cannot read its input can only stop
             print(f"sql_worker: cannot read a request: {first_line(error)}", file=sys.stderr)
             os._exit(3)
@@ -133,6 +135,10 @@ class _Child:
         connection = duckdb.connect(":memory:", config=dict(request["config"]))
         with self.lock:
             self.running = (int(request["id"]), connection)
+            if self.stopped == self.running[0]:
+                connection.close()
+                self.running = None
+                return {"ok": False, "kind": "interrupt", "message": "interrupted before it started"}
         try:
             for name, table in tables:
                 connection.register(name, table)
@@ -180,6 +186,8 @@ def main(argv: list[str]) -> int:
             reply = child.run(request, tables)
         except MemoryError as error:
             reply = {"ok": False, "kind": "memory", "message": first_line(error)}
+        except Exception as error:  # opening the sandbox failed: say so, and serve the next query
+            reply = {"ok": False, "kind": "error", "message": first_line(error)}
         del tables
         try:
             write_frame(replies, reply)
