@@ -27,9 +27,10 @@ A killed or crashed child is replaced at once. Either way the caller sees a ``To
 than", "needed too much memory") whose cause is a DuckDB ``InterruptException`` / ``OutOfMemoryException``.
 
 One child is kept warm and reused, one query at a time (a lock; queries from other threads wait): a fresh
-child per query cost ~0.3 s more per query (interpreter, DuckDB and pyarrow imports), a warm one adds
-nothing measurable on small tables and ~0.1 s per 250,000-row table (the Arrow IPC copy through its stdin;
-a tmpfs file would save ~25 ms of that, not worth a file to clean up). Each query still gets its own
+child per query cost 0.3-0.4 s more per query (interpreter, DuckDB and pyarrow imports); with a warm one
+the query's time is within the machine's noise of in-process (median 37 vs 41 ms on a 3,000-row table,
+~300 ms either way over a 250,000-row one), the Arrow IPC copy through its stdin being ~60 ms for a
+52 MB table (a tmpfs file would save ~25 ms of that: not worth a file to clean up). Each query still gets its own
 in-memory DuckDB, closed after it, so nothing carries over; a worker left above half its cap, or after
 `RECYCLE_AFTER_QUERIES` queries, is replaced. The child inherits no file descriptor of the workspace.
 
