@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -19,11 +19,19 @@ if TYPE_CHECKING:  # annotations only: importing the monitor here would load Sci
     from store import Store
 
 
+# The SQL sandbox process's cap (RSS, and its data segment): DuckDB's own 512 MB buffer limit, the
+# interpreter with DuckDB and pyarrow (~140 MB) and the copied tables fit under it.
+DEFAULT_SQL_MEMORY_MB: Final = 1024
+
+
 class ToolLimits(BaseModel):
     """Bounds on what tools may cost."""
 
     sql_max_rows: int = Field(200, ge=1, description="rows a SQL query may return")
     sql_timeout_s: float = Field(5.0, gt=0, description="wall time a SQL query may take")
+    sql_memory_mb: int = Field(
+        DEFAULT_SQL_MEMORY_MB, ge=256, description="memory (MiB) the process running a SQL query may use"
+    )
     rollbacks_per_model_per_day: int = Field(2, ge=1)
     retrains_per_day: int = Field(2, ge=1)
     threshold_min: float = Field(0.01, ge=0, le=1)
