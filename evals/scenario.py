@@ -319,6 +319,22 @@ class _FieldProblem(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key written twice in one mapping. YAML keeps the later value without
+    a word: a scenario with two ``expect:`` blocks graded only the second (runbooks refuse this too)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_scenario(path: Path | str) -> Scenario:
     """Read and validate one scenario file, its faults included.
 
@@ -328,7 +344,7 @@ def load_scenario(path: Path | str) -> Scenario:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as error:
         raise ScenarioError(path, "", f"not valid YAML: {error}") from error
     except OSError as error:

@@ -118,6 +118,14 @@ def test_a_scenario_file_with_a_mistake_is_rejected_naming_the_file_and_the_fiel
     assert caught.value.field == field and caught.value.path == path
 
 
+def test_a_key_written_twice_is_rejected_not_silently_overwritten(tmp_path: Path) -> None:
+    # YAML keeps the later of two equal keys: this file's expectation used to become "no page".
+    assert "  page: true\n" in GOOD
+    path = _write(tmp_path, GOOD.replace("  page: true\n", "  page: true\n  page: false\n"), "twice.yaml")
+    with pytest.raises(ScenarioError, match=r"twice\.yaml: .*duplicate key 'page' \(first on line \d+\)"):
+        load_scenario(path)
+
+
 def test_a_fault_starting_after_the_live_period_and_a_duplicate_id_are_rejected(tmp_path: Path) -> None:
     late = _write(tmp_path, GOOD.replace('"day 0 10:00"', '"day 3 10:00"'), "late.yaml")
     with pytest.raises(
