@@ -30,13 +30,16 @@ from agent.chat.text import bullets, quote
 from agent.chat.text import call as call_text
 from agent.llm import LLMClient, LLMRequestError, LLMUnavailable
 from agent.planners.llm_planner import canonical_arguments, prompt, read_tool_names, untrusted
-from tools.audit import finite
+from tools.audit import bounded_text, finite
 from tools.errors import ToolError
 from tools.registry import bounded_json, call_tool, openai_tool_schemas, registered_tools
 
 REQUEST_ACTION = "request_action"
 HISTORY_TURNS = 6  # earlier turns of this incident's conversation the model sees
 CONTEXT_CHARS = 8_000
+# A model's answer is stored in the conversation and shown whole: one of megabytes (an endpoint gone
+# wrong, or one told to repeat the data) would be too. Longer answers are cut, visibly.
+MAX_ANSWER_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,7 @@ def _answered(
     return ChatReply(
         incident_id=record.incident_id,
         message=message,
-        answer=text + outcomes_footer(outcomes),
+        answer=bounded_text(text, MAX_ANSWER_CHARS) + outcomes_footer(outcomes),
         mode="llm",
         intent=None,
         facts={"tool_calls": called, "tokens": tokens},
