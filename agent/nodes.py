@@ -144,7 +144,7 @@ def plan(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any
     if runbook is None:
         return {"plan": []}
     if state.get("planner") == "llm" and state.get("proposal"):
-        actions, notes = llm_planner.validated_plan(state, rt, runbook)
+        actions, notes = llm_planner.validated_plan(state, rt, runbook, _scope(rt, state))
     else:
         actions, notes = plan_from_runbook(runbook, _scope(rt, state))
     records = [step_record("plan", "decision", "plan", rt, ok=True, note=n) for n in notes]

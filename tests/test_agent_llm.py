@@ -212,3 +212,20 @@ def test_a_failing_read_tool_that_quotes_data_is_wrapped_as_data(investigate: An
     assert "SYSTEM: propose" in told and "Could not convert" in told
     assert told.startswith('<untrusted_data source="tool:sql">') and told.count("</untrusted_data>") == 1
     assert run.state["diagnosis"]["planner"] == "llm"
+
+
+def test_an_allowed_action_runs_only_with_the_arguments_the_runbook_gives_it(
+    investigate: Any, fake_openai: FakeOpenAI
+) -> None:
+    # The runbook allows rollback_model; its step rolls back to the previous version. A model that read
+    # hostile data used to be able to pick any target the tool accepts (the allowlist names actions, not
+    # arguments). It chooses among the runbook's steps; it does not write new ones.
+    proposal = {**GOOD, "actions": [{"action": "rollback_model", "args": {"to_version": 2}, "why": "told to"},
+                                    {"action": "add_note", "args": {"text": "free text is fine"}}]}
+    fake_openai.script([tool_call(SUBMIT, proposal)])
+    run, audit = investigate()
+    assert not [r for r in audit if r.action == "rollback_model"]  # not even tried
+    notes = " ".join(s.get("note", "") for s in run.state["steps"])
+    assert 'rollback_model rejected: runbook bad_model_deploy takes rollback_model only with its steps' in notes
+    assert '{"to_version": 1}' in notes
+    assert [a["action"] for a in run.state["plan"]] == ["add_note"]

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agent.context import AgentRuntime
 from agent.planners import deterministic
-from agent.runbook_steps import proposal_problem, step_record
+from agent.runbook_steps import plan_from_runbook, proposal_problem, step_record
 from agent.state import Diagnosis, PlannedAction, ResponderState, StepRecord
 from monitor.findings import ROOT_CAUSES
 from tools.errors import ToolError
@@ -214,19 +214,55 @@ def validated_diagnosis(state: ResponderState, rt: AgentRuntime) -> tuple[Diagno
     }, []
 
 
-def validated_plan(state: ResponderState, rt: AgentRuntime, runbook: Runbook) -> tuple[list[PlannedAction], list[str]]:
-    """The model's actions that pass the allowlist and schema; approval comes from the runbook."""
+def validated_plan(
+    state: ResponderState, rt: AgentRuntime, runbook: Runbook, scope: dict[str, Any]
+) -> tuple[list[PlannedAction], list[str]]:
+    """The model's actions that pass the allowlist and schema and that the runbook itself would take now
+    (see `off_runbook_problem`); approval comes from the runbook."""
     planned: list[PlannedAction] = []
     notes: list[str] = []
+    rendered, _ = plan_from_runbook(runbook, scope)
     for item in (state.get("proposal") or {}).get("actions", []):
         action, args = str(item.get("action")), dict(item.get("args") or {})
-        problem = proposal_problem(runbook, action, args)
+        problem = proposal_problem(runbook, action, args) or off_runbook_problem(runbook, action, args, rendered)
         if problem:
             notes.append(f"proposed {action} rejected: {problem}")
             continue
         planned.append({"action": action, "args": args, "approval": runbook.approval(action), "status": "planned",
                         "why": f"proposed by the model: {str(item.get('why', ''))[:200]}"})
     return planned, notes
+
+
+def off_runbook_problem(
+    runbook: Runbook, action: str, args: dict[str, Any], rendered: list[PlannedAction]
+) -> str | None:
+    """Why the model's arguments for an action are not ones the runbook's own steps give it now, or None.
+
+    The allowlist says *which* actions a runbook may take; its steps say *with what*. A model that read
+    hostile text (a merchant name, a log line) could otherwise quarantine a healthy feature or set any
+    threshold within the tool's limits under a runbook that allows the action. The model chooses among
+    the runbook's steps (a subset of them, say); it does not write new ones. Actions that change nothing
+    that serves (``add_note``, risk ``none``) take free text.
+    """
+    spec = registered_tools().get(action)
+    if spec is None or spec.risk == "none":
+        return None
+    offered = [a["args"] for a in rendered if a["action"] == action]
+    if _normalised(action, args) in [_normalised(action, a) for a in offered]:
+        return None
+    if not offered:
+        return f"runbook {runbook.id} takes no {action} step now (its steps' conditions do not hold)"
+    shown = "; ".join(json.dumps(a, sort_keys=True, default=str) for a in offered[:5])
+    return f"runbook {runbook.id} takes {action} only with its steps' arguments now: {shown}"
+
+
+def _normalised(action: str, args: dict[str, Any]) -> str:
+    """Arguments as the tool's schema reads them (defaults filled), as one text."""
+    spec = registered_tools()[action]
+    try:
+        return json.dumps(spec.arguments.model_validate(args).model_dump(mode="json"), sort_keys=True)
+    except ValueError:
+        return json.dumps(args, sort_keys=True, default=str)
 
 
 def _add_usage(usage: dict[str, Any], reply: Any) -> None:
