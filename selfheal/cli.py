@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -26,7 +25,7 @@ from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
 from selfheal.cli_serving import serving_app
-from selfheal.cli_tables import print_table
+from selfheal.cli_tables import CliConsole, print_table
 from selfheal.cli_warm import warn_if_short
 from selfheal.errors import error_text
 from store import TIME_COLUMNS, LogWriteError, LogWriterFull, StoreError
@@ -123,8 +122,8 @@ def _defaults_for_every_command(command: Any, defaults: dict[str, str]) -> dict[
 register_chat_commands(app)
 app.command(name="run")(run_command)
 
-console = Console(stderr=True)
-out = Console()
+console = CliConsole(stderr=True)
+out = CliConsole()
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Workspace folder (default: $SELFHEAL_HOME or ./.selfheal).")

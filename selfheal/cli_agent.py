@@ -13,14 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal.cli_common import fail, open_platform, read_workspace, runbooks_failed
-from selfheal.cli_tables import print_table
+from selfheal.cli_tables import CliConsole, print_table
 
 if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a command needs it
     from agent.responder import Responder, RunResult
     from selfheal.client import ServiceClient
 
-console = Console(stderr=True)
-out = Console()
+console = CliConsole(stderr=True)
+out = CliConsole()
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Workspace folder (default: $SELFHEAL_HOME or ./.selfheal).")

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from selfheal.cli_common import incident_filter, read_workspace
-from selfheal.cli_tables import print_table
+from selfheal.cli_tables import CliConsole, print_table
 
-out = Console()
+out = CliConsole()
 
 DETAIL_CHARS = 120  # arguments, a reason or a refusal, cut; --json has all of it
 

@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
-from rich.console import Console
 from rich.markdown import Markdown
 
 from selfheal.cli_common import runbooks_failed
+from selfheal.cli_tables import CliConsole
 
 if TYPE_CHECKING:  # the chat engine (and the LLM client) loads when a question is asked
     from agent.chat import ChatReply
     from selfheal.client import ServiceClient
 
-console = Console(stderr=True)
-out = Console()
+console = CliConsole(stderr=True)
+out = CliConsole()
 QUIT = ("/quit", "/exit", "/q")
 
 IncidentArgument = Annotated[str, typer.Argument(help="Incident id, e.g. INC-7 (or 7).")]

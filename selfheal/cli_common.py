@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
+from selfheal.cli_tables import CliConsole
 from selfheal.errors import error_text
 
 if TYPE_CHECKING:  # the platform (pandas, DuckDB) and the HTTP client load when a command needs them
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the platform (pandas, DuckDB) and the HTTP client load when
 
 T = TypeVar("T")
 
-err = Console(stderr=True)
+err = CliConsole(stderr=True)
 
 
 def fail(error: BaseException | str, code: int = 1) -> typer.Exit:

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from selfheal.cli_common import fail, runbooks_failed
-from selfheal.cli_tables import print_table
+from selfheal.cli_tables import CliConsole, print_table
 
 if TYPE_CHECKING:  # the harness (the platform, the responder, LangGraph) loads when a command runs
     from evals.platform import OpenPlatform
@@ -30,8 +29,8 @@ eval_app = typer.Typer(
     help="Offline evals: play scenario files through the real platform and score the responder.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
+out = CliConsole()
+err = CliConsole(stderr=True)
 
 ScenariosOption = Annotated[
     Path | None,

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal.cli_common import runbooks_failed
-from selfheal.cli_tables import print_table
+from selfheal.cli_tables import CliConsole, print_table
 
 if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a run starts
     import pandas as pd
@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # the responder (LangGraph, the monitor, SciPy) loads when a 
     from scorer.sources import Batch
     from selfheal.live_loop import LoopTotals
 
-err = Console(stderr=True)
-out = Console()
+err = CliConsole(stderr=True)
+out = CliConsole()
 EPOCH = datetime(1970, 1, 1)
 
 

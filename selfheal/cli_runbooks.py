@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from monitor.findings import INCIDENT_KINDS, ROOT_CAUSES
 from selfheal.cli_common import runbooks_failed
-from selfheal.cli_tables import print_table
+from selfheal.cli_tables import CliConsole, print_table
 
 if TYPE_CHECKING:  # tools.runbooks loads the monitor's checks (its linter): only when a command runs
     from tools.runbooks import RunbookLibrary
@@ -20,8 +19,8 @@ if TYPE_CHECKING:  # tools.runbooks loads the monitor's checks (its linter): onl
 runbooks_app = typer.Typer(
     help="List, show, create, lint and test runbooks (test: play one on a scenario).", no_args_is_help=True
 )
-out = Console()
-err = Console(stderr=True)
+out = CliConsole()
+err = CliConsole(stderr=True)
 
 DirOption = Annotated[
     Path | None,

@@ -16,13 +16,14 @@ from rich.console import Console
 from rich.text import Text
 
 from selfheal.cli_common import runbooks_failed
+from selfheal.cli_tables import CliConsole
 from selfheal.cli_warm import warn_if_short
 from selfheal.service.config import DEFAULT_HOST, DEFAULT_PORT, ServiceConfig
 from selfheal.service.discovery import read_record, remove_record, write_record
 from selfheal.service.hooks import ServiceHooks
 from store import LogWriteError, StoreError, Workspace
 
-err = Console(stderr=True)
+err = CliConsole(stderr=True)
 PLANNERS = ("deterministic", "llm", "auto")
 
 

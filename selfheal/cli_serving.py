@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from selfheal.cli_common import fail, open_platform, read_workspace
-from selfheal.cli_tables import print_table
+from selfheal.cli_tables import CliConsole, print_table
 
 if TYPE_CHECKING:
     from selfheal.app import Platform
@@ -29,8 +28,8 @@ serving_app = typer.Typer(
     "writes nothing and exits with 0; a change that cannot be made exits with 1.",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
-out = Console()
+console = CliConsole(stderr=True)
+out = CliConsole()
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="Workspace folder (default: $SELFHEAL_HOME or ./.selfheal).")

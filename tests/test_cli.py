@@ -163,3 +163,15 @@ def test_serve_warns_when_the_workspace_clock_is_stopped(tmp_path: Path) -> None
     _warn_if_clock_stopped(workspace, warned)
     text = warned.export_text()
     assert "clock stands at 2018-06-02 00:00" in text and "simulated-now.json" in text
+
+
+def test_plain_lines_stay_whole_when_the_output_is_not_a_terminal(tmp_path: Path) -> None:
+    # Rich wrapped every plain line at 80 columns off a terminal: a path to copy from a log file came out
+    # cut in two.
+    out = tmp_path / "a_folder_with_a_name_long_enough_to_pass_eighty_columns" / "simulated.parquet"
+    out.parent.mkdir()
+    result = CliRunner().invoke(app, ["simulate", "--days", "1", "--customers", "20", "--terminals", "40",
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (said,) = [line for line in result.output.splitlines() if line.startswith("wrote ")]
+    assert len(said) > 80 and said.endswith(f" to {out}"), said
