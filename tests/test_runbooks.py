@@ -966,3 +966,12 @@ def test_a_step_outside_the_section_it_runs_from_does_not_parse(block: str, sect
     assert problem.code == "step-out-of-place" and section.removeprefix("## ") in problem.message
     assert edited.splitlines()[problem.line - 1].startswith(("action:", "tool:"))
     assert lint_text(edited, "threshold_misconfig.md") == [problem]
+
+
+def test_a_folder_named_like_a_runbook_is_not_one(tmp_path: Path) -> None:
+    # `drafts.md/` beside the runbooks stopped the whole library ("cannot read it: Is a directory").
+    folder = tmp_path / "runbooks"
+    shutil.copytree(SHIPPED_RUNBOOKS, folder)
+    (folder / "drafts.md").mkdir()
+    assert len(RunbookLibrary.load(folder)) == len(RunbookLibrary.load(SHIPPED_RUNBOOKS))
+    assert lint_paths([folder]) == []

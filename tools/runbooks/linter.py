@@ -396,7 +396,8 @@ def runbook_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.glob("*.md") if p.name.lower() != "readme.md")
+            # A folder named like a runbook (``drafts.md/``) is not one; it used to stop the whole library.
+            files += sorted(p for p in path.glob("*.md") if p.name.lower() != "readme.md" and not p.is_dir())
         else:
             files.append(path)
     return files
