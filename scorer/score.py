@@ -389,15 +389,16 @@ class Scorer:
                 self._writer.append(frame)
             if rows is not None:
                 self._writer.append_rows(rows)
-        except LogWriteError:
+        except LogWriteError as error:
             now = time.monotonic()
             if now - self._last_write_warning >= WRITE_WARNING_INTERVAL_S:  # an outage fails every call
                 self._last_write_warning = now
-                logger.exception(
-                    "scoring-log write failed; the rows are kept and written again at the next flush "
+                # The text, not a traceback (see `ScoringEngine._forced_flush`: CPython 3.11, gh-106905).
+                logger.warning(
+                    "scoring-log write failed (%s); the rows are kept and written again at the next flush "
                     "(repeats are not logged for %.0f s; /healthz and log_health() count them)",
-                    WRITE_WARNING_INTERVAL_S,
-                )
+                    error, WRITE_WARNING_INTERVAL_S,
+                )  # fmt: skip
 
     def _resolve_serving(self) -> Serving:
         state = self.serving.current()

@@ -380,10 +380,10 @@ def test_a_failed_forced_log_write_is_logged_and_the_engine_goes_on(caplog: pyte
         assert await asyncio.get_running_loop().run_in_executor(None, scorer.failed.wait, 60)
         await engine.stop()  # the failure did not stop the worker; stopping writes again
 
-    with caplog.at_level(logging.ERROR, logger="selfheal.service.engine"):
+    with caplog.at_level(logging.WARNING, logger="selfheal.service.engine"):
         asyncio.run(main())
     [failure] = [r for r in caplog.records if "forced scoring-log write failed" in r.getMessage()]
-    assert failure.exc_info is not None and str(failure.exc_info[1]) == "disk full"
+    assert "disk full" in failure.getMessage() and failure.exc_info is None  # the text; no stack (gh-106905)
     assert scorer.flushes >= 2
 
 
