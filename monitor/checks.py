@@ -29,7 +29,7 @@ from monitor.stats import (
     top_shifted_bins,
     wilson_interval,
 )
-from monitor.thresholds import NoDriftBootstrap, benjamini_hochberg, decide_feature
+from monitor.thresholds import NoDriftBootstrap, benjamini_hochberg, binomial_upper_tail, decide_feature
 from scorer.serving import ServingState, ServingStateStore
 from store import Store
 
@@ -37,6 +37,11 @@ from store import Store
 NULL_RATE_FLOOR = 0.02
 DEAD_LETTER_FLOOR = 0.01
 STUCK_SHARE = 0.99
+# ... and only when the reference puts so many of the hour's rows in that bin this rarely. A share alone
+# ignores the hour's size and the bin's own reference share: the handbook's terminal_risk_30d is 0 for
+# 89 % of rows, and a 100-row night hour reaches 99 % zeros by chance every few weeks (two false pages in
+# a clean month of `selfheal run`). 1e-6 over ~15 features x 720 hours is about one chance a century.
+STUCK_P_VALUE = 1e-6
 BEYOND_REFERENCE_SHARE = 0.2
 MIN_ROWS_QUALITY = 20
 # Volume: a drop below this share of the seasonal expectation, and this many standard deviations.
@@ -189,9 +194,17 @@ def _feature_problems(
         problems.update(beyond_reference_share=beyond / non_null_rows, reference_range=[reference.lower, reference.upper])
     non_null = int(counts.counts.sum())
     if non_null >= 50:
-        share = float(counts.counts.max() / non_null)
+        top = int(np.argmax(counts.counts))
+        share = float(counts.counts[top] / non_null)
         if share >= STUCK_SHARE and reference.top_bin_share < 0.9:
-            problems.update(stuck_share=share, reference_top_bin_share=reference.top_bin_share)
+            reference_counts = np.asarray(reference.counts, dtype=np.float64)
+            bin_share = float(reference_counts[top] / max(reference_counts.sum(), 1.0))
+            p_value = binomial_upper_tail(int(counts.counts[top]), non_null, bin_share)
+            if p_value < STUCK_P_VALUE:
+                problems.update(
+                    stuck_share=share, reference_bin_share=bin_share, stuck_p_value=p_value,
+                    reference_top_bin_share=reference.top_bin_share,
+                )
     return problems
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "PracticalFloors",
     "apply_fdr",
     "benjamini_hochberg",
+    "binomial_upper_tail",
     "bootstrap_for",
     "decide",
     "decide_feature",
@@ -606,6 +607,14 @@ def apply_fdr(decisions: Sequence[_Decision], q: float = 1 - DEFAULT_Q) -> list[
         d if r or not d.drifted else replace(d, drifted=False, suppressed_by_fdr=True)
         for d, r in zip(decisions, rejected, strict=True)
     ]
+
+
+def binomial_upper_tail(hits: int, rows: int, share: float) -> float:
+    """P(X >= hits) for X ~ Binomial(rows, share): how often the reference's share puts this many of
+    ``rows`` (or more) in one place by chance."""
+    if hits <= 0:
+        return 1.0
+    return float(_scipy_stats().binom.sf(hits - 1, rows, min(max(share, 0.0), 1.0)))
 
 
 def _scipy_stats() -> ModuleType:

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from scorer.columns import HANDBOOK_COLUMNS
+from scorer.columns import HANDBOOK_COLUMNS, REQUIRED_INPUT_COLUMNS
 from scorer.data import DataFormatError
 from scorer.validate import UnreadableRecord
 
@@ -122,11 +122,27 @@ def _csv_batches(path: Path, batch_size: int) -> Iterator[Batch]:
             raise DataFormatError(f"cannot read the header of {path} as CSV: {error}") from error
         if header is None:
             return iter(())  # an empty file (or blank lines only): no rows
+        _refuse_other_separators(path, header)
         header_on_line_one = reader.line_num == 1
     reading = _arrow_reading(path) if header_on_line_one else None
     if reading is None:
         return _python_csv_rows(path, batch_size, header)
     return _csv_rows(path, batch_size, header, one_block=reading == "one block")
+
+
+def _refuse_other_separators(path: Path, header: list[str]) -> None:
+    """Refuse a file whose header is one field of column names joined by `;` or tabs (Excel's "CSV" where
+    the decimal mark is a comma): read with commas, every row would be dead-lettered for a field count, naming neither the
+    cause nor the fix, and its amounts ("118,5") would not be numbers anyway."""
+    if len(header) != 1:
+        return
+    known = {*HANDBOOK_COLUMNS, *REQUIRED_INPUT_COLUMNS}
+    for separator, name in ((";", "';'"), ("\t", "tabs")):
+        if known & {part.strip() for part in header[0].split(separator)}:
+            raise DataFormatError(
+                f"{path} looks separated by {name}, not commas (its header is one field: {header[0][:80]!r}); "
+                "save it as CSV with commas between fields and '.' as the decimal mark"
+            )
 
 
 def _header(reader: Iterator[list[str]]) -> list[str] | None:

@@ -112,6 +112,10 @@ def run(
     the runbooks say). Every row is scored or dead-lettered with a reason. Progress and what the platform
     did are printed as they happen; a summary table ends the run.
 
+    Labels ride with the transactions: a row's is_fraud / TX_FRAUD arrives at its label_time column, else
+    --label-delay-days after its timestamp. Those not due when the source ends are kept in the workspace
+    and delivered by the next run as they come due (play a month, then the next).
+
     `simulator` plays days of the same simulated world `selfheal simulate` writes (train on its first 60
     days, then run from day 60); when the workspace holds no traffic or history yet, the 38 days before
     the first one warm the feature windows.
@@ -165,6 +169,7 @@ def run(
         ("scored", totals.scored),
         ("dead-lettered (with a reason each)", totals.dead_lettered),
         ("labels delivered", totals.labels),
+        ("labels not due yet (delivered by the next run)", totals.labels_pending),
         ("incidents opened or reopened", len(totals.opened)),
     ):
         table.add_row(name, f"{value:,}")
@@ -226,7 +231,7 @@ def _run(
     from monitor.runner import Monitor
     from selfheal.app import Platform, save_simulated_now, simulated_now
     from selfheal.cli_warm import warn_if_short
-    from selfheal.live_loop import LiveLoop
+    from selfheal.live_loop import LiveLoop, load_pending_labels, save_pending_labels
     from store import StoreError, Workspace
 
     workspace = Workspace.from_env(home)
@@ -264,7 +269,7 @@ def _run(
                 raise ValueError(str(error)) from error
             autopilot = Autopilot(monitor, responder)
         loop = LiveLoop(platform, clock, monitor=monitor, autopilot=autopilot, label_delay=label_delay,
-                        source=f"file:{source}")  # fmt: skip
+                        source=f"file:{source}", pending_labels=load_pending_labels(workspace.home))  # fmt: skip
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
                             transient=True)  # fmt: skip
         with progress:
@@ -279,6 +284,8 @@ def _run(
                     f"{totals.dead_lettered:,} dead-lettered, {len(totals.opened)} incidents",
                 )
         save_simulated_now(workspace, clock())
+        save_pending_labels(workspace.home, loop.pending_labels)
+        loop.totals.labels_pending = len(loop.pending_labels)
         return loop.totals
     finally:
         if responder is not None:

@@ -8,6 +8,10 @@ For each hour of transaction time, in order:
 3. write the logs, then hand the closed hour to the `Autopilot` (monitor -> responder -> verification ->
    resolve pages), or to the monitor alone.
 
+Labels not due yet when the source ends (a file's last week, with a 7-day delay) are handed back
+(`LiveLoop.pending_labels`) and kept in the workspace (`save_pending_labels`), so the next run, on the
+next file, delivers them when they come due: a team plays its data a month at a time.
+
 Time is the data's time (a `SimClock` set to the end of each hour), so replaying a file gives the same
 incidents as living through it, and it only runs forward: rows older than the hour being played (late
 arrivals) are scored with the current hour. Hours without rows are still closed, one by one, so the
@@ -20,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -32,6 +37,8 @@ from scorer.simulate import LABEL_COLUMNS, LABEL_TIME
 from scorer.sources import Batch
 
 HOUR = timedelta(hours=1)
+# Labels a run read but could not deliver yet, in the workspace folder (see the module docstring).
+PENDING_LABELS_FILE = "pending-labels.parquet"
 
 
 class LoopPlatform(Protocol):
@@ -60,6 +67,7 @@ class LoopTotals:
     scored: int = 0
     dead_lettered: int = 0
     labels: int = 0
+    labels_pending: int = 0  # read from the source, due after it ended (kept for the next run)
     opened: list[str] = field(default_factory=list)
 
     def add(self, hour: HourDone) -> None:
@@ -81,6 +89,7 @@ class LiveLoop:
         autopilot: Monitor + responder; when given it evaluates the hour and responds.
         label_delay: When a row's label arrives if the source gives no ``label_time``.
         source: Recorded with dead letters, e.g. ``file:live.jsonl``.
+        pending_labels: Labels an earlier run read and did not deliver (`load_pending_labels`).
     """
 
     def __init__(
@@ -92,6 +101,7 @@ class LiveLoop:
         autopilot: Autopilot | None = None,
         label_delay: timedelta = timedelta(days=7),
         source: str = "run",
+        pending_labels: pd.DataFrame | None = None,
     ) -> None:
         self.platform, self.clock, self.monitor, self.autopilot = platform, clock, monitor, autopilot
         self.label_delay, self.source = label_delay, source
@@ -99,6 +109,13 @@ class LiveLoop:
         self._hour_start: datetime | None = None  # the hour being filled
         self._pending: list[Batch] = []  # its rows
         self._labels = pd.DataFrame(columns=[C.TRANSACTION_ID, C.LABEL, LABEL_TIME])
+        if pending_labels is not None and len(pending_labels):
+            self._labels = pending_labels[[C.TRANSACTION_ID, C.LABEL, LABEL_TIME]].reset_index(drop=True)
+
+    @property
+    def pending_labels(self) -> pd.DataFrame:
+        """Labels read from the source and not delivered yet: not due before the last hour closed."""
+        return self._labels
 
     def play(self, batches: Iterable[Batch]) -> Iterator[HourDone]:
         """Feed every batch, closing hours as transaction time passes them; the last hour closes at the end."""
@@ -228,6 +245,23 @@ class LiveLoop:
         delivered = self._labels.loc[due]
         self._labels = self._labels.loc[~due].reset_index(drop=True)
         return int(self.platform.scorer.add_labels(delivered.astype({C.LABEL: int})))
+
+
+def load_pending_labels(home: Path) -> pd.DataFrame | None:
+    """The labels an earlier run of this workspace left for later, or None."""
+    path = home / PENDING_LABELS_FILE
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def save_pending_labels(home: Path, labels: pd.DataFrame) -> None:
+    """Keep the labels not due yet for the next run (replacing what an earlier run kept); none: no file."""
+    path = home / PENDING_LABELS_FILE
+    if labels.empty:
+        path.unlink(missing_ok=True)
+        return
+    part = path.with_name(path.name + ".part")  # a run killed mid-write leaves the last whole file
+    labels.astype({C.TRANSACTION_ID: str, C.LABEL: int}).to_parquet(part, index=False)
+    part.replace(path)
 
 
 def _timestamps(values: pd.Series) -> pd.Series:
