@@ -368,10 +368,17 @@ def _check_timestamp(frame: pd.DataFrame, fail: Any) -> np.ndarray:
     # A datetime column's nulls are its NaTs: numpy finds them without building a Series (~1 ms at 10k).
     missing = np.isnat(values) if parsed is column else column.isna().to_numpy()
     fail(missing, f"missing value for {C.TIMESTAMP}", C.TIMESTAMP)
-    fail(np.isnat(values), "timestamp is not a valid date-time", C.TIMESTAMP)
+    fail(np.isnat(values), TIMESTAMP_REASON, C.TIMESTAMP)
     out_of_range = ~np.isnat(values) & ((values < MIN_TIMESTAMP.to_datetime64()) | (values > MAX_TIMESTAMP.to_datetime64()))
     fail(out_of_range, f"timestamp outside [{MIN_TIMESTAMP.date()}, {MAX_TIMESTAMP.date()}]", C.TIMESTAMP)
     return values
+
+
+# Text timestamps must start with an ISO 8601 date. `pd.Timestamp` also reads "01/08/2018 00:00:19", as
+# month first: a day-first export was scored as 8 January, with no dead letter and every window wrong
+# (training already refused it). The vectorised text path parses with format="ISO8601" too.
+_ISO_DATE_FIRST = re.compile(r"\s*[+-]?\d{4}-\d{2}-\d{2}")
+TIMESTAMP_REASON = "timestamp is not a valid date-time (ISO 8601 text such as 2018-08-01 00:00:19, or epoch seconds)"
 
 
 def _parse_time(value: Any) -> pd.Timestamp | None:
@@ -383,8 +390,8 @@ def _parse_time(value: Any) -> pd.Timestamp | None:
                 return None
             stamp = pd.Timestamp(float(value), unit="s")
         elif isinstance(value, str):
-            if len(value) > 64:
-                return None
+            if len(value) > 64 or not _ISO_DATE_FIRST.match(value):
+                return None  # "01/08/2018" is 8 January to pandas and 1 August to a European sender
             stamp = pd.Timestamp(value)
         elif isinstance(value, (pd.Timestamp, np.datetime64)) or hasattr(value, "isoformat"):
             stamp = pd.Timestamp(value)

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from scorer.score import Scorer
 from scorer.simulate import LABEL_COLUMNS
+from scorer.validate import TIMESTAMP_REASON
 from selfheal.app import Platform
 from selfheal.cli import app as cli_app
 from selfheal.cli_serve import _listen
@@ -148,7 +149,7 @@ def test_one_good_transaction_is_scored_and_logged(service: tuple[TestClient, Pl
     [
         ({"amount": -3.0}, "amount", "amount is negative"),
         ({"amount": "lots"}, "amount", "amount must be a number"),
-        ({"timestamp": "yesterday-ish"}, "timestamp", "timestamp is not a valid date-time"),
+        ({"timestamp": "yesterday-ish"}, "timestamp", TIMESTAMP_REASON),
         ({"channel": "carrier pigeon"}, "channel", "channel must be one of card_present, online"),
         ({"customer_id": None}, "customer_id", "missing value for customer_id"),
     ],

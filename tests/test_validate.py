@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scorer.validate import ScoringLimits, validate
+from scorer.validate import TIMESTAMP_REASON, ScoringLimits, validate
 
 GOOD = {
     "transaction_id": "tx-1",
@@ -73,7 +74,23 @@ def test_text_timestamps_that_pandas_reads_as_year_zero_are_refused() -> None:
     records = [{**GOOD, "transaction_id": "a", "timestamp": "/1"}, {**GOOD, "transaction_id": "b"}]
     result = validate(records)
     assert result.valid["transaction_id"].tolist() == ["b"]
-    assert result.dead["reason"].tolist() == ["timestamp is not a valid date-time"]
+    assert result.dead["reason"].tolist() == [TIMESTAMP_REASON]
+
+
+@pytest.mark.parametrize("as_frame", [False, True], ids=["records", "csv-like text column"])
+def test_a_day_first_or_slashed_date_is_refused_not_read_month_first(as_frame: bool) -> None:
+    # "01/08/2018" (1 August, as a European export writes it) was scored as 8 January: no dead letter,
+    # every feature window wrong. Text timestamps must be ISO 8601; epoch seconds still work.
+    records = [
+        {**GOOD, "transaction_id": "slashed", "timestamp": "01/08/2018 00:00:19"},
+        {**GOOD, "transaction_id": "iso", "timestamp": "2018-08-01 00:00:19"},
+        {**GOOD, "transaction_id": "offset", "timestamp": "2018-08-01T02:00:19+02:00"},
+    ]
+    given: Any = pd.DataFrame(records).astype({"timestamp": "str"}) if as_frame else records
+    result = validate(given)
+    assert result.dead["transaction_id"].tolist() == ["slashed"]
+    assert result.dead["reason"].tolist() == [TIMESTAMP_REASON] and "ISO 8601" in TIMESTAMP_REASON
+    assert result.valid["timestamp"].tolist() == [pd.Timestamp("2018-08-01 00:00:19")] * 2
 
 
 def test_each_defect_gets_its_own_reason() -> None:
@@ -83,7 +100,7 @@ def test_each_defect_gets_its_own_reason() -> None:
         "amount is infinite": {**GOOD, "amount": math.inf},
         "amount must be a number": {**GOOD, "amount": "twelve"},
         "amount above the limit": {**GOOD, "amount": 5e9},
-        "timestamp is not a valid date-time": {**GOOD, "timestamp": "2024-02-30T00:00:00"},
+        TIMESTAMP_REASON: {**GOOD, "timestamp": "2024-02-30T00:00:00"},
         "timestamp outside": {**GOOD, "timestamp": "1800-01-01"},
         "customer_id longer than 128": {**GOOD, "customer_id": "x" * 500},
         "missing value for terminal_id": {**GOOD, "terminal_id": None},
