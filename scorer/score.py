@@ -204,14 +204,18 @@ class Scorer:
         """Record labels that arrived (``transaction_id``, ``is_fraud``, ``label_time``); feeds terminal risk."""
         if labels.empty:
             return 0
+        now = np.datetime64(self.clock(), "us")
+        when: np.ndarray | np.datetime64 = now
+        if "label_time" in labels:
+            # A label without its time (one a team sends as it learns it) is dated when it arrives.
+            given = pd.to_datetime(labels["label_time"]).to_numpy(dtype="datetime64[us]")
+            when = np.where(np.isnat(given), now, given)
         frame = pd.DataFrame(
             {
                 C.TRANSACTION_ID: labels[C.TRANSACTION_ID].astype(str).to_numpy(),
                 C.LABEL: labels[C.LABEL].astype(int).to_numpy(),
-                "label_time": pd.to_datetime(labels["label_time"]).to_numpy()
-                if "label_time" in labels
-                else np.datetime64(self.clock()),
-                "received_at": np.datetime64(self.clock()),
+                "label_time": when,
+                "received_at": now,
             }
         )
         self._stage(frame={"labels": frame})

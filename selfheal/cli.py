@@ -21,6 +21,7 @@ from selfheal.cli_chat import register as register_chat_commands
 from selfheal.cli_common import fail, incident_filter, open_platform, read_workspace
 from selfheal.cli_eval import eval_app
 from selfheal.cli_files import FRAME_FORMATS, OutputPathError, check_output_path, write_frame
+from selfheal.cli_labels import register as register_labels_command
 from selfheal.cli_run import run as run_command
 from selfheal.cli_runbooks import runbooks_app
 from selfheal.cli_serve import register as register_serve_command
@@ -77,6 +78,7 @@ app.add_typer(serving_app, name="serving")
 register_serve_command(app)
 register_agent_commands(app)
 register_audit_command(app)
+register_labels_command(app)
 
 
 def _show_version(value: bool) -> None:

@@ -1060,3 +1060,33 @@ def test_status_says_what_serves_and_what_needs_a_person(
 
 def _without_now(status: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k != "now"}
+
+
+def test_labels_arrive_through_the_api_applied_or_refused_with_their_reason(
+    service: tuple[TestClient, Platform], small_world: SmallWorld
+) -> None:
+    """A team scoring through the service had no way to send the chargebacks that came in later."""
+    client, platform = service
+    records = live_records(small_world, 3)
+    assert client.post("/v1/score", json=records).status_code == 200
+    labels = [
+        {"transaction_id": records[0]["transaction_id"], "is_fraud": 1, "label_time": "2018-05-20T10:00:00"},
+        {"transaction_id": records[1]["transaction_id"], "is_fraud": "false"},
+        {"transaction_id": "never-scored", "is_fraud": True},
+        {"transaction_id": records[2]["transaction_id"], "is_fraud": "maybe"},
+        "not a label",
+    ]
+    before = platform.store.count("labels")
+
+    assert client.post("/v1/labels", json=labels).status_code == 401  # labels move what the model sees
+    answer = client.post("/v1/labels", json=labels, headers=AUTH)
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["received"], body["applied"], body["scored"], body["refused"]) == (5, 3, 2, 2)
+    assert [(r["row"], r["reason"]) for r in body["refusals"]] == [
+        (3, "is_fraud must be 0 or 1 (or true / false)"), (4, "a label is an object with transaction_id and is_fraud")]
+    runtime_of(client).engine.flush()
+    stored = platform.store.query("SELECT transaction_id, is_fraud, label_time FROM labels ORDER BY is_fraud, transaction_id")
+    assert platform.store.count("labels") == before + 3
+    assert stored["label_time"].notna().all()  # dated when they arrived where the sender gave no time

@@ -27,9 +27,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Security
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
+from scorer.labels import apply_labels
 from selfheal import serving_changes
 from selfheal.service import views
 from selfheal.service.auth import bearer_scheme, token_matches
@@ -230,6 +231,20 @@ def load_spills(runtime: Runtime, actor: Actor) -> list[dict[str, Any]]:
     at most once (`store.spill`); a file that still fails stays, with its error."""
     del actor  # token-guarded like every change; the files' sha256 in loaded_log_spills are the record
     return [spill_load_json(load) for load in load_spilled(runtime.platform.store)]
+
+
+@router.post("/labels", summary="Labels that arrived (chargebacks, confirmed fraud), for scored transactions",
+             responses={401: ERRORS[401]})
+def post_labels(
+    runtime: Runtime, actor: Actor, labels: Annotated[list[Any], Body(description=(
+        "objects with transaction_id, is_fraud (0/1 or true/false) and, optionally, label_time"))],
+) -> dict[str, Any]:
+    """What `selfheal labels FILE` sends while the service owns the workspace: each row is applied (the
+    ``labels`` table, the terminals' fraud ratios) or refused with its reason; 200 either way, with the
+    counts (`scorer.labels.apply_labels`). Token-guarded: labels move what the model sees."""
+    del actor  # the labels table records when each arrived; who sent them is the token's holder
+    with runtime.engine.exclusive() as scorer:  # the feature state changes: never beside a scoring batch
+        return apply_labels(scorer, labels).to_json()
 
 
 def _call_hook(call: Any) -> dict[str, Any]:
