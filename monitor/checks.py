@@ -154,7 +154,7 @@ def feature_quality_check(ctx: CheckContext) -> list[Finding]:
         counts = ctx.window.subjects.get(name)
         if counts is None or counts.rows < MIN_ROWS_QUALITY:
             continue
-        problems = _feature_problems(
+        problems = feature_problems(
             name, reference, counts, ctx.window.invalid_range.get(name, 0), ctx.window.beyond_reference.get(name, 0)
         )
         if problems:
@@ -174,9 +174,11 @@ def feature_quality_check(ctx: CheckContext) -> list[Finding]:
     ]
 
 
-def _feature_problems(
+def feature_problems(
     name: str, reference: NumericProfile, counts: SubjectCounts, invalid: int, beyond: int
 ) -> dict[str, Any]:
+    """What is wrong with one feature in a window (empty: nothing): the monitor's rules, which the agent's
+    `quality_report` tool applies too, so the two never disagree on what is broken."""
     problems: dict[str, Any] = {}
     n = counts.rows
     null_rate = counts.nulls / n

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.checks import _feature_problems
+from monitor.checks import feature_problems
 from monitor.counts import SubjectCounts
 from monitor.profile import COUNT_FEATURE_EDGES, NumericProfile, numeric_profile
 from monitor.stats import histogram_counts
@@ -39,12 +39,12 @@ def test_a_quiet_night_hour_of_a_mostly_zero_feature_is_not_a_stuck_feature() ->
     reference = _terminal_risk_reference()
     for zeros, others in ((122, np.array([0.05])), (80, np.array([]))):  # the two hours that paged
         hour = _hour(reference, zeros, others)
-        assert "stuck_share" not in _feature_problems("terminal_risk_30d", reference, hour, 0, 0)
+        assert "stuck_share" not in feature_problems("terminal_risk_30d", reference, hour, 0, 0)
 
 
 def test_a_feature_stuck_in_its_most_common_bin_is_still_caught_once_the_hour_is_big_enough() -> None:
     reference = _terminal_risk_reference()
-    problems = _feature_problems("terminal_risk_30d", reference, _hour(reference, 400, np.array([])), 0, 0)
+    problems = feature_problems("terminal_risk_30d", reference, _hour(reference, 400, np.array([])), 0, 0)
     assert problems["stuck_share"] == 1.0
 
 
@@ -52,4 +52,4 @@ def test_a_feature_stuck_at_a_rare_value_is_caught_in_a_small_hour() -> None:
     rng = np.random.default_rng(1)
     reference = numeric_profile(rng.gamma(2.0, 30.0, 20_000))  # an average amount: 0.0 is never seen
     hour = _hour(reference, 60, np.array([]))
-    assert _feature_problems("customer_avg_amount_30d", reference, hour, 0, 0)["stuck_share"] == 1.0
+    assert feature_problems("customer_avg_amount_30d", reference, hour, 0, 0)["stuck_share"] == 1.0

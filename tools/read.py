@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from monitor.checks import categorical_pair, numeric_pair
+from monitor.checks import categorical_pair, feature_problems, numeric_pair
 from monitor.counts import SCORE_SUBJECT, WindowCounts, load_windows, sum_windows
 from monitor.estimated import window_estimate
 from monitor.profile import NumericProfile, ReferenceProfile
@@ -316,14 +316,14 @@ def quality_report(ctx: ToolContext, window: str) -> dict[str, Any]:
         subject = counts.subjects.get(name)
         if subject is None or subject.rows == 0:
             continue
-        null_rate = subject.nulls / subject.rows
-        non_null = int(subject.counts.sum())
-        top_share = float(subject.counts.max() / non_null) if non_null else 0.0
-        invalid = counts.invalid_range.get(name, 0)
-        if null_rate - reference.null_rate > 0.005 or invalid or (top_share >= 0.95 and reference.top_bin_share < 0.9):
-            problems[name] = {"null_rate": null_rate, "reference_null_rate": reference.null_rate,
-                              "invalid_values": invalid, "top_bin_share": top_share,
-                              "reference_top_bin_share": reference.top_bin_share}
+        # The monitor's own rules (it used fixed cut-offs of its own: a stuck share of 0.95 whatever the
+        # hour's size, which the monitor no longer calls stuck on the handbook's data).
+        broken = feature_problems(
+            name, reference, subject, counts.invalid_range.get(name, 0), counts.beyond_reference.get(name, 0)
+        )
+        if broken:
+            problems[name] = {"null_rate": subject.nulls / subject.rows, "reference_null_rate": reference.null_rate,
+                              **broken}  # fmt: skip
     reasons = sorted(counts.dead_letter_reasons.items(), key=lambda kv: -kv[1])
     return compact(
         {"window": _window_info(counts.start, counts.end), "hours": len(hours), "rows_scored": counts.rows,
