@@ -154,11 +154,14 @@ def plan(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any
 
 
 def request_approval(state: ResponderState, runtime: Runtime[AgentRuntime]) -> dict[str, Any]:
-    """Page a person that the plan waits for their approval, before the run pauses for it.
+    """Page a person that the plan waits for their approval, before the run pauses for it, when the
+    runbook's severity is high or critical (as the page policy pages an unverified fix).
 
-    A run paused for approval used to wait without telling anyone (only `selfheal status` listed it).
-    The page is its own, once per incident (`page_for_approval`): the page that says how the incident
-    ended still goes out. Re-run after a crash, it finds the page it sent (the audit key) and sends none.
+    A run paused for approval used to wait without telling anyone. A low or medium one still waits quietly
+    for working hours: `selfheal status` (and `--check`), the web review and the API list what waits for a
+    person (a population shift's retrain would otherwise page at night). The page is its own, once per
+    incident (`page_for_approval`): the page that says how the incident ended still goes out. Re-run
+    after a crash, it finds the page it sent (the audit key) and sends none.
     """
     from tools.actions.notify import page_for_approval
 
@@ -167,6 +170,11 @@ def request_approval(state: ResponderState, runtime: Runtime[AgentRuntime]) -> d
     incident = state.get("incident", {})
     waiting = [a for a in state.get("plan", []) if a.get("approval") == "human" and a.get("status") == "planned"]
     actions = ", ".join(paging.action_text(a) for a in waiting)
+    runbook = _runbook(rt, state)
+    severity = runbook.severity if runbook is not None else "high"
+    if severity not in paging.HIGH:
+        note = f"waits for approval of {actions}; not paged ({severity} severity): `selfheal status` lists it"
+        return {"steps": [step_record("request_approval", "decision", "page", rt, ok=True, note=note)]}
     review = incident_review_url(rt.config.public_url, incident_id)
     runbook_id = state.get("diagnosis", {}).get("runbook_id")
     ctx = rt.tool_context(incident_id, reason=f"runbook {runbook_id} needs a person's approval for {actions}")

@@ -467,3 +467,19 @@ def test_a_runbook_edited_while_the_service_runs_governs_its_next_run(
             denied = client.post("/v1/incidents/INC-3/deny", json={"note": "not now"}, headers=AUTH)
         assert denied.status_code == 200, denied.text
         assert "half_saved.md" in caplog.text and "keeps acting on the ones it had" in caplog.text
+
+
+def test_a_medium_severity_run_waits_for_approval_without_paging(demo_home: Path, tmp_path: Path) -> None:
+    # High and critical runbooks page for approval; a medium one (a population shift's retrain) waits for
+    # working hours, listed by `selfheal status`, instead of waking someone at night.
+    runbooks = approval_runbooks(tmp_path / "runbooks")
+    deploy = runbooks / "bad_model_deploy.md"
+    deploy.write_text(deploy.read_text().replace("\nseverity: high\n", "\nseverity: medium\n", 1))
+    with Platform(Workspace(demo_home)) as platform:
+        pages = platform.store.count("pages")
+    pause_for_approval(demo_home, runbooks, incidents=("INC-3",))
+    with Platform(Workspace(demo_home)) as platform:
+        assert platform.store.count("pages") == pages
+        run = _latest_run(platform, "INC-3")
+    assert run["status"] == "waiting_approval"
+    assert any("not paged (medium severity)" in (s.get("note") or "") for s in run["state"]["steps"])
