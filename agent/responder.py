@@ -100,7 +100,7 @@ class Responder:
         latest = self.latest_thread(incident.incident_id)
         if latest is not None and not again:
             snapshot = self.graph.get_state(self._config(latest))
-            if snapshot.next:
+            if _unfinished(snapshot):
                 waiting = _waiting(snapshot)
                 if waiting is None:  # interrupted by a crash: carry on from the last checkpoint
                     return self._invoke(latest, incident.incident_id, None)
@@ -163,7 +163,7 @@ class Responder:
         if thread is None:
             return None
         snapshot = self.graph.get_state(self._config(thread))
-        if snapshot.next or not snapshot.values.get("report"):
+        if _unfinished(snapshot) or not snapshot.values.get("report"):
             return None
         rt = self.runtime
         paths = write_report(rt.store, rt.registry, incident_id, dict(snapshot.values), rt.reports_dir, now=rt.clock())
@@ -213,7 +213,7 @@ class Responder:
         if waiting is not None:
             status: RunStatus = "waiting_approval" if waiting.get("type") == "approval" else "waiting_data"
         else:
-            status = "running" if snapshot.next else "done"
+            status = "running" if _unfinished(snapshot) else "done"
         values = dict(snapshot.values)
         attempt = int(thread_id.rsplit("/", 1)[-1])
         self._record(
@@ -270,6 +270,18 @@ class Responder:
                 canonical_json(values) if values else None,
             ],
         )
+
+
+def _unfinished(snapshot: Any) -> bool:
+    """Whether a thread has steps left to run (a crashed, paused or waiting run), not just a finished one.
+
+    ``snapshot.next`` alone is not enough: it leaves out the tasks whose writes are saved, so a process
+    killed between a step's saved writes and the checkpoint after them (``durability="sync"`` saves the
+    two one after the other) leaves a thread with no ``next`` that never ran its later nodes: it read as
+    done, and `investigate` reported it so without diagnosing, acting or paging. Those tasks are still in
+    ``snapshot.tasks``; resuming applies their saved writes without running them again.
+    """
+    return bool(snapshot.next or snapshot.tasks)
 
 
 def _waiting(snapshot: Any) -> dict[str, Any] | None:

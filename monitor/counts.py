@@ -208,7 +208,29 @@ def sum_windows(windows: Iterable[WindowCounts]) -> WindowCounts:
 
 
 def save_window(store: Store, window: WindowCounts, cadence: str, evaluated_at: datetime) -> None:
-    """Persist a window's counts (so longer windows and restarts need no rescan)."""
+    """Persist a window's counts (so longer windows and restarts need no rescan), replacing any earlier count
+    of the same window.
+
+    A window is counted again when `selfheal run` is started again after a crash (it replays the source
+    from its start) or `selfheal monitor run` covers hours already monitored. Appended, the second copy
+    made `load_windows` return that hour twice and the day's sum counted its rows twice.
+    """
+    window_key = [window.start, window.end, window.model_version]
+    with store.transaction():  # the counts and their window's row together, or neither
+        store.execute(
+            "DELETE FROM monitor_counts WHERE window_start = ? AND window_end = ? "
+            "AND model_version IS NOT DISTINCT FROM ?",
+            window_key,
+        )
+        store.execute(
+            "DELETE FROM monitor_windows WHERE window_start = ? AND window_end = ? "
+            "AND model_version IS NOT DISTINCT FROM ? AND cadence = ?",
+            [*window_key, cadence],
+        )
+        _append_window(store, window, cadence, evaluated_at)
+
+
+def _append_window(store: Store, window: WindowCounts, cadence: str, evaluated_at: datetime) -> None:
     store.append(
         "monitor_counts",
         pd.DataFrame(

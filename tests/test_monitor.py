@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from evals.faults import FAULTS, make_fault
+from monitor.counts import ADDITIVE, SCORE_SUBJECT, load_windows, sum_windows
 from monitor.runner import Monitor
 from monitor.stats import histogram_counts, psi
 from scorer import columns as C
@@ -102,3 +103,26 @@ def test_evaluate_check_sees_the_same_history_in_a_fresh_process(play: Any, worl
     assert [(f.breached, f.value, f.evidence) for f in seen_fresh] == [
         (f.breached, f.value, f.evidence) for f in seen_live
     ]
+
+
+def test_an_hour_monitored_again_is_counted_once(play: Any, world: SmallWorld) -> None:
+    """A restarted `selfheal run` replays its source from the start, and `selfheal monitor run` may cover
+    monitored hours: the hour's counts replace the earlier ones (appended, the day's sum held it twice)."""
+    played = play([], days=1)
+    platform = played.platform
+    day_start, day_end = world.at(0, 0), world.at(1, 0)
+    before = sum_windows(load_windows(platform.store, day_start, day_end, 1))
+
+    again = Monitor(platform.store, platform.registry, platform.serving, clock=platform.scorer.clock)
+    for hour in (5, 23):  # 23: the hour that closes the day, so the day is summed again too
+        again.run_hour(world.at(0, hour))
+
+    rows = platform.store.execute(
+        "SELECT count(*), count(DISTINCT window_start) FROM monitor_windows WHERE cadence = 'hour' "
+        "AND window_start >= ? AND window_start < ?",
+        [day_start, day_end],
+    )
+    assert rows == [(24, 24)]
+    after = sum_windows(load_windows(platform.store, day_start, day_end, 1))
+    assert after.subjects[SCORE_SUBJECT].rows == before.subjects[SCORE_SUBJECT].rows
+    assert {k: after.scalars.get(k) for k in ADDITIVE} == {k: before.scalars.get(k) for k in ADDITIVE}
