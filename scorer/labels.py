@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from scorer import columns as C
-from scorer.data import DataFormatError
-from scorer.validate import MAX_ID_LENGTH, TIMESTAMP_REASON, _parse_time
+from scorer.sources import read_records
+from scorer.validate import MAX_ID_LENGTH, TIMESTAMP_REASON, UnreadableRecord, parse_time
 
 if TYPE_CHECKING:
     from scorer.score import Scorer
@@ -40,10 +40,6 @@ class CheckedLabels:
 
     valid: pd.DataFrame
     refused: list[tuple[int, str]] = field(default_factory=list)
-
-    def common_reasons(self, limit: int = 3) -> list[tuple[str, int]]:
-        counts = pd.Series([reason for _, reason in self.refused], dtype=object).value_counts()
-        return [(str(reason), int(n)) for reason, n in counts.head(limit).items()]
 
 
 @dataclass(frozen=True)
@@ -84,29 +80,18 @@ def apply_labels(scorer: Scorer, records: Iterable[Mapping[str, Any]], *, shown:
     )  # fmt: skip
 
 
-def read_label_file(path: Path) -> list[dict[str, Any]]:
-    """The rows of a .csv, .parquet or .jsonl labels file, as records (ids kept as written).
+def read_label_file(path: Path) -> list[Any]:
+    """The rows of a .csv, .parquet or .jsonl labels file, read as `selfheal score` reads transactions
+    (`scorer.sources.read_records`: handbook names, a BOM, broken lines kept as `UnreadableRecord`).
 
     Raises:
         FileNotFoundError: no such file.
         DataFormatError: not a supported type, or not readable as one.
     """
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        elif suffix in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True, dtype=False)
-        else:
-            raise DataFormatError(f"unsupported file type {suffix!r} for {path}: use .csv, .parquet or .jsonl")
-    except (OSError, ValueError) as error:
-        raise DataFormatError(f"cannot read {path} as {suffix[1:]}: {str(error).splitlines()[0]}") from error
-    frame = frame.rename(columns={k: v for k, v in C.HANDBOOK_COLUMNS.items() if k in frame.columns})
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")  # type: ignore[no-any-return]
+    records: list[Any] = []
+    for batch in read_records(path):
+        records += batch.to_dict("records") if isinstance(batch, pd.DataFrame) else batch
+    return records
 
 
 def check_labels(records: Iterable[Mapping[str, Any]]) -> CheckedLabels:
@@ -116,6 +101,9 @@ def check_labels(records: Iterable[Mapping[str, Any]]) -> CheckedLabels:
     times: list[pd.Timestamp | None] = []
     refused: list[tuple[int, str]] = []
     for row, record in enumerate(records):
+        if isinstance(record, UnreadableRecord):
+            refused.append((row, record.reason))
+            continue
         if not isinstance(record, Mapping):
             refused.append((row, "a label is an object with transaction_id and is_fraud"))
             continue
@@ -138,7 +126,7 @@ def check_labels(records: Iterable[Mapping[str, Any]]) -> CheckedLabels:
 
 def _check_one(record: Mapping[str, Any]) -> tuple[str | None, str, int, pd.Timestamp | None]:
     raw_id = record.get(C.TRANSACTION_ID)
-    if raw_id is None or (isinstance(raw_id, float) and math.isnan(raw_id)) or isinstance(raw_id, bool):
+    if _missing(raw_id) or isinstance(raw_id, bool):
         return f"missing {C.TRANSACTION_ID}", "", 0, None
     if isinstance(raw_id, float) and raw_id.is_integer():
         raw_id = int(raw_id)  # a numeric column read with NaNs holds 17.0 for the id 17
@@ -151,17 +139,24 @@ def _check_one(record: Mapping[str, Any]) -> tuple[str | None, str, int, pd.Time
     if label is None:
         return f"{C.LABEL} must be 0 or 1 (or true / false)", "", 0, None
     when = None
-    if record.get(LABEL_TIME) not in (None, ""):
-        when = _parse_time(record[LABEL_TIME])
+    if not _missing(record.get(LABEL_TIME)):
+        when = parse_time(record[LABEL_TIME])
         if when is None:
             return TIMESTAMP_REASON.replace("timestamp", LABEL_TIME, 1), "", 0, None
     return None, transaction_id, label, when
 
 
+def _missing(value: Any) -> bool:
+    """None, empty text, or a reader's NaN / NaT for an empty cell."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    return value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
 def _label(value: Any) -> int | None:
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+    if isinstance(value, (int, float)) and value in (0, 1):
         return int(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return 1 if value.strip().lower() in _TRUE else 0

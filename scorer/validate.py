@@ -358,9 +358,9 @@ def _check_timestamp(frame: pd.DataFrame, fail: Any) -> np.ndarray:
         parsed = parsed.where(parsed.dt.year.between(1700, 2250)).astype("datetime64[ns]")
         retry = parsed.isna() & column.notna()
         if retry.any():
-            parsed[retry] = [_parse_time(v) or pd.NaT for v in column[retry].tolist()]
+            parsed[retry] = [parse_time(v) or pd.NaT for v in column[retry].tolist()]
     else:
-        stamps = [_parse_time(v) for v in column.tolist()]
+        stamps = [parse_time(v) for v in column.tolist()]
         parsed = pd.Series(
             np.array([np.datetime64("NaT") if t is None else t.to_datetime64() for t in stamps], dtype="datetime64[ns]")
         )
@@ -381,7 +381,7 @@ _ISO_DATE_FIRST = re.compile(r"\s*[+-]?\d{4}-\d{2}-\d{2}")
 TIMESTAMP_REASON = "timestamp is not a valid date-time (ISO 8601 text such as 2018-08-01 00:00:19, or epoch seconds)"
 
 
-def _parse_time(value: Any) -> pd.Timestamp | None:
+def parse_time(value: Any) -> pd.Timestamp | None:
     if value is None or isinstance(value, bool):
         return None
     try:
