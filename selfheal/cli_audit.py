@@ -43,6 +43,7 @@ def audit(
     Example: selfheal audit --incident INC-3
     """
     from selfheal.service import views
+    from tools.audit import bounded_text  # the cut the audit log itself uses, marked " …[cut]"
 
     key = incident_filter(incident_id)
     rows = read_workspace(
@@ -67,10 +68,10 @@ def audit(
             row["incident_id"] or "-",
             Text(row["actor"]),  # data: never markup
             row["action"],
-            Text(_cut(_arguments(row["args"]))),
+            Text(bounded_text(_arguments(row["args"]), DETAIL_CHARS)),
             row["approval"] or "-",
             str(row["result"].get("status", "")),
-            Text(_detail(row)),
+            Text(bounded_text(_detail(row), DETAIL_CHARS)),
         )
     print_table(out, table)
 
@@ -80,15 +81,11 @@ def _arguments(args: dict[str, Any]) -> str:
 
 
 def _detail(row: dict[str, Any]) -> str:
-    """The reason it was taken and, when it was not applied, what the action said back."""
+    """The reason it was taken and, when it was not applied, what the action said back (uncut)."""
     reason = row.get("reason") or ""
     result = row["result"]
     said = result.get("message") or result.get("error") if result.get("status") != "applied" else None
-    return _cut(f"{reason} -> {said}" if said else reason)
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
+    return f"{reason} -> {said}" if said else reason
 
 
 def register(app: typer.Typer) -> None:
