@@ -9,7 +9,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +162,11 @@ def test_an_answer_sent_too_slowly_times_out_though_each_byte_came_in_time(fake_
     # httpx's timeout bounds each read: 30 bytes 0.1 s apart took 3 s with a 0.5 s timeout, and a server
     # that never stopped dripping held the call (and the service's responder lock) for ever.
     fake_openai.script([drip(30, 0.1), drip(30, 0.1)], allow_unused=True)
-    started = time.monotonic()
+    # Each answer does arrive whole (every byte within the read timeout): only a deadline on the whole
+    # answer times it out, so the raise itself is the proof; no wall-clock assertion (benchmarks/ own timings).
     with LLMClient(fake_openai.config(timeout_s=0.5, max_attempts=2)) as llm, pytest.raises(LLMUnavailable, match="timed out"):
         llm.complete(QUESTION, TOOLS)
-    assert time.monotonic() - started < 2.5 and len(fake_openai.requests) == 2
+    assert len(fake_openai.requests) == 2
 
 
 @pytest.mark.parametrize(

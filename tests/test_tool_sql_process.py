@@ -100,15 +100,13 @@ def test_a_query_that_ignores_the_interrupt_is_killed_and_the_next_one_runs(
     _count(store)
     before = _worker_pid()
     monkeypatch.setattr(tools.sql, "KILL_MARGIN_S", 0.1)
-    started = time.monotonic()
     growth, outcome = _peak_growth_mb(
         lambda: run_query(store, "SELECT length(repeat('x', 500000000)) AS n", max_rows=10, timeout_s=0.2)
     )
     assert isinstance(outcome, ToolRetry), outcome
     assert "ran longer than 0.2 s" in str(outcome)
     assert isinstance(outcome.__cause__, duckdb.InterruptException)
-    assert "killed" in str(outcome.__cause__)
-    assert time.monotonic() - started < 20  # killed near 0.3 s; generous for a loaded machine
+    assert "killed" in str(outcome.__cause__)  # the kill stopped it, not the query finishing
     assert growth < 64
     assert _worker_pid() != before  # the killed worker was replaced ...
     assert _count(store) == [[IDS]]  # ... and the next query runs
